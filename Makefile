@@ -1,0 +1,13 @@
+.PHONY: run test lint format
+
+run:  ## set up and run the app locally (embedded PostgreSQL, chalice local, seed data)
+	scripts/dev
+
+test:  ## set up and run the whole test suite
+	scripts/test
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format:
+	.venv/bin/ruff format . && .venv/bin/ruff check --fix .

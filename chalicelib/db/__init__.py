@@ -1,0 +1,5 @@
+"""Database access: one cached pg8000 connection per thread, transactions, tenant scope."""
+
+from chalicelib.db.connection import reset_connection, transaction
+
+__all__ = ["reset_connection", "transaction"]

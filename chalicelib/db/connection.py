@@ -1,0 +1,187 @@
+"""The process's PostgreSQL connection, transactions and the tenant scope.
+
+One pg8000 connection per thread, opened on first use and kept across warm Lambda
+invocations (chalice local serves requests on threads, so the cache is
+thread-local). Every unit of work runs in ``transaction()``; a tenant-scoped one
+sets ``app.tenant_id`` with ``SET LOCAL`` semantics, so row-level security holds
+for every statement in it and the setting cannot leak into the next transaction.
+"""
+
+import json
+import ssl
+import threading
+import uuid
+from contextlib import contextmanager
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pg8000.native
+from pg8000.exceptions import DatabaseError as _PgDatabaseError
+from pg8000.exceptions import InterfaceError as _PgInterfaceError
+
+from chalicelib.config import Settings, get_settings
+from chalicelib.db import errors
+
+_local = threading.local()
+_secret_cache: dict[str, dict] = {}
+
+
+class Transaction:
+    """A thin handle on the open transaction: run SQL with ``:name`` parameters."""
+
+    def __init__(self, conn: pg8000.native.Connection):
+        self._conn = conn
+
+    def run(self, sql: str, **params) -> list[list]:
+        try:
+            return self._conn.run(sql, **params)
+        except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+            raise errors.translate(exc) from exc
+
+    def all(self, sql: str, **params) -> list[dict]:
+        rows = self.run(sql, **params)
+        names = [c["name"] for c in self._conn.columns or []]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def one(self, sql: str, **params) -> dict | None:
+        rows = self.all(sql, **params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, **params):
+        rows = self.run(sql, **params)
+        return rows[0][0] if rows else None
+
+
+def connection_params(settings: Settings) -> dict:
+    """pg8000 keyword arguments from DATABASE_URL, or from the Secrets Manager secret."""
+    if settings.database_url:
+        return _params_from_url(settings.database_url)
+    if settings.db_secret_arn:
+        secret = _read_secret(settings.db_secret_arn)
+        return {
+            "user": secret["username"],
+            "password": secret["password"],
+            "host": secret.get("host") or settings.db_host,
+            "port": int(secret.get("port") or settings.db_port),
+            "database": secret.get("dbname") or settings.db_name,
+            # Aurora runs with rds.force_ssl; the RDS CA is not in Lambda's trust
+            # store, so the channel is encrypted without verifying the chain.
+            "ssl_context": _unverified_tls(),
+        }
+    raise errors.DatabaseUnavailable("no database configured: set DATABASE_URL or DB_SECRET_ARN")
+
+
+def _params_from_url(url: str) -> dict:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    params = {
+        "user": unquote(parts.username or "postgres"),
+        "database": unquote(parts.path.lstrip("/")) or "postgres",
+    }
+    if parts.password:
+        params["password"] = unquote(parts.password)
+    port = parts.port or 5432
+    socket_dir = query.get("host", [None])[0]
+    if socket_dir:
+        params["unix_sock"] = f"{socket_dir}/.s.PGSQL.{port}"
+    else:
+        params["host"] = parts.hostname or "localhost"
+        params["port"] = port
+    if query.get("sslmode", ["disable"])[0] in ("require", "verify-ca", "verify-full"):
+        params["ssl_context"] = ssl.create_default_context() if query["sslmode"][0] != "require" else _unverified_tls()
+    return params
+
+
+def _unverified_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _read_secret(arn: str) -> dict:
+    # Fetched once per cold start: the managed secret rotates, but a rotation
+    # closes the old sessions and the reconnect path below reads it again.
+    if arn not in _secret_cache:
+        import boto3  # only deployed runs pay for boto3
+
+        value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        _secret_cache[arn] = json.loads(value)
+    return _secret_cache[arn]
+
+
+def open_connection(*, as_app_role: bool = True) -> pg8000.native.Connection:
+    """A new connection with the statement timeout set and, by default, the app's role."""
+    settings = get_settings()
+    try:
+        conn = pg8000.native.Connection(
+            **connection_params(settings),
+            timeout=settings.connect_timeout_s + settings.statement_timeout_ms // 1000 + 2,
+            application_name="billing-platform",
+        )
+        conn.run(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
+        conn.run("SET idle_in_transaction_session_timeout = 60000")
+        if as_app_role and settings.db_app_role:
+            conn.run(f"SET ROLE {pg8000.native.identifier(settings.db_app_role)}")
+    except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+        _secret_cache.clear()
+        raise errors.translate(exc) from exc
+    return conn
+
+
+def get_connection() -> pg8000.native.Connection:
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        conn = open_connection()
+        _local.conn = conn
+    return conn
+
+
+def reset_connection() -> None:
+    """Drop this thread's cached connection (after a failure, or when settings change)."""
+    conn = getattr(_local, "conn", None)
+    _local.conn = None
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - the connection is being thrown away anyway
+            pass
+
+
+def _begin() -> pg8000.native.Connection:
+    # A warm container may hold a connection the server has since closed (restart,
+    # failover, idle timeout): one fresh attempt, then the error stands.
+    for attempt in (1, 2):
+        conn = get_connection()
+        try:
+            conn.run("BEGIN")
+            return conn
+        except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+            reset_connection()
+            translated = errors.translate(exc)
+            if attempt == 2 or not isinstance(translated, errors.DatabaseUnavailable):
+                raise translated from exc
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def transaction(tenant_id: str | uuid.UUID | None = None):
+    """Run a unit of work; with ``tenant_id`` every statement sees that tenant's rows only."""
+    if tenant_id is not None:
+        tenant_id = str(uuid.UUID(str(tenant_id)))
+    conn = _begin()
+    tx = Transaction(conn)
+    try:
+        if tenant_id is not None:
+            tx.run("SELECT set_config('app.tenant_id', :tenant_id, true)", tenant_id=tenant_id)
+        yield tx
+    except BaseException:
+        try:
+            conn.run("ROLLBACK")
+        except Exception:  # noqa: BLE001 - a broken connection is replaced next time
+            reset_connection()
+        raise
+    try:
+        conn.run("COMMIT")
+    except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+        reset_connection()
+        raise errors.translate(exc) from exc

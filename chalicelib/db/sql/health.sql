@@ -1,0 +1,2 @@
+-- name: migration_version
+SELECT max(version) FROM schema_migrations;

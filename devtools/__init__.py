@@ -1,0 +1,1 @@
+"""Local development and test tooling. Never packaged: Chalice ships app.py and chalicelib only."""

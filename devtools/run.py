@@ -1,0 +1,73 @@
+"""`make run`: everything a laptop needs to serve the API for real.
+
+Starts (or reuses) the embedded PostgreSQL under .local/pg, applies migrations,
+loads the demo seed, and runs `chalice local --stage local` on 127.0.0.1. Ctrl-C
+stops the processes it started; the data stays.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from devtools import postgres
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    parser = argparse.ArgumentParser(description="run billing-platform locally")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    # Chalice's reloader polls every file under the project, .venv and the live
+    # PostgreSQL data included, and restarts on each checkpoint: opt-in only.
+    parser.add_argument("--reload", action="store_true", help="restart chalice local when code changes")
+    args = parser.parse_args(argv)
+
+    admin_url = postgres.ensure_server(postgres.LOCAL_DIR / "pg")
+    database_url = os.environ.get("DATABASE_URL") or postgres.ensure_database(admin_url, "billing")
+    os.environ["DATABASE_URL"] = database_url
+
+    from chalicelib.db import migrate
+
+    migrate.migrate()
+    from devtools import seed
+
+    seed.seed()
+    print(f"database: {database_url}")
+    print(f"serving:  http://{args.host}:{args.port}/v1/health   (Ctrl-C stops)", flush=True)
+
+    chalice = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("chalice")),
+            "local",
+            "--stage",
+            "local",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ]
+        + ([] if args.reload else ["--no-autoreload"]),
+        cwd=postgres.PROJECT_ROOT,
+        env=os.environ.copy(),
+    )
+    try:
+        return chalice.wait()
+    except KeyboardInterrupt:
+        chalice.send_signal(signal.SIGINT)
+        try:
+            chalice.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            chalice.kill()
+        print("stopped; data kept in .local/")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

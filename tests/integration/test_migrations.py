@@ -1,0 +1,103 @@
+import shutil
+import threading
+import uuid
+
+import pytest
+
+from chalicelib.db import migrate
+from chalicelib.db.connection import open_connection
+from devtools import postgres
+from tests.conftest import _use_database
+
+
+@pytest.fixture
+def empty_database(admin_url, template_url):
+    name = f"billing_empty_{uuid.uuid4().hex[:10]}"
+    conn = postgres.admin_connection(admin_url)
+    conn.run(f"CREATE DATABASE {name}")
+    conn.close()
+    _use_database(postgres.with_database(admin_url, name))
+    yield name
+    conn = postgres.admin_connection(admin_url)
+    conn.run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    conn.close()
+
+
+def _applied_versions():
+    conn = open_connection(as_app_role=False)
+    try:
+        return [row[0] for row in conn.run("SELECT version FROM schema_migrations ORDER BY version")]
+    finally:
+        conn.close()
+
+
+def test_migrations_apply_to_an_empty_database_and_rerun_as_noop(empty_database):
+    expected = [m.version for m in migrate.discover()]
+
+    first = migrate.migrate(log=lambda _: None)
+    second = migrate.migrate(log=lambda _: None)
+
+    assert first == expected
+    assert second == []
+    assert _applied_versions() == expected
+
+
+def test_changed_applied_migration_is_refused(empty_database, tmp_path):
+    directory = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, directory)
+    migrate.migrate(directory, log=lambda _: None)
+    first = sorted(directory.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- an edit after the fact\n")
+
+    with pytest.raises(migrate.MigrationError, match="changed since they ran"):
+        migrate.migrate(directory, log=lambda _: None)
+
+
+def test_pending_migration_is_refused_while_an_applied_one_changed(empty_database, tmp_path):
+    directory = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, directory)
+    migrate.migrate(directory, log=lambda _: None)
+    first = sorted(directory.glob("*.sql"))[0]
+    first.write_text(first.read_text().replace("Initial schema", "Initial  schema"))
+    (directory / "9999_extra.sql").write_text("CREATE TABLE should_not_exist (id int);")
+
+    with pytest.raises(migrate.MigrationError):
+        migrate.migrate(directory, log=lambda _: None)
+
+    assert "9999" not in _applied_versions()
+
+
+def test_concurrent_runs_apply_each_migration_once(empty_database):
+    results, failures = [], []
+
+    def run():
+        try:
+            results.append(migrate.migrate(log=lambda _: None))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    applied_by_runs = sorted(v for run_result in results for v in run_result)
+    assert applied_by_runs == [m.version for m in migrate.discover()]
+
+
+def test_failed_migration_leaves_nothing_half_applied(empty_database, tmp_path):
+    directory = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, directory)
+    (directory / "9998_broken.sql").write_text("CREATE TABLE half_done (id int);\nSELECT no_such_function();")
+
+    with pytest.raises(migrate.MigrationError, match="9998_broken"):
+        migrate.migrate(directory, log=lambda _: None)
+
+    conn = open_connection(as_app_role=False)
+    try:
+        assert conn.run("SELECT to_regclass('half_done')") == [[None]]
+    finally:
+        conn.close()
+    assert "9998" not in _applied_versions()

@@ -1,0 +1,156 @@
+"""Tenant isolation at the database: the app role sees one tenant, or nothing."""
+
+import pytest
+
+from chalicelib.db import errors, transaction
+
+TENANT_TABLES = [
+    "tenants",
+    "plans",
+    "accounts",
+    "subscriptions",
+    "invoices",
+    "invoice_lines",
+    "usage_events",
+    "ledger_entries",
+    "processed_events",
+    "idempotency_keys",
+    "audit_logs",
+]
+
+
+def _populate(tenant_id: str) -> dict:
+    """One row in every tenant table, for this tenant."""
+    with transaction(tenant_id=tenant_id) as tx:
+        plan = tx.scalar(
+            "INSERT INTO plans (code, name, interval, amount, currency) VALUES ('pro', 'Pro', 'month', 4900, 'USD')"
+            " RETURNING id"
+        )
+        account = tx.scalar(
+            "INSERT INTO accounts (email, name, currency, plan_id) VALUES ('c@x.test', 'C', 'USD', :p) RETURNING id",
+            p=plan,
+        )
+        sub = tx.scalar(
+            "INSERT INTO subscriptions (account_id, plan_id, billing_anchor, current_period_start, current_period_end)"
+            " VALUES (:a, :p, now(), now(), now() + interval '1 month') RETURNING id",
+            a=account,
+            p=plan,
+        )
+        invoice = tx.scalar(
+            "INSERT INTO invoices (account_id, subscription_id, currency, period_start, period_end, total, subtotal,"
+            " amount_due) VALUES (:a, :s, 'USD', now(), now() + interval '1 month', 4900, 4900, 4900) RETURNING id",
+            a=account,
+            s=sub,
+        )
+        tx.run(
+            "INSERT INTO invoice_lines (invoice_id, kind, description, unit_amount, amount, currency, period_start,"
+            " period_end) VALUES (:i, 'subscription', 'Pro', 4900, 4900, 'USD', now(), now() + interval '1 month')",
+            i=invoice,
+        )
+        tx.run(
+            "INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at)"
+            " VALUES ('e1', :a, 'api_calls', 3, now())",
+            a=account,
+        )
+        tx.run(
+            "INSERT INTO ledger_entries (account_id, entry_type, amount, currency, idempotency_key, invoice_id)"
+            " VALUES (:a, 'charge', 4900, 'USD', 'charge-1', :i)",
+            a=account,
+            i=invoice,
+        )
+        tx.run("INSERT INTO processed_events (consumer, message_id) VALUES ('audit', 'm1')")
+        tx.run(
+            "INSERT INTO idempotency_keys (key, request_method, request_path, request_hash)"
+            " VALUES ('k1', 'POST', '/v1/accounts', 'h')"
+        )
+        tx.run("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('system', 'created', 'account')")
+    return {"plan": plan, "account": account, "invoice": invoice}
+
+
+@pytest.fixture
+def two_tenants(make_tenant):
+    a, b = make_tenant("A"), make_tenant("B")
+    return (a, _populate(a)), (b, _populate(b))
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+def test_bare_select_sees_only_the_current_tenant(two_tenants, table):
+    (a, _), (b, _) = two_tenants
+    column = "id" if table == "tenants" else "tenant_id"
+    with transaction(tenant_id=b) as tx:
+        owners = {str(row[0]) for row in tx.run(f"SELECT {column} FROM {table}")}
+    assert owners == {b}
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+def test_with_no_tenant_set_tenant_tables_read_as_empty(two_tenants, table):
+    with transaction() as tx:
+        assert tx.run(f"SELECT count(*) FROM {table}") == [[0]]
+
+
+def test_tenant_scope_does_not_leak_into_the_next_transaction(two_tenants):
+    (a, _), _ = two_tenants
+    with transaction(tenant_id=a) as tx:
+        assert tx.scalar("SELECT count(*) FROM accounts") == 1
+    with transaction() as tx:
+        assert tx.scalar("SELECT count(*) FROM accounts") == 0
+
+
+def test_updates_and_deletes_cannot_reach_another_tenants_rows(two_tenants):
+    (a, rows_a), (b, _) = two_tenants
+    with transaction(tenant_id=b) as tx:
+        tx.run("UPDATE accounts SET name = 'hijacked'")
+        tx.run("UPDATE invoices SET status = 'void' WHERE id = :id", id=rows_a["invoice"])
+        tx.run("DELETE FROM invoice_lines")
+    with transaction(tenant_id=a) as tx:
+        assert tx.scalar("SELECT name FROM accounts WHERE id = :id", id=rows_a["account"]) == "C"
+        assert tx.scalar("SELECT status FROM invoices WHERE id = :id", id=rows_a["invoice"]) == "draft"
+        assert tx.scalar("SELECT count(*) FROM invoice_lines") == 1
+
+
+def test_inserting_a_row_for_another_tenant_is_refused(two_tenants):
+    (a, rows_a), (b, _) = two_tenants
+    with pytest.raises(errors.InsufficientPrivilege):
+        with transaction(tenant_id=b) as tx:
+            tx.run(
+                "INSERT INTO accounts (tenant_id, email, name, currency) VALUES (:a, 'x@x.test', 'X', 'USD')",
+                a=a,
+            )
+
+
+def test_referencing_another_tenants_row_is_refused(two_tenants):
+    (a, rows_a), (b, _) = two_tenants
+    with pytest.raises(errors.ForeignKeyViolation):
+        with transaction(tenant_id=b) as tx:
+            tx.run(
+                "INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at)"
+                " VALUES ('steal', :acct, 'api_calls', 1, now())",
+                acct=rows_a["account"],
+            )
+
+
+def test_app_role_owns_nothing_and_cannot_bypass_rls(database_url):
+    with transaction() as tx:
+        role = tx.one("SELECT current_user AS name, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        owned = tx.scalar(
+            "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = current_user"
+        )
+    assert role == {"name": "billing_app", "rolsuper": False, "rolbypassrls": False}
+    assert owned == 0
+
+
+def test_every_tenant_table_forces_rls(owner_conn):
+    rows = owner_conn.run(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relrowsecurity AND c.relforcerowsecurity"
+    )
+    forced = {row[0] for row in rows}
+    assert set(TENANT_TABLES) <= forced
+    with_tenant_column = {
+        row[0]
+        for row in owner_conn.run(
+            "SELECT table_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND column_name = 'tenant_id'"
+        )
+    }
+    assert with_tenant_column <= forced
