@@ -28,6 +28,26 @@ class Settings:
     db_app_role: str | None
     statement_timeout_ms: int
     connect_timeout_s: int
+    region: str
+    verify_jwt: bool
+    cognito_user_pool_id: str | None
+    cognito_client_ids: tuple[str, ...]
+    cognito_jwks_url: str | None
+    jwt_leeway_s: int
+    max_body_bytes: int
+    usage_max_age_days: int
+    usage_max_future_s: int
+
+    @property
+    def cognito_issuer(self) -> str | None:
+        if not self.cognito_user_pool_id:
+            return None
+        return f"https://cognito-idp.{self.region}.amazonaws.com/{self.cognito_user_pool_id}"
+
+    @property
+    def jwks_url(self) -> str | None:
+        issuer = self.cognito_issuer
+        return self.cognito_jwks_url or (f"{issuer}/.well-known/jwks.json" if issuer else None)
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +65,16 @@ def get_settings() -> Settings:
         db_app_role=env("DB_APP_ROLE", "billing_app") or None,
         statement_timeout_ms=int(env("DB_STATEMENT_TIMEOUT_MS", "8000")),
         connect_timeout_s=int(env("DB_CONNECT_TIMEOUT_S", "5")),
+        region=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
+        # Off only where API Gateway's Cognito authorizer has verified the token.
+        verify_jwt=_flag("VERIFY_JWT", True),
+        cognito_user_pool_id=env("COGNITO_USER_POOL_ID") or None,
+        cognito_client_ids=tuple(c for c in env("COGNITO_CLIENT_IDS", "").split(",") if c),
+        cognito_jwks_url=env("COGNITO_JWKS_URL") or None,
+        jwt_leeway_s=int(env("JWT_LEEWAY_S", "30")),
+        max_body_bytes=int(env("MAX_BODY_BYTES", str(256 * 1024))),
+        usage_max_age_days=int(env("USAGE_MAX_AGE_DAYS", "35")),
+        usage_max_future_s=int(env("USAGE_MAX_FUTURE_S", "300")),
     )
 
 

@@ -10,10 +10,12 @@ import functools
 import json
 import logging
 import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from chalice import Response
 
-from chalicelib import errors
+from chalicelib import auth, errors, validation
 from chalicelib.db import errors as db_errors
 
 log = logging.getLogger("billing.http")
@@ -33,8 +35,80 @@ STATUS = {
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+@dataclass(frozen=True)
+class ApiRequest:
+    """What a view needs from the HTTP request, read once at the start of the view."""
+
+    principal: auth.Principal
+    method: str
+    path: str
+    body: dict = field(default_factory=dict)
+    query: dict = field(default_factory=dict)
+    path_params: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+def read(app, role: str, schema=None, *, body_required: bool = True) -> ApiRequest:
+    """Authenticate, authorize ``role``, and parse and validate the body against ``schema``.
+
+    ``schema`` is a schema name, or a function of the parsed body that names one.
+    """
+    request = app.current_request
+    principal = auth.authenticate(request.headers, request.context)
+    principal.require(role)
+    body = {}
+    if schema is not None:
+        raw = validation.parse_json_body(request.raw_body, request.headers.get("content-type"), required=body_required)
+        body = validation.validate(schema(raw) if callable(schema) else schema, raw)
+    return ApiRequest(
+        principal=principal,
+        method=request.method,
+        path=request.context.get("resourcePath", request.path),
+        body=body,
+        query=dict(request.query_params or {}),
+        path_params=dict(request.uri_params or {}),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+
+
+def _default(value):
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(body=json.dumps(body, default=str), status_code=status, headers={**JSON_HEADERS, **(headers or {})})
+    return Response(
+        body=json.dumps(body, default=_default), status_code=status, headers={**JSON_HEADERS, **(headers or {})}
+    )
+
+
+def outcome_response(outcome) -> Response:
+    """An idempotency Outcome as a response; a replay says so in a header."""
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return json_response(outcome.body, outcome.status, headers)
+
+
+_CHALICE_ERRORS = {
+    "UnsupportedMediaType": errors.UnsupportedMediaType,
+    "BadRequestError": errors.InvalidRequest,
+    "BadRequest": errors.InvalidRequest,
+    "NotFoundError": errors.NotFound,
+}
+
+
+def normalize_chalice_error(response: Response) -> Response:
+    """Chalice answers some requests itself ({"Code", "Message"}): give those our error shape."""
+    body = response.body
+    if not isinstance(body, dict) or set(body) != {"Code", "Message"}:
+        return response
+    kind = _CHALICE_ERRORS.get(body["Code"])
+    if kind is not None:
+        return error_response(kind(str(body["Message"])))
+    error = {"type": "api_error" if response.status_code >= 500 else "invalid_request", "message": body["Message"]}
+    if response.status_code >= 500:
+        error["message"] = "internal error"
+    return json_response({"error": error}, response.status_code, response.headers)
 
 
 def error_response(exc: errors.BillingError, request_id: str | None = None) -> Response:

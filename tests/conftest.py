@@ -105,3 +105,24 @@ def make_tenant(database_url):
         return tenant_id
 
     return make
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """moto's AWS, in process, fresh for this test."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def cognito(aws, tmp_path, monkeypatch):
+    from tests.cognito import LocalPool
+
+    pool = LocalPool(tmp_path / "cognito")
+    for name, value in pool.env().items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    yield pool
+    reset_settings()

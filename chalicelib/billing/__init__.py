@@ -1,0 +1,1 @@
+"""The billing domain: tenants, plans, accounts, subscriptions, invoices, usage, ledger."""

@@ -1,0 +1,50 @@
+"""Invoices: what an account was billed for a period, line by line (minor units)."""
+
+from datetime import datetime
+
+from chalicelib import errors, pagination
+from chalicelib.db.queries import load
+
+Q = load("invoices")
+STATUSES = ("draft", "open", "paid", "void", "uncollectible")
+
+
+def get(tx, invoice_id: str) -> dict:
+    invoice = tx.one(Q["get"], id=pagination.parse_id(invoice_id, "id"))
+    if invoice is None:
+        raise errors.NotFound("no such invoice")
+    invoice["lines"] = {"object": "list", "data": tx.all(Q["lines"], invoice_id=invoice["id"])}
+    return invoice
+
+
+def list_page(tx, page: pagination.PageRequest, query: dict) -> dict:
+    details = []
+    account_id = pagination.parse_id(query["account_id"], "account_id", details) if query.get("account_id") else None
+    status = query.get("status")
+    if status is not None and status not in STATUSES:
+        details.append({"field": "status", "issue": f"must be one of {', '.join(STATUSES)}"})
+    bounds = {name: _timestamp(query, name, details) for name in ("period_start_gte", "period_start_lt")}
+    if details:
+        raise errors.InvalidRequest("invalid filters", details=details)
+    if page.starting_after and not tx.run(Q["exists"], id=page.starting_after):
+        raise errors.InvalidRequest(
+            "no such invoice", details=[{"field": "starting_after", "issue": "no such invoice"}]
+        )
+    rows = tx.all(
+        Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1, **bounds
+    )
+    return pagination.page(rows, page, "/v1/invoices")
+
+
+def _timestamp(query: dict, name: str, details: list) -> datetime | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        details.append({"field": name, "issue": "must be an RFC 3339 timestamp with offset"})
+        return None
+    return value

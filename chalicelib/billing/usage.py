@@ -1,0 +1,84 @@
+"""Metered usage events: recorded once per client ``event_id``, judged one by one.
+
+A batch (up to 100) is accepted event by event: an event for an unknown account,
+or stamped too far in the past or the future, is rejected with its reasons while
+the rest are stored. A resent ``event_id`` is reported as a duplicate and counted
+once. Quantities are integers.
+"""
+
+import json
+from datetime import datetime, timedelta
+
+from chalicelib import audit, errors
+from chalicelib.billing import calendar
+from chalicelib.config import get_settings
+from chalicelib.db.queries import load
+
+Q = load("usage")
+
+
+def schema_for(body) -> str:
+    """One event, or ``{"events": [...]}`` for a batch."""
+    return "usage_event_batch" if isinstance(body, dict) and "events" in body else "usage_event"
+
+
+def record(tx, request) -> tuple[int, dict]:
+    body = request.body
+    events = body["events"] if "events" in body else [body]
+    settings = get_settings()
+    now = calendar.utcnow()
+    oldest = now - timedelta(days=settings.usage_max_age_days)
+    newest = now + timedelta(seconds=settings.usage_max_future_s)
+
+    known = {str(row[0]) for row in tx.run(Q["known_accounts"], ids=sorted({e["account_id"] for e in events}))}
+    results, to_insert, seen = [], [], set()
+    for event in events:
+        reasons = _reasons(event, known, oldest, newest, settings)
+        if not reasons and event["event_id"] in seen:
+            results.append({"event_id": event["event_id"], "status": "duplicate"})
+            continue
+        results.append({"event_id": event["event_id"], "status": "rejected" if reasons else "accepted"})
+        if reasons:
+            results[-1]["reasons"] = reasons
+            continue
+        seen.add(event["event_id"])
+        to_insert.append({**event, "occurred_at": event["timestamp"], "account_id": event["account_id"].lower()})
+
+    inserted = set()
+    if to_insert:
+        inserted = {row[0] for row in tx.run(Q["insert_batch"], events=json.dumps(to_insert))}
+    for result in results:
+        if result["status"] == "accepted" and result["event_id"] not in inserted:
+            result["status"] = "duplicate"
+
+    summary = {
+        "object": "usage_batch",
+        "accepted": sum(r["status"] == "accepted" for r in results),
+        "duplicates": sum(r["status"] == "duplicate" for r in results),
+        "rejected": sum(r["status"] == "rejected" for r in results),
+        "data": results,
+    }
+    if summary["accepted"]:
+        audit.record(tx, request.principal, "usage.recorded", "usage_batch", None, {"accepted": summary["accepted"]})
+    if summary["rejected"] == len(results):
+        raise errors.UnprocessableState(
+            "no event was accepted",
+            code="usage_rejected",
+            details=[{"field": f"events.{i}", "issue": "; ".join(r["reasons"])} for i, r in enumerate(results)],
+        )
+    return 200, summary
+
+
+def _reasons(event: dict, known: set[str], oldest: datetime, newest: datetime, settings) -> list[str]:
+    reasons = []
+    if event["account_id"].lower() not in known:
+        reasons.append("no such account")
+    try:
+        at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+    except ValueError:
+        return [*reasons, "timestamp is not a valid date and time"]
+    if at < oldest:
+        reasons.append(f"timestamp is more than {settings.usage_max_age_days} days old")
+    elif at > newest:
+        reasons.append(f"timestamp is more than {settings.usage_max_future_s} seconds in the future")
+    return reasons

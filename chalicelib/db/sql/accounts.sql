@@ -1,0 +1,38 @@
+-- name: create
+INSERT INTO accounts (email, name, currency, plan_id, metadata)
+VALUES (:email, :name, :currency, CAST(:plan_id AS uuid), CAST(:metadata AS jsonb))
+RETURNING id;
+
+-- name: get
+SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a.status,
+       a.next_billing_at, a.billing_anchor, a.failure_count, a.metadata, a.created_at,
+       COALESCE((SELECT sum(l.amount) FROM ledger_entries l WHERE l.account_id = a.id), 0)::bigint AS balance
+  FROM accounts a
+  LEFT JOIN plans p ON p.id = a.plan_id
+ WHERE a.id = :id;
+
+-- name: get_for_update
+SELECT id, currency, status, next_billing_at FROM accounts WHERE id = :id FOR UPDATE;
+
+-- name: list
+SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a.status,
+       a.next_billing_at, a.billing_anchor, a.failure_count, a.metadata, a.created_at
+  FROM accounts a
+  LEFT JOIN plans p ON p.id = a.plan_id
+ WHERE (CAST(:after AS uuid) IS NULL
+        OR (a.created_at, a.id) < (SELECT created_at, id FROM accounts WHERE id = CAST(:after AS uuid)))
+ ORDER BY a.created_at DESC, a.id DESC
+ LIMIT :limit;
+
+-- name: exists
+SELECT 1 FROM accounts WHERE id = :id;
+
+-- name: start_billing
+UPDATE accounts
+   SET plan_id = :plan_id,
+       billing_anchor = COALESCE(billing_anchor, :anchor),
+       next_billing_at = :next_billing_at
+ WHERE id = :id;
+
+-- name: stop_billing
+UPDATE accounts SET next_billing_at = NULL WHERE id = :id;

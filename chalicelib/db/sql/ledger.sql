@@ -1,0 +1,18 @@
+-- name: entries
+-- Chronological, with the balance after each entry; the window runs over the
+-- whole account so a later page still carries the right running balance.
+SELECT id, object, entry_type, amount, currency, invoice_id, period_start, description, created_at, balance
+  FROM (SELECT id, 'ledger_entry' AS object, entry_type, amount, currency, invoice_id, period_start,
+               description, created_at, seq, CAST(sum(amount) OVER (ORDER BY seq) AS bigint) AS balance
+          FROM ledger_entries
+         WHERE account_id = :account_id) e
+ WHERE CAST(:after AS uuid) IS NULL
+    OR seq > (SELECT seq FROM ledger_entries WHERE id = CAST(:after AS uuid) AND account_id = :account_id)
+ ORDER BY seq
+ LIMIT :limit;
+
+-- name: exists
+SELECT 1 FROM ledger_entries WHERE id = :id AND account_id = :account_id;
+
+-- name: balance
+SELECT CAST(COALESCE(sum(amount), 0) AS bigint) FROM ledger_entries WHERE account_id = :account_id;

@@ -1,0 +1,28 @@
+-- name: create
+INSERT INTO plans (code, name, interval, interval_count, amount, currency, features, limits, usage_prices)
+VALUES (:code, :name, :interval, :interval_count, :amount, :currency,
+        CAST(:features AS jsonb), CAST(:limits AS jsonb), CAST(:usage_prices AS jsonb))
+RETURNING id, 'plan' AS object, code, name, interval, interval_count, amount, currency,
+          features, limits, usage_prices, active, created_at;
+
+-- name: list
+SELECT id, 'plan' AS object, code, name, interval, interval_count, amount, currency,
+       features, limits, usage_prices, active, created_at
+  FROM plans
+ WHERE (CAST(:after AS uuid) IS NULL
+        OR (created_at, id) < (SELECT created_at, id FROM plans WHERE id = CAST(:after AS uuid)))
+ ORDER BY created_at DESC, id DESC
+ LIMIT :limit;
+
+-- name: exists
+SELECT 1 FROM plans WHERE id = :id;
+
+-- name: find_for_cycle
+-- The active price of a plan code for a billing interval, or for an account
+-- (any interval: monthly first).
+SELECT id, code, interval, interval_count, amount, currency, usage_prices
+  FROM plans
+ WHERE code = :code AND active
+   AND (CAST(:interval AS text) IS NULL OR interval = CAST(:interval AS text))
+ ORDER BY (interval = 'month') DESC, interval_count, created_at
+ LIMIT 1;

@@ -1,0 +1,44 @@
+-- name: create
+INSERT INTO subscriptions (account_id, plan_id, billing_anchor, current_period_start, current_period_end)
+VALUES (:account_id, :plan_id, :start, :start, :end)
+RETURNING id;
+
+-- name: get
+SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
+       CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'
+                       WHEN 'month' THEN 'monthly' ELSE 'yearly' END AS billing_cycle,
+       p.amount, p.currency, s.billing_anchor, s.current_period_start, s.current_period_end,
+       s.cancel_at_period_end, s.canceled_at, s.created_at
+  FROM subscriptions s
+  JOIN plans p ON p.id = s.plan_id
+ WHERE s.id = :id;
+
+-- name: live_for_account
+SELECT id FROM subscriptions WHERE account_id = :account_id AND status <> 'canceled' LIMIT 1;
+
+-- name: lock
+SELECT id, account_id, status, cancel_at_period_end FROM subscriptions WHERE id = :id FOR UPDATE;
+
+-- name: cancel_now
+UPDATE subscriptions SET status = 'canceled', canceled_at = now(), cancel_at_period_end = false WHERE id = :id;
+
+-- name: cancel_at_period_end
+UPDATE subscriptions SET cancel_at_period_end = true WHERE id = :id;
+
+-- name: list
+SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
+       CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'
+                       WHEN 'month' THEN 'monthly' ELSE 'yearly' END AS billing_cycle,
+       p.amount, p.currency, s.billing_anchor, s.current_period_start, s.current_period_end,
+       s.cancel_at_period_end, s.canceled_at, s.created_at
+  FROM subscriptions s
+  JOIN plans p ON p.id = s.plan_id
+ WHERE (CAST(:account_id AS uuid) IS NULL OR s.account_id = CAST(:account_id AS uuid))
+   AND (CAST(:status AS text) IS NULL OR s.status = CAST(:status AS text))
+   AND (CAST(:after AS uuid) IS NULL
+        OR (s.created_at, s.id) < (SELECT created_at, id FROM subscriptions WHERE id = CAST(:after AS uuid)))
+ ORDER BY s.created_at DESC, s.id DESC
+ LIMIT :limit;
+
+-- name: exists
+SELECT 1 FROM subscriptions WHERE id = :id;

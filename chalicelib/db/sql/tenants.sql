@@ -1,0 +1,11 @@
+-- name: status
+-- Under RLS this sees the current tenant's row only.
+SELECT status FROM tenants;
+
+-- name: create
+INSERT INTO tenants (id, name, email, plan_tier)
+VALUES (:id, :name, :email, :plan)
+RETURNING id, 'tenant' AS object, name, email, plan_tier AS plan, status, settings, created_at;
+
+-- name: switch
+SELECT set_config('app.tenant_id', :tenant_id, true);

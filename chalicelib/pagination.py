@@ -1,0 +1,61 @@
+"""Cursor pagination, Stripe-style: ``limit`` (1-100, default 20) and ``starting_after``.
+
+Queries fetch ``limit + 1`` rows in a stable keyset order (an index, never OFFSET);
+the extra row only says whether there is more.
+"""
+
+import uuid
+from dataclasses import dataclass
+
+from chalicelib import errors
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    starting_after: str | None
+
+
+def page_request(query: dict | None) -> PageRequest:
+    query = query or {}
+    details = []
+    limit = DEFAULT_LIMIT
+    raw_limit = query.get("limit")
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+            details.append({"field": "limit", "issue": f"must be an integer from 1 to {MAX_LIMIT}"})
+        else:
+            limit = int(raw_limit)
+    after = query.get("starting_after")
+    if after is not None:
+        after = parse_id(after, "starting_after", details)
+    if details:
+        raise errors.InvalidRequest("invalid pagination parameters", details=details)
+    return PageRequest(limit=limit, starting_after=after)
+
+
+def parse_id(value: str, field: str, details: list | None = None) -> str | None:
+    """A canonical UUID string, or a field-level problem."""
+    try:
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        problem = {"field": field, "issue": "must be an id (UUID)"}
+        if details is None:
+            raise errors.InvalidRequest(f"invalid {field}", details=[problem]) from None
+        details.append(problem)
+        return None
+
+
+def page(rows: list[dict], request: PageRequest, url: str) -> dict:
+    has_more = len(rows) > request.limit
+    data = rows[: request.limit]
+    return {
+        "object": "list",
+        "url": url,
+        "data": data,
+        "has_more": has_more,
+        "next_cursor": str(data[-1]["id"]) if has_more and data else None,
+    }
