@@ -7,15 +7,13 @@ generic 500 that leaks nothing.
 """
 
 import functools
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from chalice import Response
 
-from chalicelib import auth, errors, validation
+from chalicelib import auth, encoding, errors, validation
 from chalicelib.db import errors as db_errors
 
 log = logging.getLogger("billing.http")
@@ -71,16 +69,8 @@ def read(app, role: str, schema=None, *, body_required: bool = True) -> ApiReque
     )
 
 
-def _default(value):
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    return str(value)
-
-
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(
-        body=json.dumps(body, default=_default), status_code=status, headers={**JSON_HEADERS, **(headers or {})}
-    )
+    return Response(body=encoding.dumps(body), status_code=status, headers={**JSON_HEADERS, **(headers or {})})
 
 
 def outcome_response(outcome) -> Response:

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from chalicelib import errors
+from chalicelib import encoding, errors
 from chalicelib.billing import tenants
 from chalicelib.db.queries import load
 
@@ -54,7 +54,7 @@ def run(request, action) -> Outcome:
     try:
         with tenants.active(tenant_id) as tx:
             status, body = action(tx, request)
-            tx.run(Q["complete"], key=key, status=status, body=json.dumps(body, default=str))
+            tx.run(Q["complete"], key=key, status=status, body=encoding.dumps(body))
     except BaseException:
         _release(tenant_id, key)
         raise

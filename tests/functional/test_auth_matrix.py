@@ -1,0 +1,116 @@
+"""Every route: no token, a forged or expired one -> 401; USER on ADMIN routes -> 403; never a 500."""
+
+import time
+import uuid
+
+import pytest
+
+SOME_ID = "3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10"
+# (method, path, minimum role)
+ROUTES = [
+    ("POST", "/v1/tenants", "ADMIN"),
+    ("POST", "/v1/plans", "ADMIN"),
+    ("GET", "/v1/plans", "USER"),
+    ("POST", "/v1/accounts", "USER"),
+    ("GET", "/v1/accounts", "USER"),
+    ("GET", f"/v1/accounts/{SOME_ID}", "USER"),
+    ("GET", f"/v1/accounts/{SOME_ID}/ledger", "USER"),
+    ("POST", "/v1/subscriptions", "USER"),
+    ("GET", "/v1/subscriptions", "USER"),
+    ("GET", f"/v1/subscriptions/{SOME_ID}", "USER"),
+    ("POST", f"/v1/subscriptions/{SOME_ID}/cancel", "USER"),
+    ("GET", "/v1/invoices", "USER"),
+    ("GET", f"/v1/invoices/{SOME_ID}", "USER"),
+    ("POST", "/v1/events", "USER"),
+]
+
+
+def test_every_route_in_the_app_is_in_this_matrix():
+    import re
+
+    from app import app
+
+    declared = {
+        (method, re.sub(r"\{\w+\}", SOME_ID, path))
+        for path, methods in app.routes.items()
+        for method in methods
+        if path != "/v1/health"
+    }
+    assert declared == {(method, path) for method, path, _ in ROUTES}
+
+
+def _bad_tokens(cognito, tenant_id):
+    now = int(time.time())
+    return {
+        "missing": None,
+        "garbage": "not-a-token",
+        "truncated": cognito.forge(tenant_id)[:-20],
+        "expired": cognito.forge(tenant_id, exp=now - 3600, iat=now - 7200),
+        "not yet valid": cognito.forge(tenant_id, nbf=now + 3600),
+        "wrong issuer": cognito.forge(tenant_id, iss="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_evil"),
+        "wrong audience": cognito.forge(tenant_id, aud="someone-else"),
+        "access token": cognito.forge(tenant_id, token_use="access"),
+        "unknown kid": cognito.forge(tenant_id, header={"alg": "RS256", "kid": "other"}),
+        "no kid": cognito.forge(tenant_id, header={"alg": "RS256"}),
+    }
+
+
+@pytest.mark.parametrize("method,path,role", ROUTES)
+def test_bad_tokens_are_401_on_every_route(api, tenant, cognito, method, path, role):
+    for label, token in _bad_tokens(cognito, tenant.id).items():
+        reply = api.call(method, path, body={}, token=token)
+        assert reply.status == 401, (label, reply.body)
+        assert reply.body["error"]["type"] == "authentication_error", label
+
+
+@pytest.mark.parametrize("method,path,role", [r for r in ROUTES if r[2] == "ADMIN"])
+def test_user_role_is_403_on_admin_routes(api, tenant, method, path, role):
+    reply = api.call(method, path, body={}, token=tenant.user)
+
+    assert reply.status == 403
+    assert reply.body["error"]["type"] == "permission_error"
+
+
+@pytest.mark.parametrize("method,path,role", ROUTES)
+def test_suspended_tenant_is_403_on_every_route(api, make_tenant, cognito, method, path, role):
+    suspended = make_tenant("Suspended", status="suspended")
+    token = cognito.token(suspended, "ADMIN")
+
+    reply = api.call(method, path, body=_valid_body(method, path), token=token)
+
+    assert reply.status == 403, reply.body
+    assert "suspended" in reply.body["error"]["message"]
+
+
+def test_token_without_a_role_is_403(api, tenant, cognito):
+    assert api.get("/v1/plans", token=cognito.token(tenant.id)).status == 403
+
+
+def test_token_for_an_unprovisioned_tenant_is_403(api, cognito):
+    assert api.get("/v1/plans", token=cognito.token(str(uuid.uuid4()), "ADMIN")).status == 403
+
+
+def test_token_with_no_tenant_claim_is_403(api, cognito):
+    assert api.get("/v1/plans", token=cognito.forge(None)).status == 403
+
+
+def test_health_needs_no_token(api):
+    assert api.get("/v1/health").status == 200
+
+
+def _valid_body(method, path):
+    if method != "POST":
+        return None
+    return {
+        "/v1/tenants": {"name": "N", "email": "n@x.test", "plan": "growth"},
+        "/v1/plans": {"code": "p", "name": "P", "interval": "month", "amount": 1, "currency": "USD"},
+        "/v1/accounts": {"email": "a@x.test", "name": "A", "currency": "USD"},
+        "/v1/subscriptions": {"account_id": SOME_ID, "plan": "p"},
+        "/v1/events": {
+            "event_id": "e",
+            "account_id": SOME_ID,
+            "metric": "m",
+            "quantity": 1,
+            "timestamp": "2026-01-01T00:00:00Z",
+        },
+    }.get(path, {})

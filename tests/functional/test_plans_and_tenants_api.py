@@ -1,0 +1,58 @@
+def test_admin_creates_a_plan_with_metered_prices_and_lists_it(api, tenant):
+    body = {
+        "code": "scale",
+        "name": "Scale",
+        "interval": "month",
+        "amount": 9900,
+        "currency": "USD",
+        "usage_prices": [
+            {"metric": "api_calls", "aggregation": "sum", "unit_amount": 2},
+            {
+                "metric": "seats",
+                "aggregation": "max",
+                "tiers": [{"up_to": 10, "unit_amount": 500}, {"up_to": None, "unit_amount": 300}],
+            },
+        ],
+    }
+    created = api.post("/v1/plans", body, tenant.admin)
+    listed = api.get("/v1/plans", tenant.user)
+
+    assert created.status == 201
+    assert created.body["usage_prices"] == body["usage_prices"]
+    assert [p["id"] for p in listed.body["data"]] == [created.body["id"]]
+
+
+def test_duplicate_plan_price_is_a_conflict(api, tenant):
+    body = {"code": "pro", "name": "Pro", "interval": "month", "amount": 100, "currency": "USD"}
+    assert api.post("/v1/plans", body, tenant.admin).status == 201
+    reply = api.post("/v1/plans", body, tenant.admin)
+    assert reply.status == 409
+    assert reply.body["error"]["code"] == "plan_exists"
+
+
+def test_plan_amounts_must_be_non_negative_integers(api, tenant):
+    for amount in (-1, 1.5, "100", 10**15):
+        body = {"code": "x", "name": "X", "interval": "month", "amount": amount, "currency": "USD"}
+        reply = api.post("/v1/plans", body, tenant.admin)
+        assert reply.status == 400, amount
+        assert reply.body["error"]["details"][0]["field"] == "amount"
+
+
+def test_plans_of_another_tenant_are_invisible(api, tenant, other_tenant):
+    api.post("/v1/plans", {"code": "p", "name": "P", "interval": "month", "amount": 1, "currency": "USD"}, tenant.admin)
+    assert api.get("/v1/plans", other_tenant.user).body["data"] == []
+
+
+def test_admin_provisions_a_tenant_it_cannot_then_read_into(api, tenant, cognito):
+    reply = api.post("/v1/tenants", {"name": "Newco", "email": "ops@newco.test", "plan": "growth"}, tenant.admin)
+
+    assert reply.status == 201
+    assert (reply.body["object"], reply.body["status"], reply.body["plan"]) == ("tenant", "active", "growth")
+    newco = cognito.token(reply.body["id"], "ADMIN")
+    assert api.get("/v1/plans", newco).status == 200
+
+
+def test_tenant_creation_validation_failure(api, tenant):
+    reply = api.post("/v1/tenants", {"name": "", "email": "x"}, tenant.admin)
+    assert reply.status == 400
+    assert {d["field"] for d in reply.body["error"]["details"]} == {"name", "email", "plan"}

@@ -1,0 +1,92 @@
+from datetime import UTC, datetime, timedelta
+
+from chalicelib.db import transaction
+
+
+def _now(offset=timedelta()):
+    return (datetime.now(UTC) + offset).isoformat().replace("+00:00", "Z")
+
+
+def _event(account_id, event_id, quantity=1, at=None, metric="api_calls"):
+    return {
+        "event_id": event_id,
+        "account_id": account_id,
+        "metric": metric,
+        "quantity": quantity,
+        "timestamp": at or _now(),
+    }
+
+
+def _stored(tenant_id):
+    with transaction(tenant_id=tenant_id) as tx:
+        return tx.all("SELECT event_id, quantity FROM usage_events ORDER BY event_id")
+
+
+def test_a_single_event_is_accepted_and_stored(api, account, catalog):
+    reply = api.post("/v1/events", _event(account["id"], "e-1", 7), catalog.user)
+
+    assert reply.status == 200
+    assert (reply.body["accepted"], reply.body["duplicates"], reply.body["rejected"]) == (1, 0, 0)
+    assert _stored(catalog.id) == [{"event_id": "e-1", "quantity": 7}]
+
+
+def test_a_resent_event_is_a_duplicate_and_counted_once(api, account, catalog):
+    api.post("/v1/events", _event(account["id"], "e-1", 7), catalog.user)
+    reply = api.post(
+        "/v1/events", {"events": [_event(account["id"], "e-1", 7), _event(account["id"], "e-1", 7)]}, catalog.user
+    )
+
+    assert reply.status == 200
+    assert [r["status"] for r in reply.body["data"]] == ["duplicate", "duplicate"]
+    assert _stored(catalog.id) == [{"event_id": "e-1", "quantity": 7}]
+
+
+def test_a_batch_rejects_bad_events_one_by_one_and_keeps_the_rest(api, account, catalog):
+    batch = [
+        _event(account["id"], "ok-1"),
+        _event(account["id"], "old", at=_now(-timedelta(days=40))),
+        _event(account["id"], "future", at=_now(timedelta(hours=1))),
+        _event("3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10", "stranger"),
+        _event(account["id"], "ok-2", 3),
+    ]
+
+    reply = api.post("/v1/events", {"events": batch}, catalog.user)
+
+    assert reply.status == 200
+    by_id = {r["event_id"]: r for r in reply.body["data"]}
+    assert [by_id[e]["status"] for e in ("ok-1", "old", "future", "stranger", "ok-2")] == [
+        "accepted",
+        "rejected",
+        "rejected",
+        "rejected",
+        "accepted",
+    ]
+    assert "days old" in by_id["old"]["reasons"][0]
+    assert "future" in by_id["future"]["reasons"][0]
+    assert by_id["stranger"]["reasons"] == ["no such account"]
+    assert [e["event_id"] for e in _stored(catalog.id)] == ["ok-1", "ok-2"]
+
+
+def test_a_batch_where_every_event_is_rejected_is_422_and_stores_nothing(api, account, catalog):
+    reply = api.post(
+        "/v1/events", {"events": [_event(account["id"], "old", at=_now(-timedelta(days=90)))]}, catalog.user
+    )
+
+    assert reply.status == 422
+    assert reply.body["error"]["details"][0]["field"] == "events.0"
+    assert _stored(catalog.id) == []
+
+
+def test_batches_over_100_events_and_schema_errors_are_400(api, account, catalog):
+    too_many = {"events": [_event(account["id"], f"e{i}") for i in range(101)]}
+    assert api.post("/v1/events", too_many, catalog.user).status == 400
+    bad = api.post("/v1/events", {"events": [{**_event(account["id"], "x"), "quantity": -1}]}, catalog.user)
+    assert bad.status == 400
+    assert bad.body["error"]["details"][0]["field"] == "events.0.quantity"
+    assert _stored(catalog.id) == []
+
+
+def test_another_tenants_account_cannot_receive_usage(api, account, other_tenant):
+    reply = api.post("/v1/events", _event(account["id"], "steal"), other_tenant.user)
+    assert reply.status == 422
+    assert "no such account" in reply.body["error"]["details"][0]["issue"]

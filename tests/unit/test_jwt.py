@@ -1,0 +1,114 @@
+"""Token verification in isolation: the RS256 check and every claim rule."""
+
+import base64
+import json
+import time
+
+import pytest
+
+from chalicelib import jwt
+from tests.cognito import moto_jwks
+
+ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_test"
+CLIENT = "client-1"
+
+
+def _sign(claims: dict, header: dict | None = None) -> str:
+    from joserfc import jwk
+    from joserfc import jwt as jose
+
+    key = jwk.RSAKey.import_key(moto_jwks(private=True))
+    return jose.encode(header or {"alg": "RS256", "kid": "dummy"}, claims, key)
+
+
+def _claims(**overrides) -> dict:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": CLIENT, "token_use": "id", "exp": now + 600, "iat": now, "sub": "u1"}
+    claims.update(overrides)
+    return claims
+
+
+def _b64(value: bytes) -> str:
+    return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def keys():
+    return jwt.KeySet("memory://", fetch=lambda _url: moto_jwks())
+
+
+def _verify(token, keys):
+    return jwt.verify(token, keys, issuer=ISSUER, audiences=(CLIENT,), leeway=30)
+
+
+def test_a_genuine_token_verifies_and_yields_its_claims(keys):
+    claims = _verify(_sign(_claims(**{"custom:tenant_id": "t1"})), keys)
+    assert claims["custom:tenant_id"] == "t1"
+
+
+def test_alg_none_is_rejected(keys):
+    header = _b64(json.dumps({"alg": "none", "kid": "dummy"}).encode())
+    payload = _b64(json.dumps(_claims()).encode())
+    with pytest.raises(jwt.InvalidToken, match="algorithm"):
+        _verify(f"{header}.{payload}.", keys)
+
+
+def test_hs256_signed_with_the_public_key_is_rejected(keys):
+    import hashlib
+    import hmac
+
+    public = json.dumps(moto_jwks()["keys"][0]).encode()
+    header = _b64(json.dumps({"alg": "HS256", "kid": "dummy"}).encode())
+    payload = _b64(json.dumps(_claims()).encode())
+    signature = _b64(hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+    with pytest.raises(jwt.InvalidToken, match="algorithm"):
+        _verify(f"{header}.{payload}.{signature}", keys)
+
+
+def test_a_tampered_payload_fails_the_signature(keys):
+    header, _payload, signature = _sign(_claims(**{"cognito:groups": ["USER"]})).split(".")
+    forged = _b64(json.dumps(_claims(**{"cognito:groups": ["ADMIN"]})).encode())
+    with pytest.raises(jwt.InvalidToken, match="signature"):
+        _verify(f"{header}.{forged}.{signature}", keys)
+
+
+@pytest.mark.parametrize(
+    "overrides,reason",
+    [
+        ({"exp": int(time.time()) - 120}, "expired"),
+        ({"nbf": int(time.time()) + 600}, "not yet valid"),
+        ({"iat": int(time.time()) + 600}, "future"),
+        ({"iss": ISSUER + "x"}, "issuer"),
+        ({"aud": "other"}, "audience"),
+        ({"token_use": "access"}, "id token"),
+        ({"exp": "tomorrow"}, "expired"),
+    ],
+)
+def test_claims_that_do_not_hold_are_rejected(keys, overrides, reason):
+    with pytest.raises(jwt.InvalidToken, match=reason):
+        _verify(_sign(_claims(**overrides)), keys)
+
+
+def test_expiry_within_leeway_is_accepted(keys):
+    assert _verify(_sign(_claims(exp=int(time.time()) - 10)), keys)["sub"] == "u1"
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "....", "x" * 20000, "%%%.%%%.%%%", "e30.e30.e30"])
+def test_malformed_tokens_are_rejected_not_crashed(keys, token):
+    with pytest.raises(jwt.InvalidToken):
+        _verify(token, keys)
+
+
+def test_unknown_kid_refreshes_the_key_set_at_most_once_a_minute():
+    calls = []
+
+    def fetch(_url):
+        calls.append(1)
+        return moto_jwks()
+
+    keys = jwt.KeySet("memory://", fetch=fetch)
+    token = _sign(_claims(), header={"alg": "RS256", "kid": "rotated"})
+    for _ in range(3):
+        with pytest.raises(jwt.InvalidToken, match="unknown signing key"):
+            _verify(token, keys)
+    assert len(calls) == 1
