@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     # Chalice's reloader polls every file under the project, .venv and the live
     # PostgreSQL data included, and restarts on each checkpoint: opt-in only.
+    parser.add_argument("--aws-port", type=int, default=int(os.environ.get("MOTO_PORT", "5100")))
     parser.add_argument("--reload", action="store_true", help="restart chalice local when code changes")
     args = parser.parse_args(argv)
 
@@ -36,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     from chalicelib.db import migrate
 
     migrate.migrate()
-    from devtools import seed
+    from devtools import local_aws, seed
 
     seed.seed()
+    endpoint = local_aws.start_server(args.aws_port)
+    os.environ.update(local_aws.provision(endpoint))
     print(f"database: {database_url}")
+    print(f"local AWS (moto): {endpoint}")
+    print("token:    TOKEN=$(.venv/bin/python -m devtools.token --group ADMIN)")
     print(f"serving:  http://{args.host}:{args.port}/v1/health   (Ctrl-C stops)", flush=True)
 
     chalice = subprocess.Popen(

@@ -118,7 +118,7 @@ def aws(monkeypatch):
 
 @pytest.fixture
 def cognito(aws, tmp_path, monkeypatch):
-    from tests.cognito import LocalPool
+    from devtools.cognito import LocalPool
 
     pool = LocalPool(tmp_path / "cognito")
     for name, value in pool.env().items():

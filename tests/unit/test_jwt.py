@@ -7,7 +7,7 @@ import time
 import pytest
 
 from chalicelib import jwt
-from tests.cognito import moto_jwks
+from devtools.cognito import moto_jwks
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_test"
 CLIENT = "client-1"

@@ -26,14 +26,19 @@ class LocalPool:
 
     password = "Local-Passw0rd!"
 
-    def __init__(self, jwks_dir: Path, region: str = "us-east-1"):
+    def __init__(self, jwks_dir: Path | None = None, region: str = "us-east-1", pool_id: str | None = None):
         self.client = boto3.client("cognito-idp", region_name=region)
+        self.region = region
+        if pool_id:  # attach to a pool created earlier (the token command)
+            self.pool_id = pool_id
+            self.client_id = self.client.list_user_pool_clients(UserPoolId=pool_id)["UserPoolClients"][0]["ClientId"]
+            self.jwks_path = None
+            return
         pool = self.client.create_user_pool(
             PoolName="billing-users",
             Schema=[{"Name": "tenant_id", "AttributeDataType": "String", "Mutable": False}],
         )["UserPool"]
         self.pool_id = pool["Id"]
-        self.region = region
         self.client_id = self.client.create_user_pool_client(
             UserPoolId=self.pool_id,
             ClientName="billing-api",
@@ -41,20 +46,24 @@ class LocalPool:
         )["UserPoolClient"]["ClientId"]
         for group in ("ADMIN", "USER"):
             self.client.create_group(UserPoolId=self.pool_id, GroupName=group)
-        jwks_dir.mkdir(parents=True, exist_ok=True)
-        self.jwks_path = jwks_dir / "jwks.json"
-        self.jwks_path.write_text(json.dumps(moto_jwks()))
+        self.jwks_path = None
+        if jwks_dir is not None:  # in-process moto serves no HTTP: hand the app the key set as a file
+            jwks_dir.mkdir(parents=True, exist_ok=True)
+            self.jwks_path = jwks_dir / "jwks.json"
+            self.jwks_path.write_text(json.dumps(moto_jwks()))
 
     @property
     def issuer(self) -> str:
         return f"https://cognito-idp.{self.region}.amazonaws.com/{self.pool_id}"
 
-    def env(self) -> dict:
+    def env(self, endpoint: str | None = None) -> dict:
+        """What the app needs to verify this pool's tokens; ``endpoint`` is a moto server's URL."""
+        jwks = f"{endpoint}/{self.pool_id}/.well-known/jwks.json" if endpoint else self.jwks_path.as_uri()
         return {
             "VERIFY_JWT": "true",
             "COGNITO_USER_POOL_ID": self.pool_id,
             "COGNITO_CLIENT_IDS": self.client_id,
-            "COGNITO_JWKS_URL": self.jwks_path.as_uri(),
+            "COGNITO_JWKS_URL": jwks,
         }
 
     def token(self, tenant_id: str, *groups: str, username: str | None = None, kind: str = "IdToken") -> str:

@@ -1,0 +1,351 @@
+"""Builds docs/openapi.json from the request schemas in chalicelib/schemas and the route list below.
+
+    python -m devtools.openapi          # rewrite docs/openapi.json
+    python -m devtools.openapi --check  # exit 1 if the committed document is stale
+
+A test runs the check and compares the paths with app.routes, so the document,
+the validators and the routes cannot drift apart.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from chalicelib.validation import SCHEMA_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENT = ROOT / "docs" / "openapi.json"
+
+TS = {"type": "string", "format": "date-time"}
+TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+ID = {"type": "string", "format": "uuid"}
+ID_OR_NULL = {"type": ["string", "null"], "format": "uuid"}
+MONEY = {"type": "integer", "description": "minor units"}
+CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+
+
+def _object(name: str, properties: dict) -> dict:
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": {"object": {"const": name}, **properties} if name else properties,
+    }
+
+
+RESPONSES = {
+    "Tenant": _object(
+        "tenant",
+        {
+            "id": ID,
+            "name": {"type": "string"},
+            "email": {"type": "string"},
+            "plan": {"type": "string"},
+            "status": {"enum": ["active", "suspended"]},
+            "settings": {"type": "object"},
+            "created_at": TS,
+        },
+    ),
+    "Plan": _object(
+        "plan",
+        {
+            "id": ID,
+            "code": {"type": "string"},
+            "name": {"type": "string"},
+            "interval": {"enum": ["day", "week", "month", "year"]},
+            "interval_count": {"type": "integer"},
+            "amount": MONEY,
+            "currency": CURRENCY,
+            "features": {"type": "object"},
+            "limits": {"type": "object"},
+            "usage_prices": {"type": "array"},
+            "active": {"type": "boolean"},
+            "created_at": TS,
+        },
+    ),
+    "Account": _object(
+        "account",
+        {
+            "id": ID,
+            "email": {"type": "string"},
+            "name": {"type": "string"},
+            "currency": CURRENCY,
+            "plan": {"type": ["string", "null"]},
+            "status": {"enum": ["ACTIVE", "PENDING", "INACTIVE"]},
+            "next_billing_at": TS_OR_NULL,
+            "billing_anchor": TS_OR_NULL,
+            "failure_count": {"type": "integer"},
+            "metadata": {"type": "object"},
+            "created_at": TS,
+        },
+    ),
+    "Subscription": _object(
+        "subscription",
+        {
+            "id": ID,
+            "account_id": ID,
+            "plan": {"type": "string"},
+            "status": {"enum": ["active", "past_due", "canceled", "unpaid"]},
+            "billing_cycle": {"enum": ["daily", "weekly", "monthly", "yearly"]},
+            "amount": MONEY,
+            "currency": CURRENCY,
+            "billing_anchor": TS,
+            "current_period_start": TS,
+            "current_period_end": TS,
+            "cancel_at_period_end": {"type": "boolean"},
+            "canceled_at": TS_OR_NULL,
+            "created_at": TS,
+        },
+    ),
+    "LineItem": _object(
+        "line_item",
+        {
+            "id": ID,
+            "kind": {"enum": ["subscription", "usage", "adjustment"]},
+            "description": {"type": "string"},
+            "metric": {"type": ["string", "null"]},
+            "quantity": {"type": "integer"},
+            "unit_amount": MONEY,
+            "amount": MONEY,
+            "currency": CURRENCY,
+            "period_start": TS,
+            "period_end": TS,
+        },
+    ),
+    "Invoice": _object(
+        "invoice",
+        {
+            "id": ID,
+            "account_id": ID,
+            "subscription_id": ID_OR_NULL,
+            "number": {"type": ["string", "null"]},
+            "status": {"enum": ["draft", "open", "paid", "void", "uncollectible"]},
+            "currency": CURRENCY,
+            "subtotal": MONEY,
+            "total": MONEY,
+            "amount_due": MONEY,
+            "amount_paid": MONEY,
+            "period_start": TS,
+            "period_end": TS,
+            "due_at": TS_OR_NULL,
+            "finalized_at": TS_OR_NULL,
+            "paid_at": TS_OR_NULL,
+            "created_at": TS,
+        },
+    ),
+    "LedgerEntry": _object(
+        "ledger_entry",
+        {
+            "id": ID,
+            "entry_type": {"enum": ["charge", "payment", "payment_failed", "credit", "refund", "adjustment"]},
+            "amount": {"type": "integer", "description": "signed minor units: charges positive, payments negative"},
+            "currency": CURRENCY,
+            "invoice_id": ID_OR_NULL,
+            "period_start": TS_OR_NULL,
+            "description": {"type": "string"},
+            "created_at": TS,
+            "balance": {"type": "integer", "description": "balance after this entry"},
+        },
+    ),
+    "UsageBatch": _object(
+        "usage_batch",
+        {
+            "accepted": {"type": "integer"},
+            "duplicates": {"type": "integer"},
+            "rejected": {"type": "integer"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["event_id", "status"],
+                    "properties": {
+                        "event_id": {"type": "string"},
+                        "status": {"enum": ["accepted", "duplicate", "rejected"]},
+                        "reasons": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    ),
+    "Health": {
+        "type": "object",
+        "required": ["status", "database"],
+        "properties": {"status": {"enum": ["ok", "degraded"]}, "database": {"type": "object"}},
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "message": {"type": "string"},
+                    "code": {"type": "string"},
+                    "request_id": {"type": "string"},
+                    "details": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["field", "issue"],
+                            "properties": {"field": {"type": "string"}, "issue": {"type": "string"}},
+                        },
+                    },
+                },
+            }
+        },
+    },
+}
+
+# path -> method -> (summary, request schema or None, success status, response component, list?)
+ROUTES = {
+    "/v1/health": {"get": ("Database reachability and migration version", None, 200, "Health", False)},
+    "/v1/tenants": {"post": ("Provision a tenant (ADMIN)", "tenant_create", 201, "Tenant", False)},
+    "/v1/plans": {
+        "post": ("Create a plan price (ADMIN)", "plan_create", 201, "Plan", False),
+        "get": ("List plans", None, 200, "Plan", True),
+    },
+    "/v1/accounts": {
+        "post": ("Create a billable account", "account_create", 201, "Account", False),
+        "get": ("List accounts", None, 200, "Account", True),
+    },
+    "/v1/accounts/{account_id}": {"get": ("Retrieve an account", None, 200, "Account", False)},
+    "/v1/accounts/{account_id}/ledger": {
+        "get": ("Ledger entries with running balance", None, 200, "LedgerEntry", True)
+    },
+    "/v1/subscriptions": {
+        "post": ("Subscribe an account to a plan", "subscription_create", 201, "Subscription", False),
+        "get": ("List subscriptions", None, 200, "Subscription", True),
+    },
+    "/v1/subscriptions/{subscription_id}": {"get": ("Retrieve a subscription", None, 200, "Subscription", False)},
+    "/v1/subscriptions/{subscription_id}/cancel": {
+        "post": ("Cancel now, or at period end", "subscription_cancel", 200, "Subscription", False)
+    },
+    "/v1/invoices": {"get": ("List invoices", None, 200, "Invoice", True)},
+    "/v1/invoices/{invoice_id}": {"get": ("Retrieve an invoice with its lines", None, 200, "Invoice", False)},
+    "/v1/events": {
+        "post": ("Record usage: one event or a batch of up to 100", "usage_events", 200, "UsageBatch", False)
+    },
+}
+LIST_FILTERS = {
+    "/v1/invoices": ["account_id", "status", "period_start_gte", "period_start_lt"],
+    "/v1/subscriptions": ["account_id", "status"],
+}
+ERRORS = {
+    "400": "Invalid request (field-level details)",
+    "401": "Missing, forged or expired token",
+    "403": "Role or tenant not allowed",
+    "404": "Not found (or another tenant's)",
+    "409": "Conflict, or Idempotency-Key reuse / in flight",
+    "413": "Body over 256 KB",
+    "415": "Not application/json",
+    "422": "Valid but impossible in the current state",
+    "429": "Rate limited",
+}
+
+
+def _request_schema(name: str) -> dict:
+    if name == "usage_events":
+        return {"oneOf": [_request_schema("usage_event"), _request_schema("usage_event_batch")]}
+    document = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
+    document.pop("$schema", None)
+    return document
+
+
+def _operation(path: str, method: str, spec: tuple) -> dict:
+    summary, request, status, component, is_list = spec
+    ref = {"$ref": f"#/components/schemas/{component}"}
+    body = ref
+    if is_list:
+        body = {
+            "type": "object",
+            "required": ["object", "data", "has_more", "next_cursor"],
+            "properties": {
+                "object": {"const": "list"},
+                "url": {"type": "string"},
+                "data": {"type": "array", "items": ref},
+                "has_more": {"type": "boolean"},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        }
+    operation = {
+        "summary": summary,
+        "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+        "responses": {str(status): {"description": "OK", "content": {"application/json": {"schema": body}}}},
+    }
+    parameters = [
+        {"name": p[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+        for p in path.split("/")
+        if p.startswith("{")
+    ]
+    if is_list:
+        parameters += [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            {"name": "starting_after", "in": "query", "schema": ID},
+        ]
+        parameters += [{"name": f, "in": "query", "schema": {"type": "string"}} for f in LIST_FILTERS.get(path, [])]
+    if request:
+        parameters.append({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}})
+        operation["requestBody"] = {
+            "required": request != "subscription_cancel",
+            "content": {"application/json": {"schema": _request_schema(request)}},
+        }
+    if parameters:
+        operation["parameters"] = parameters
+    if path != "/v1/health":
+        operation["security"] = [{"cognito": []}]
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        operation["responses"].update({code: {"description": text, **error} for code, text in ERRORS.items()})
+    else:
+        operation["responses"]["503"] = {
+            "description": "Database unreachable",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}},
+        }
+    return operation
+
+
+def build() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "billing-platform",
+            "version": "1.0.0",
+            "description": "Money is integer minor units with an ISO 4217 currency.",
+        },
+        "paths": {
+            path: {m: _operation(path, m, spec) for m, spec in methods.items()} for path, methods in ROUTES.items()
+        },
+        "components": {
+            "schemas": RESPONSES,
+            "securitySchemes": {
+                "cognito": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "Cognito ID token with custom:tenant_id",
+                }
+            },
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="build docs/openapi.json")
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    if args.check:
+        if not DOCUMENT.exists() or DOCUMENT.read_text() != render():
+            print("docs/openapi.json is stale: run python -m devtools.openapi", file=sys.stderr)
+            return 1
+        return 0
+    DOCUMENT.write_text(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
