@@ -2,15 +2,18 @@
 
 import os
 
-from chalice import Chalice, CognitoUserPoolAuthorizer
+from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 
+from chalicelib import audit, consumers, http, idempotency, notifications, ops, outbox, pagination
 from chalicelib import health as health_check
-from chalicelib import http, idempotency, pagination
 from chalicelib.auth import ADMIN, USER
-from chalicelib.billing import accounts, invoices, ledger, plans, subscriptions, tenants, usage
+from chalicelib.billing import accounts, invoices, invoicing, ledger, plans, subscriptions, tenants, usage
 from chalicelib.http import api
 
 app = Chalice(app_name="billing-platform")
+# Queue and topic names are fixed when the app is packaged; a prefix lets two
+# stages share one AWS account.
+PREFIX = os.environ.get("RESOURCE_PREFIX", "billing")
 
 
 def _cognito_authorizer() -> dict:
@@ -96,7 +99,9 @@ def get_account_ledger(account_id):
 @api(app)
 def create_subscription():
     request = http.read(app, USER, "subscription_create")
-    return http.outcome_response(idempotency.run(request, subscriptions.create))
+    outcome = idempotency.run(request, subscriptions.create)
+    outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
 
 
 @app.route("/v1/subscriptions", methods=["GET"], **AUTH)
@@ -145,3 +150,36 @@ def get_invoice(invoice_id):
 def record_usage():
     request = http.read(app, USER, usage.schema_for)
     return http.outcome_response(idempotency.run(request, usage.record))
+
+
+# --- events: SNS fan-out to SQS consumers ---------------------------------------------
+
+
+@app.on_sqs_message(queue=f"{PREFIX}-generate-invoice", batch_size=10, name="generate_invoice")
+def generate_invoice(event):
+    handlers = {"subscription.created": invoicing.on_subscription_created}
+    return consumers.process_batch(consumers.records_of(event), "generate-invoice", handlers)
+
+
+@app.on_sqs_message(queue=f"{PREFIX}-send-notification", batch_size=10, name="send_notification")
+def send_notification(event):
+    handlers = {"subscription.created": notifications.on_subscription_created}
+    return consumers.process_batch(consumers.records_of(event), "send-notification", handlers)
+
+
+@app.on_sqs_message(queue=f"{PREFIX}-audit-log", batch_size=10, name="audit_log")
+def audit_log(event):
+    handlers = {"subscription.created": audit.on_event}
+    return consumers.process_batch(consumers.records_of(event), "audit-log", handlers)
+
+
+@app.on_sns_message(topic=f"{PREFIX}-ops", name="ops_notice")
+def ops_notice(event):
+    ops.handle_alert(event.subject, event.message)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="outbox_sweep")
+def outbox_sweep(event):
+    # Events whose publish failed after their request committed; 30 s lets the
+    # request's own flush go first.
+    return {"published": outbox.sweep(older_than_s=30)}

@@ -37,6 +37,10 @@ class Settings:
     max_body_bytes: int
     usage_max_age_days: int
     usage_max_future_s: int
+    events_topic_arn: str | None
+    ses_sender: str
+    sqs_report_batch_item_failures: bool
+    consumer_stale_after_s: int
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -75,6 +79,14 @@ def get_settings() -> Settings:
         max_body_bytes=int(env("MAX_BODY_BYTES", str(256 * 1024))),
         usage_max_age_days=int(env("USAGE_MAX_AGE_DAYS", "35")),
         usage_max_future_s=int(env("USAGE_MAX_FUTURE_S", "300")),
+        events_topic_arn=env("EVENTS_TOPIC_ARN") or None,
+        ses_sender=env("SES_SENDER", "billing@example.com"),
+        # Only where the event-source mapping has ReportBatchItemFailures: without
+        # it Lambda deletes the whole batch on a normal return, failures included.
+        sqs_report_batch_item_failures=_flag("SQS_REPORT_BATCH_ITEM_FAILURES", False),
+        # A consumer claim older than this (the queue's visibility timeout) was
+        # left by a crashed invocation and may be taken over.
+        consumer_stale_after_s=int(env("CONSUMER_STALE_AFTER_S", "180")),
     )
 
 

@@ -95,3 +95,66 @@ def _release(tenant_id: str, key: str) -> None:
             tx.run(Q["release"], key=key)
     except Exception:  # noqa: BLE001 - the claim goes stale and is taken over after STALE_AFTER_S
         pass
+
+
+# --- consumer claims: at-least-once delivery, effects exactly once ------------------
+
+
+class ClaimedElsewhere(Exception):
+    """Another live invocation holds this message's claim: retry the message later."""
+
+
+def claim_message(tx, consumer: str, message_id: str) -> bool:
+    """Claim ``message_id`` for ``consumer`` in ``tx``; False when it was already done."""
+    from chalicelib.config import get_settings
+
+    stale_after_s = get_settings().consumer_stale_after_s
+    if tx.run(Q["claim_message"], consumer=consumer, message_id=message_id, stale_after_s=stale_after_s):
+        return True
+    if tx.scalar(Q["message_status"], consumer=consumer, message_id=message_id) == "done":
+        return False
+    raise ClaimedElsewhere(f"{consumer}:{message_id} is being processed by another invocation")
+
+
+def complete_message(tx, consumer: str, message_id: str) -> None:
+    tx.run(Q["complete_message"], consumer=consumer, message_id=message_id)
+
+
+def consume_once(tenant_id: str, consumer: str, message_id: str, work) -> bool:
+    """Run ``work(tx)`` and record the message done in one transaction; False for a duplicate.
+
+    A concurrent duplicate waits on the claim's row until this commits, then sees
+    it done. A failure rolls back the work and the claim together.
+    """
+    from chalicelib.db import transaction
+
+    with transaction(tenant_id=tenant_id) as tx:
+        if not claim_message(tx, consumer, message_id):
+            return False
+        work(tx)
+        complete_message(tx, consumer, message_id)
+    return True
+
+
+def consume_with_side_effect(tenant_id: str, consumer: str, message_id: str, prepare, effect) -> bool:
+    """For work outside the database (an email): claim and commit, act, then mark done.
+
+    ``prepare(tx)`` reads what ``effect(data)`` needs. A failed effect releases the
+    claim for the retry; a crash after the effect leaves the claim in progress
+    until it goes stale, which is the one window where the effect can repeat.
+    """
+    from chalicelib.db import transaction
+
+    with transaction(tenant_id=tenant_id) as tx:
+        if not claim_message(tx, consumer, message_id):
+            return False
+        data = prepare(tx)
+    try:
+        effect(data)
+    except BaseException:
+        with transaction(tenant_id=tenant_id) as tx:
+            tx.run(Q["release_message"], consumer=consumer, message_id=message_id)
+        raise
+    with transaction(tenant_id=tenant_id) as tx:
+        complete_message(tx, consumer, message_id)
+    return True

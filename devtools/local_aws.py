@@ -7,6 +7,9 @@ written to .local/aws.json for the other local commands (token, replay).
 
 import json
 import os
+from dataclasses import dataclass, field
+
+import boto3
 
 from devtools.cognito import LocalPool
 from devtools.postgres import LOCAL_DIR
@@ -42,16 +45,79 @@ def start_server(port: int = DEFAULT_PORT) -> str:
 
 
 def provision(endpoint: str | None = None) -> dict:
-    """Create the Cognito pool and return the env vars the app needs."""
+    """Create the Cognito pool and the messaging resources; return the env vars the app needs."""
     pool = LocalPool(None if endpoint else LOCAL_DIR / "cognito")
-    env = pool.env(endpoint)
-    state = {"endpoint": endpoint, "cognito_user_pool_id": pool.pool_id, "env": env}
+    messaging = provision_messaging()
+    env = {**pool.env(endpoint), **messaging.env()}
+    state = {"endpoint": endpoint, "cognito_user_pool_id": pool.pool_id, "env": env, "queues": messaging.queues}
     LOCAL_DIR.mkdir(exist_ok=True)
     STATE_FILE.write_text(json.dumps(state, indent=2))
     return env
+
+
+def queue_urls() -> list[tuple[str, str, str]]:
+    """(name, url, arn) of the provisioned consumer queues."""
+    return [(name, q["url"], q["arn"]) for name, q in load_state()["queues"].items()]
 
 
 def load_state() -> dict:
     if not STATE_FILE.exists():
         raise SystemExit("no local AWS state: start `make run` first")
     return json.loads(STATE_FILE.read_text())
+
+
+SES_SENDER = "billing@example.com"
+
+
+@dataclass
+class Messaging:
+    topic_arn: str
+    ops_topic_arn: str
+    queues: dict = field(default_factory=dict)  # queue name -> {"url", "arn", "dlq_url", "dlq_arn"}
+
+    def env(self) -> dict:
+        return {
+            "EVENTS_TOPIC_ARN": self.topic_arn,
+            "SES_SENDER": SES_SENDER,
+            "SQS_REPORT_BATCH_ITEM_FAILURES": "true",
+        }
+
+
+def app_queues() -> list:
+    """The SQS event sources app.py declares: (handler name, queue name, batch size)."""
+    from app import app
+
+    return [(s.name, s.queue, s.batch_size) for s in app.event_sources if getattr(s, "queue", None)]
+
+
+def provision_messaging(
+    region: str = "us-east-1", visibility_timeout: int = 10, max_receive_count: int = 3, verify_sender: bool = True
+) -> Messaging:
+    """The events topic, one queue + DLQ per consumer subscribed with raw delivery, the ops topic, SES."""
+    from app import PREFIX
+
+    sns = boto3.client("sns", region_name=region)
+    sqs = boto3.client("sqs", region_name=region)
+    messaging = Messaging(
+        topic_arn=sns.create_topic(Name=f"{PREFIX}-events")["TopicArn"],
+        ops_topic_arn=sns.create_topic(Name=f"{PREFIX}-ops")["TopicArn"],
+    )
+    for _handler, name, _batch in app_queues():
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
+        url = sqs.create_queue(
+            QueueName=name,
+            Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive},
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(
+            TopicArn=messaging.topic_arn,
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        messaging.queues[name] = {"url": url, "arn": arn, "dlq_url": dlq_url, "dlq_arn": dlq_arn}
+    if verify_sender:
+        boto3.client("ses", region_name=region).verify_email_identity(EmailAddress=SES_SENDER)
+    return messaging

@@ -19,6 +19,20 @@ def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
+def _start_pump():
+    """Deliver the local queues to app.py's SQS handlers, as Lambda would (see devtools.pump)."""
+    import app as app_module
+    from chalicelib import outbox
+    from devtools import local_aws
+    from devtools.pump import Pump, bindings_for
+
+    queues = {name: {"url": url, "arn": arn} for name, url, arn in local_aws.queue_urls()}
+    pump = Pump(bindings_for(app_module, queues))
+    pump.run_forever(sweep=lambda: outbox.sweep(older_than_s=30))
+    print(f"pump:     delivering {', '.join(queues)} to app.py handlers")
+    return pump
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description="run billing-platform locally")
@@ -42,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     seed.seed()
     endpoint = local_aws.start_server(args.aws_port)
     os.environ.update(local_aws.provision(endpoint))
+    pump = _start_pump()
     print(f"database: {database_url}")
     print(f"local AWS (moto): {endpoint}")
     print("token:    TOKEN=$(.venv/bin/python -m devtools.token --group ADMIN)")
@@ -65,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return chalice.wait()
     except KeyboardInterrupt:
+        pump.stop.set()
         chalice.send_signal(signal.SIGINT)
         try:
             chalice.wait(timeout=10)

@@ -4,7 +4,7 @@ A charge is positive (the account owes more), a payment or credit negative; the
 account's balance is the sum of its entries.
 """
 
-from chalicelib import errors, pagination
+from chalicelib import encoding, errors, pagination
 from chalicelib.billing import accounts
 from chalicelib.db.queries import load
 
@@ -22,3 +22,34 @@ def list_page(tx, account_id: str, page: pagination.PageRequest) -> dict:
     result["balance"] = tx.scalar(Q["balance"], account_id=account["id"])
     result["currency"] = account["currency"]
     return result
+
+
+def post(
+    tx,
+    *,
+    account_id,
+    entry_type: str,
+    amount: int,
+    currency: str,
+    idempotency_key: str,
+    invoice_id=None,
+    period_start=None,
+    description: str = "",
+    metadata: dict | None = None,
+) -> bool:
+    """Append one entry (signed minor units); False when this key was already posted."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise TypeError("ledger amounts are integer minor units")
+    row = tx.run(
+        Q["post"],
+        account_id=account_id,
+        entry_type=entry_type,
+        amount=amount,
+        currency=currency,
+        invoice_id=invoice_id,
+        period_start=period_start,
+        idempotency_key=idempotency_key,
+        description=description,
+        metadata=encoding.dumps(metadata or {}),
+    )
+    return bool(row)

@@ -5,7 +5,7 @@ An account has at most one live (not canceled) subscription; the account's
 where the daily rebill picks it up.
 """
 
-from chalicelib import audit, errors, pagination
+from chalicelib import audit, errors, outbox, pagination
 from chalicelib.billing import accounts, calendar, plans
 from chalicelib.db.queries import load
 
@@ -36,7 +36,23 @@ def create(tx, request) -> tuple[int, dict]:
     subscription_id = tx.scalar(Q["create"], account_id=account["id"], plan_id=plan["id"], start=start, end=end)
     tx.run(accounts.Q["start_billing"], id=account["id"], plan_id=plan["id"], anchor=start, next_billing_at=end)
     audit.record(tx, request.principal, "subscription.created", "subscription", subscription_id)
-    return 201, get(tx, subscription_id)
+    subscription = get(tx, subscription_id)
+    outbox.add(
+        tx,
+        "subscription.created",
+        {
+            "subscriptionId": str(subscription_id),
+            "accountId": str(account["id"]),
+            "planId": str(plan["id"]),
+            "billingCycle": cycle,
+            "amount": plan["amount"],
+            "currency": plan["currency"],
+            "periodStart": start,
+            "periodEnd": end,
+            "timestamp": start,
+        },
+    )
+    return 201, subscription
 
 
 def get(tx, subscription_id: str) -> dict:

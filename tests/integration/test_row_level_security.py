@@ -16,6 +16,7 @@ TENANT_TABLES = [
     "processed_events",
     "idempotency_keys",
     "audit_logs",
+    "outbox",
 ]
 
 
@@ -64,6 +65,7 @@ def _populate(tenant_id: str) -> dict:
             " VALUES ('k1', 'POST', '/v1/accounts', 'h')"
         )
         tx.run("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('system', 'created', 'account')")
+        tx.run("INSERT INTO outbox (event_type, payload) VALUES ('account.created', '{}')")
     return {"plan": plan, "account": account, "invoice": invoice}
 
 
@@ -154,3 +156,11 @@ def test_every_tenant_table_forces_rls(owner_conn):
         )
     }
     assert with_tenant_column <= forced
+
+
+def test_background_jobs_see_only_ids_through_their_definer_function(two_tenants):
+    (a, _), (b, _) = two_tenants
+    with transaction() as tx:
+        backlog = {str(row[0]): row[1] for row in tx.run("SELECT * FROM outbox_tenants_with_backlog(0, 100)")}
+        assert tx.run("SELECT count(*) FROM outbox") == [[0]]
+    assert backlog == {a: 1, b: 1}

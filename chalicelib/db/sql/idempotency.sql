@@ -34,3 +34,24 @@ DELETE FROM idempotency_keys WHERE key = :key AND status = 'in_progress';
 
 -- name: purge_expired
 DELETE FROM idempotency_keys WHERE expires_at <= now();
+
+-- name: claim_message
+-- A consumer's claim on one event. Taken when new, or when a claim still in
+-- progress is older than the visibility timeout (its invocation crashed).
+INSERT INTO processed_events (consumer, message_id)
+VALUES (:consumer, :message_id)
+ON CONFLICT (tenant_id, consumer, message_id) DO UPDATE
+   SET claimed_at = now()
+ WHERE processed_events.status = 'in_progress'
+   AND processed_events.claimed_at < now() - make_interval(secs => :stale_after_s)
+RETURNING message_id;
+
+-- name: message_status
+SELECT status FROM processed_events WHERE consumer = :consumer AND message_id = :message_id;
+
+-- name: complete_message
+UPDATE processed_events SET status = 'done', completed_at = now()
+ WHERE consumer = :consumer AND message_id = :message_id;
+
+-- name: release_message
+DELETE FROM processed_events WHERE consumer = :consumer AND message_id = :message_id AND status = 'in_progress';

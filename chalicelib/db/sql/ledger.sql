@@ -16,3 +16,12 @@ SELECT 1 FROM ledger_entries WHERE id = :id AND account_id = :account_id;
 
 -- name: balance
 SELECT CAST(COALESCE(sum(amount), 0) AS bigint) FROM ledger_entries WHERE account_id = :account_id;
+
+-- name: post
+-- The idempotency key makes a retried posting a no-op (no row returned).
+INSERT INTO ledger_entries (account_id, entry_type, amount, currency, invoice_id, period_start, idempotency_key,
+                            description, metadata)
+VALUES (:account_id, :entry_type, :amount, :currency, :invoice_id, :period_start, :idempotency_key,
+        :description, CAST(:metadata AS jsonb))
+ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+RETURNING id;

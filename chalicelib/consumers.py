@@ -1,0 +1,52 @@
+"""SQS batch handling shared by every consumer: parse, dispatch, report partial failures.
+
+Each record is parsed into a domain event (a PoisonMessage is logged with its
+reason and fails), handed to the consumer, and any failure is reported as a
+``batchItemFailures`` entry for that record alone, so the other records of the
+batch are not redelivered. Where the event-source mapping does not report batch
+item failures (SQS_REPORT_BATCH_ITEM_FAILURES off), a batch with any failure
+raises instead: the whole batch is retried, which idempotent consumers absorb,
+rather than Lambda deleting the failed messages.
+"""
+
+import logging
+
+from chalicelib import events
+from chalicelib.config import get_settings
+
+log = logging.getLogger("billing.consumers")
+
+
+class BatchFailed(Exception):
+    pass
+
+
+def process_batch(records, consumer: str, handlers: dict) -> dict:
+    """``handlers[eventType](event) -> bool`` for each record; returns the SQS partial-batch response.
+
+    A known event type this consumer has no handler for is acknowledged and skipped.
+    """
+    failures = []
+    for record in records:
+        message_id = record.get("messageId", "")
+        receive_count = record.get("attributes", {}).get("ApproximateReceiveCount")
+        try:
+            event = events.parse(record.get("body", ""))
+            handle = handlers.get(event["eventType"])
+            done = handle(event) if handle else False
+            log.info("%s %s event %s", consumer, "processed" if done else "skipped duplicate", event["eventId"])
+        except events.PoisonMessage as exc:
+            log.error("%s: poison message %s (receive %s): %s", consumer, message_id, receive_count, exc)
+            failures.append(message_id)
+        except Exception:  # noqa: BLE001 - reported per record; the queue retries and then dead-letters it
+            log.exception("%s: message %s failed (receive %s)", consumer, message_id, receive_count)
+            failures.append(message_id)
+    if failures and not get_settings().sqs_report_batch_item_failures:
+        raise BatchFailed(f"{consumer}: {len(failures)} of {len(records)} records failed")
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
+
+
+def records_of(event) -> list[dict]:
+    """The raw records of a Chalice SQSEvent (or of a plain Lambda event dict)."""
+    raw = event.to_dict() if hasattr(event, "to_dict") else event
+    return raw.get("Records", [])

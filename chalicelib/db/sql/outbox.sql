@@ -1,0 +1,19 @@
+-- name: add
+INSERT INTO outbox (event_type, payload) VALUES (:event_type, CAST(:payload AS jsonb)) RETURNING id;
+
+-- name: take_unpublished
+-- SKIP LOCKED: a request's own flush and the sweeper never publish a row twice at once.
+SELECT id, event_type, payload FROM outbox
+ WHERE published_at IS NULL
+ ORDER BY created_at
+ LIMIT :limit
+ FOR UPDATE SKIP LOCKED;
+
+-- name: mark_published
+UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = :id;
+
+-- name: mark_failed
+UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE id = :id;
+
+-- name: tenants_with_backlog
+SELECT tenant_id, backlog FROM outbox_tenants_with_backlog(:older_than_s, :max_rows);

@@ -1,0 +1,42 @@
+"""Domain events on the wire: the envelope consumers receive, and how a bad one is refused.
+
+An event is one JSON object with ``eventId`` (the outbox row's id: stable across
+re-publishes), ``eventType``, ``tenantId`` and the type's own fields. Each known
+type has a schema file ``schemas/event_<type>.json``; a message that is not JSON,
+names an unknown type or fails its schema is a PoisonMessage.
+"""
+
+import json
+import uuid
+
+from chalicelib import validation
+
+KNOWN_TYPES = ("subscription.created",)
+
+
+class PoisonMessage(Exception):
+    """A message no retry can fix; it goes to the DLQ after maxReceiveCount."""
+
+
+def schema_name(event_type: str) -> str:
+    return "event_" + event_type.replace(".", "_")
+
+
+def parse(body: str) -> dict:
+    try:
+        event = json.loads(body)
+    except (TypeError, ValueError) as exc:
+        raise PoisonMessage(f"not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise PoisonMessage("not a JSON object")
+    event_type = event.get("eventType")
+    if event_type not in KNOWN_TYPES:
+        raise PoisonMessage(f"unknown eventType {event_type!r}")
+    try:
+        validation.validate(schema_name(event_type), event)
+        uuid.UUID(event["tenantId"])
+        uuid.UUID(event["eventId"])
+    except Exception as exc:  # noqa: BLE001 - any failure here means the message itself is bad
+        details = getattr(exc, "details", None) or str(exc)
+        raise PoisonMessage(f"{event_type} fails its schema: {details}") from exc
+    return event

@@ -1,0 +1,237 @@
+"""SNS fan-out to the three SQS consumers, with at-least-once delivery taken literally."""
+
+import json
+import random
+
+import boto3
+import pytest
+from chalice.test import Client
+
+import app as app_module
+from app import app
+from chalicelib import aws, outbox
+from chalicelib.db import transaction
+from devtools import local_aws
+from devtools.pump import Pump, bindings_for, lambda_event
+
+CONSUMERS = {
+    "billing-generate-invoice": "generate_invoice",
+    "billing-send-notification": "send_notification",
+    "billing-audit-log": "audit_log",
+}
+
+
+@pytest.fixture
+def messaging(cognito, monkeypatch):
+    aws.reset_clients()
+    provisioned = local_aws.provision_messaging()
+    for name, value in provisioned.env().items():
+        monkeypatch.setenv(name, value)
+    from chalicelib.config import reset_settings
+
+    reset_settings()
+    yield provisioned
+    aws.reset_clients()
+
+
+def _receive_all(url: str) -> list[dict]:
+    sqs = boto3.client("sqs")
+    found = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            return found
+        found += batch
+
+
+def _depth(url: str) -> int:
+    """Messages in the queue, without receiving them (a receive would hide them)."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return sum(int(attributes[name]) for name in names)
+
+
+def _emails_sent() -> int:
+    return int(boto3.client("ses").get_send_quota()["SentLast24Hours"])
+
+
+def _counts(tenant_id: str) -> dict:
+    with transaction(tenant_id=tenant_id) as tx:
+        return {
+            "invoices": tx.scalar("SELECT count(*) FROM invoices"),
+            "lines": tx.scalar("SELECT count(*) FROM invoice_lines"),
+            "charges": tx.scalar("SELECT count(*) FROM ledger_entries WHERE entry_type = 'charge'"),
+            "audit": tx.scalar(
+                "SELECT count(*) FROM audit_logs WHERE action = 'subscription.created' AND entity_type = 'event'"
+            ),
+        }
+
+
+def _subscribe(api, account, catalog):
+    reply = api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user)
+    assert reply.status == 201, reply.body
+    return reply.body
+
+
+def test_subscription_publishes_one_event_with_attributes_to_every_queue(api, account, catalog, messaging):
+    sub = _subscribe(api, account, catalog)
+
+    for name in CONSUMERS:
+        messages = _receive_all(messaging.queues[name]["url"])
+        assert len(messages) == 1
+        event = json.loads(messages[0]["Body"])
+        assert event["eventType"] == "subscription.created"
+        assert (event["tenantId"], event["subscriptionId"], event["accountId"]) == (
+            catalog.id,
+            sub["id"],
+            account["id"],
+        )
+        assert (event["amount"], event["currency"], event["billingCycle"]) == (4900, "USD", "monthly")
+        assert event["periodStart"] == sub["current_period_start"]
+    with transaction(tenant_id=catalog.id) as tx:
+        assert tx.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+def test_every_message_delivered_three_times_in_random_order_has_one_effect(api, account, catalog, messaging):
+    _subscribe(api, account, catalog)
+    deliveries = []
+    for name, handler in CONSUMERS.items():
+        queue = messaging.queues[name]
+        for message in _receive_all(queue["url"]):
+            deliveries += [(handler, queue["arn"], message)] * 3
+    random.Random(7).shuffle(deliveries)
+
+    with Client(app) as client:
+        for handler, arn, message in deliveries:
+            result = client.lambda_.invoke(handler, lambda_event([message], arn))
+            assert result.payload == {"batchItemFailures": []}
+
+    assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "audit": 1}
+    assert _emails_sent() == 1
+    balance = api.get(f"/v1/accounts/{account['id']}", catalog.user).body["balance"]
+    assert balance == 4900
+
+
+def test_a_failing_record_in_a_batch_of_ten_is_the_only_one_reported(api, catalog, messaging):
+    subs = []
+    for i in range(10):
+        acct = api.post(
+            "/v1/accounts", {"email": f"c{i}@x.test", "name": f"C{i}", "currency": "USD"}, catalog.user
+        ).body
+        subs.append(_subscribe(api, acct, catalog))
+    queue = messaging.queues["billing-generate-invoice"]
+    messages = _receive_all(queue["url"])
+    assert len(messages) == 10
+    doomed = messages[4]
+    body = json.loads(doomed["Body"])
+    body["subscriptionId"] = "3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10"  # gone: the consumer cannot find it
+    doomed["Body"] = json.dumps(body)
+
+    with Client(app) as client:
+        first = client.lambda_.invoke("generate_invoice", lambda_event(messages, queue["arn"]))
+        again = client.lambda_.invoke("generate_invoice", lambda_event(messages, queue["arn"]))
+
+    assert first.payload == {"batchItemFailures": [{"itemIdentifier": doomed["MessageId"]}]}
+    assert again.payload == first.payload
+    assert _counts(catalog.id)["invoices"] == 9
+
+
+def test_poison_messages_fail_with_a_reason_and_never_crash_the_batch(catalog, messaging, caplog):
+    queue = messaging.queues["billing-audit-log"]
+    poison = [
+        {"MessageId": "m-json", "ReceiptHandle": "r", "Body": "{not json"},
+        {"MessageId": "m-type", "ReceiptHandle": "r", "Body": json.dumps({"eventType": "bogus.thing"})},
+        {"MessageId": "m-schema", "ReceiptHandle": "r", "Body": json.dumps({"eventType": "subscription.created"})},
+    ]
+    with Client(app) as client:
+        result = client.lambda_.invoke("audit_log", lambda_event(poison, queue["arn"]))
+
+    assert [f["itemIdentifier"] for f in result.payload["batchItemFailures"]] == ["m-json", "m-type", "m-schema"]
+    assert "poison message m-type" in caplog.text and "unknown eventType" in caplog.text
+
+
+def test_without_partial_batch_reporting_a_failure_fails_the_whole_batch(catalog, messaging, monkeypatch):
+    from chalicelib import consumers
+    from chalicelib.config import reset_settings
+
+    monkeypatch.setenv("SQS_REPORT_BATCH_ITEM_FAILURES", "false")
+    reset_settings()
+    records = lambda_event([{"MessageId": "m", "ReceiptHandle": "r", "Body": "{"}], "arn")["Records"]
+    with pytest.raises(consumers.BatchFailed):
+        consumers.process_batch(records, "audit-log", {})
+
+
+def test_a_message_that_keeps_failing_lands_in_the_dlq_and_replay_brings_it_back_once(
+    api, account, catalog, monkeypatch, cognito
+):
+    from chalicelib import dlq
+    from chalicelib.config import reset_settings
+
+    aws.reset_clients()
+    # The sender is not verified yet: SES refuses every send, as it would in a fresh account.
+    messaging = local_aws.provision_messaging(visibility_timeout=0, max_receive_count=2, verify_sender=False)
+    for name, value in messaging.env().items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    _subscribe(api, account, catalog)
+    queue = messaging.queues["billing-send-notification"]
+    pump = Pump([(app_module.send_notification, queue["url"], queue["arn"], 10)], wait_seconds=0)
+
+    for _ in range(4):
+        pump.poll_once(*pump.bindings[0])
+    assert _depth(queue["dlq_url"]) == 1
+    assert _depth(queue["url"]) == 0
+    assert _emails_sent() == 0
+
+    boto3.client("ses").verify_email_identity(EmailAddress=local_aws.SES_SENDER)
+    dry = dlq.replay(queue["dlq_url"], queue["url"], dry_run=True)
+    moved = dlq.replay(queue["dlq_url"], queue["url"])
+    pump.drain(timeout=5)
+    pump.drain(timeout=1)
+
+    assert (dry, moved) == (1, 1)
+    assert _emails_sent() == 1
+    assert _depth(queue["dlq_url"]) == 0
+    assert _depth(queue["url"]) == 0
+
+
+def test_a_failed_publish_is_kept_and_published_exactly_once_by_the_sweep(
+    api, account, catalog, messaging, monkeypatch
+):
+    from chalicelib.config import reset_settings
+
+    monkeypatch.setenv("EVENTS_TOPIC_ARN", messaging.topic_arn + "-missing")
+    reset_settings()
+    sub = _subscribe(api, account, catalog)  # the request still succeeds: its event is safe in the outbox
+    with transaction(tenant_id=catalog.id) as tx:
+        pending = tx.one("SELECT attempts, last_error, published_at FROM outbox")
+    assert pending["attempts"] == 1 and pending["last_error"] and pending["published_at"] is None
+
+    monkeypatch.setenv("EVENTS_TOPIC_ARN", messaging.topic_arn)
+    reset_settings()
+    assert outbox.sweep() == 1
+    assert outbox.sweep() == 0
+
+    for name in CONSUMERS:
+        bodies = [json.loads(m["Body"]) for m in _receive_all(messaging.queues[name]["url"])]
+        assert [b["subscriptionId"] for b in bodies] == [sub["id"]]
+
+
+def test_the_local_event_pump_drives_the_pipeline_end_to_end(api, account, catalog, messaging):
+    _subscribe(api, account, catalog)
+    pump = Pump(bindings_for(app_module, messaging.queues), wait_seconds=0)
+
+    handled = pump.drain(timeout=10)
+
+    assert handled == 3
+    assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "audit": 1}
+    assert _emails_sent() == 1
+    for name in CONSUMERS:
+        assert _receive_all(messaging.queues[name]["url"]) == []
+
+
+def test_ops_topic_alarms_are_logged(caplog):
+    alarm = json.dumps({"AlarmName": "dlq-not-empty", "NewStateValue": "ALARM", "NewStateReason": "1 message"})
+    with Client(app) as client:
+        client.lambda_.invoke("ops_notice", client.events.generate_sns_event(alarm, subject="ALARM"))
+    assert "dlq-not-empty" in caplog.text
