@@ -7,7 +7,7 @@ from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 from chalicelib import audit, consumers, http, idempotency, notifications, ops, outbox, pagination
 from chalicelib import health as health_check
 from chalicelib.auth import ADMIN, USER
-from chalicelib.billing import accounts, invoices, invoicing, ledger, plans, subscriptions, tenants, usage
+from chalicelib.billing import accounts, invoices, invoicing, ledger, plans, rebill, subscriptions, tenants, usage
 from chalicelib.http import api
 
 app = Chalice(app_name="billing-platform")
@@ -95,6 +95,13 @@ def get_account_ledger(account_id):
         return http.json_response(ledger.list_page(tx, account_id, page))
 
 
+@app.route("/v1/accounts/{account_id}/rebill", methods=["POST"], **AUTH)
+@api(app)
+def rebill_account_now(account_id):
+    request = http.read(app, ADMIN, "rebill_now", body_required=False)
+    return http.outcome_response(idempotency.run(request, rebill.rebill_now))
+
+
 @app.route("/v1/subscriptions", methods=["POST"], **AUTH)
 @api(app)
 def create_subscription():
@@ -158,19 +165,19 @@ def record_usage():
 @app.on_sqs_message(queue=f"{PREFIX}-generate-invoice", batch_size=10, name="generate_invoice")
 def generate_invoice(event):
     handlers = {"subscription.created": invoicing.on_subscription_created}
-    return consumers.process_batch(consumers.records_of(event), "generate-invoice", handlers)
+    return consumers.process_batch(consumers.records_of(event), "generate-invoice", consumers.dispatch(handlers))
 
 
 @app.on_sqs_message(queue=f"{PREFIX}-send-notification", batch_size=10, name="send_notification")
 def send_notification(event):
     handlers = {"subscription.created": notifications.on_subscription_created}
-    return consumers.process_batch(consumers.records_of(event), "send-notification", handlers)
+    return consumers.process_batch(consumers.records_of(event), "send-notification", consumers.dispatch(handlers))
 
 
 @app.on_sqs_message(queue=f"{PREFIX}-audit-log", batch_size=10, name="audit_log")
 def audit_log(event):
     handlers = {"subscription.created": audit.on_event}
-    return consumers.process_batch(consumers.records_of(event), "audit-log", handlers)
+    return consumers.process_batch(consumers.records_of(event), "audit-log", consumers.dispatch(handlers))
 
 
 @app.on_sns_message(topic=f"{PREFIX}-ops", name="ops_notice")
@@ -183,3 +190,21 @@ def outbox_sweep(event):
     # Events whose publish failed after their request committed; 30 s lets the
     # request's own flush go first.
     return {"published": outbox.sweep(older_than_s=30)}
+
+
+# --- the daily rebill -------------------------------------------------------------------
+
+# A schedule expression is fixed at packaging time; REBILL_SCHEDULE sets it per stage.
+REBILL_SCHEDULE = os.environ.get("REBILL_SCHEDULE", "cron(0 6 * * ? *)")
+
+
+@app.schedule(REBILL_SCHEDULE, name="rebill_schedule")
+def rebill_schedule(event):
+    from chalicelib.billing import calendar
+
+    return {"enqueued": rebill.enqueue_due(calendar.utcnow(), rebill.queue_url())}
+
+
+@app.on_sqs_message(queue=f"{PREFIX}-rebill", batch_size=10, name="rebill_processor")
+def rebill_processor(event):
+    return consumers.process_batch(consumers.records_of(event), "rebill", rebill.handle)

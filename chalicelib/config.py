@@ -41,6 +41,12 @@ class Settings:
     ses_sender: str
     sqs_report_batch_item_failures: bool
     consumer_stale_after_s: int
+    dunning_retry_days: tuple[int, ...]
+    payment_gateway: str
+    mock_payment_outcome: str
+    mock_payment_decline_percent: int
+    rebill_catch_up_periods: int
+    resource_prefix: str
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -87,6 +93,13 @@ def get_settings() -> Settings:
         # A consumer claim older than this (the queue's visibility timeout) was
         # left by a crashed invocation and may be taken over.
         consumer_stale_after_s=int(env("CONSUMER_STALE_AFTER_S", "180")),
+        dunning_retry_days=tuple(int(d) for d in env("DUNNING_RETRY_DAYS", "1,3,7").split(",") if d.strip()),
+        payment_gateway=env("PAYMENT_GATEWAY", "mock"),
+        mock_payment_outcome=env("MOCK_PAYMENT_OUTCOME", "succeed"),
+        mock_payment_decline_percent=int(env("MOCK_PAYMENT_DECLINE_PERCENT", "0")),
+        # A renewal message bills at most this many overdue periods in a row.
+        rebill_catch_up_periods=int(env("REBILL_CATCH_UP_PERIODS", "12")),
+        resource_prefix=env("RESOURCE_PREFIX", "billing"),
     )
 
 

@@ -21,20 +21,29 @@ class BatchFailed(Exception):
     pass
 
 
-def process_batch(records, consumer: str, handlers: dict) -> dict:
-    """``handlers[eventType](event) -> bool`` for each record; returns the SQS partial-batch response.
+def dispatch(handlers: dict):
+    """A record handler for domain events: ``handlers[eventType](event) -> bool``.
 
     A known event type this consumer has no handler for is acknowledged and skipped.
     """
+
+    def handle_body(body: str) -> bool:
+        event = events.parse(body)
+        handle = handlers.get(event["eventType"])
+        return handle(event) if handle else False
+
+    return handle_body
+
+
+def process_batch(records, consumer: str, handle_body) -> dict:
+    """``handle_body(body) -> bool`` for each record; returns the SQS partial-batch response."""
     failures = []
     for record in records:
         message_id = record.get("messageId", "")
         receive_count = record.get("attributes", {}).get("ApproximateReceiveCount")
         try:
-            event = events.parse(record.get("body", ""))
-            handle = handlers.get(event["eventType"])
-            done = handle(event) if handle else False
-            log.info("%s %s event %s", consumer, "processed" if done else "skipped duplicate", event["eventId"])
+            done = handle_body(record.get("body", ""))
+            log.info("%s %s message %s", consumer, "processed" if done else "skipped", message_id)
         except events.PoisonMessage as exc:
             log.error("%s: poison message %s (receive %s): %s", consumer, message_id, receive_count, exc)
             failures.append(message_id)

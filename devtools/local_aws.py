@@ -111,12 +111,13 @@ def provision_messaging(
             Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive},
         )["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(
-            TopicArn=messaging.topic_arn,
-            Protocol="sqs",
-            Endpoint=arn,
-            Attributes={"RawMessageDelivery": "true"},
-        )
+        if not name.endswith("-rebill"):  # the rebill queue is fed by the scheduler, not by events
+            sns.subscribe(
+                TopicArn=messaging.topic_arn,
+                Protocol="sqs",
+                Endpoint=arn,
+                Attributes={"RawMessageDelivery": "true"},
+            )
         messaging.queues[name] = {"url": url, "arn": arn, "dlq_url": dlq_url, "dlq_arn": dlq_arn}
     if verify_sender:
         boto3.client("ses", region_name=region).verify_email_identity(EmailAddress=SES_SENDER)

@@ -167,6 +167,13 @@ RESPONSES = {
             },
         },
     ),
+    "Rebill": _object(
+        "rebill",
+        {
+            "outcome": {"enum": ["succeeded", "declined", "inactive", "not_due", "no_subscription", "canceled"]},
+            "account": {"$ref": "#/components/schemas/Account"},
+        },
+    ),
     "Health": {
         "type": "object",
         "required": ["status", "database"],
@@ -213,6 +220,9 @@ ROUTES = {
     "/v1/accounts/{account_id}": {"get": ("Retrieve an account", None, 200, "Account", False)},
     "/v1/accounts/{account_id}/ledger": {
         "get": ("Ledger entries with running balance", None, 200, "LedgerEntry", True)
+    },
+    "/v1/accounts/{account_id}/rebill": {
+        "post": ("Bill the account's due period now (ADMIN)", "rebill_now", 200, "Rebill", False)
     },
     "/v1/subscriptions": {
         "post": ("Subscribe an account to a plan", "subscription_create", 201, "Subscription", False),

@@ -93,17 +93,27 @@ def issue_for_period(
 
 
 def on_subscription_created(event: dict) -> bool:
-    """generate-invoice consumer: the first invoice for the new subscription's period."""
+    """generate-invoice consumer: the first invoice for the new subscription's period, collected.
+
+    A payment timeout fails the message with nothing written; the redelivery
+    retries under the same gateway key.
+    """
     from chalicelib import idempotency
+    from chalicelib.billing import calendar, collection
 
     def work(tx):
-        issue_for_period(
+        issued = issue_for_period(
             tx,
             event["tenantId"],
             event["subscriptionId"],
             _timestamp(event["periodStart"]),
             _timestamp(event["periodEnd"]),
         )
+        if issued.invoice_id is not None:
+            account = tx.one(collection.Q["lock_account"], id=event["accountId"])
+            collection.collect(
+                tx, event["tenantId"], account, issued.invoice_id, issued.total, event["currency"], calendar.utcnow()
+            )
 
     return idempotency.consume_once(event["tenantId"], "generate-invoice", event["eventId"], work)
 

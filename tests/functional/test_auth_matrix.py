@@ -15,6 +15,7 @@ ROUTES = [
     ("GET", "/v1/accounts", "USER"),
     ("GET", f"/v1/accounts/{SOME_ID}", "USER"),
     ("GET", f"/v1/accounts/{SOME_ID}/ledger", "USER"),
+    ("POST", f"/v1/accounts/{SOME_ID}/rebill", "ADMIN"),
     ("POST", "/v1/subscriptions", "USER"),
     ("GET", "/v1/subscriptions", "USER"),
     ("GET", f"/v1/subscriptions/{SOME_ID}", "USER"),

@@ -61,6 +61,7 @@ def _counts(tenant_id: str) -> dict:
             "invoices": tx.scalar("SELECT count(*) FROM invoices"),
             "lines": tx.scalar("SELECT count(*) FROM invoice_lines"),
             "charges": tx.scalar("SELECT count(*) FROM ledger_entries WHERE entry_type = 'charge'"),
+            "payments": tx.scalar("SELECT count(*) FROM ledger_entries WHERE entry_type = 'payment'"),
             "audit": tx.scalar(
                 "SELECT count(*) FROM audit_logs WHERE action = 'subscription.created' AND entity_type = 'event'"
             ),
@@ -106,10 +107,10 @@ def test_every_message_delivered_three_times_in_random_order_has_one_effect(api,
             result = client.lambda_.invoke(handler, lambda_event([message], arn))
             assert result.payload == {"batchItemFailures": []}
 
-    assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "audit": 1}
+    assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "payments": 1, "audit": 1}
     assert _emails_sent() == 1
     balance = api.get(f"/v1/accounts/{account['id']}", catalog.user).body["balance"]
-    assert balance == 4900
+    assert balance == 0  # charged 4900, paid 4900
 
 
 def test_a_failing_record_in_a_batch_of_ten_is_the_only_one_reported(api, catalog, messaging):
@@ -224,7 +225,7 @@ def test_the_local_event_pump_drives_the_pipeline_end_to_end(api, account, catal
     handled = pump.drain(timeout=10)
 
     assert handled == 3
-    assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "audit": 1}
+    assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "payments": 1, "audit": 1}
     assert _emails_sent() == 1
     for name in CONSUMERS:
         assert _receive_all(messaging.queues[name]["url"]) == []

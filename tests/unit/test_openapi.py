@@ -24,5 +24,7 @@ def test_openapi_document_is_valid_openapi_3_1():
 def test_every_request_schema_file_is_documented():
     document = openapi.DOCUMENT.read_text()
     for schema in openapi.SCHEMA_DIR.glob("*.json"):
+        if schema.stem.startswith("event_"):  # message schemas, not request bodies
+            continue
         title = re.escape(f'"title": "{schema.stem}"')
         assert re.search(title, document), schema.stem

@@ -1,0 +1,101 @@
+"""Payment gateways, and collecting an invoice through one.
+
+A gateway charges ``amount`` minor units of ``currency`` under an idempotency
+key; the same key always yields the same result and never a second charge (the
+contract of Stripe's Idempotency-Key). A timeout is not a decline: the caller
+rolls its transaction back and retries later with the same key, and the gateway
+answers with what really happened.
+
+``MockGateway`` is the gateway for local runs, tests and benchmarks: it logs
+each call and succeeds, declines or times out, deterministically per account.
+"""
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+
+from chalicelib.config import get_settings
+
+log = logging.getLogger("billing.payments")
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    outcome: str  # "succeeded" | "declined"
+    reference: str | None = None
+    decline_code: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome == "succeeded"
+
+
+class GatewayTimeout(Exception):
+    """No answer in time: the charge may or may not have happened. Retry with the same key."""
+
+
+class MockGateway:
+    """In-memory gateway. Outcomes come from ``script(account, [...])``, then the default.
+
+    A scripted ``"timeout"`` performs the charge and then loses the answer, the
+    worst case a real network produces; the retry with the same key finds it.
+    """
+
+    def __init__(self, default: str = "succeed", decline_percent: int = 0):
+        self.default = default
+        self.decline_percent = decline_percent
+        self._scripts: dict[str, list[str]] = {}
+        self._results: dict[str, PaymentResult] = {}
+        self.charges: list[tuple[str, str, int, str]] = []  # (key, account, amount, currency) actually charged
+        self._lock = threading.Lock()
+
+    def script(self, account_id, outcomes: list[str]) -> None:
+        self._scripts[str(account_id)] = list(outcomes)
+
+    def charge(self, *, account_id, amount: int, currency: str, idempotency_key: str) -> PaymentResult:
+        account_id = str(account_id)
+        with self._lock:
+            log.info("mock gateway: charge %s %s to %s (key %s)", amount, currency, account_id, idempotency_key)
+            if idempotency_key in self._results:
+                return self._results[idempotency_key]
+            outcome = self._next_outcome(account_id)
+            if outcome == "decline":
+                result = PaymentResult("declined", decline_code="card_declined")
+            else:
+                result = PaymentResult("succeeded", reference=f"mock_{idempotency_key}")
+                self.charges.append((idempotency_key, account_id, amount, currency))
+            self._results[idempotency_key] = result
+        if outcome == "timeout":
+            raise GatewayTimeout(f"no answer for {idempotency_key}")
+        return result
+
+    def _next_outcome(self, account_id: str) -> str:
+        script = self._scripts.get(account_id)
+        if script:
+            return script.pop(0)
+        if (
+            self.decline_percent
+            and int(hashlib.sha256(account_id.encode()).hexdigest(), 16) % 100 < self.decline_percent
+        ):
+            return "decline"
+        return self.default
+
+
+_gateway = None
+
+
+def get_gateway():
+    global _gateway
+    if _gateway is None:
+        settings = get_settings()
+        if settings.payment_gateway != "mock":
+            raise RuntimeError(f"payment gateway {settings.payment_gateway!r} is not configured in this build")
+        _gateway = MockGateway(settings.mock_payment_outcome, settings.mock_payment_decline_percent)
+    return _gateway
+
+
+def set_gateway(gateway) -> None:
+    """Install a gateway (tests script the mock; a real one is wired here)."""
+    global _gateway
+    _gateway = gateway
