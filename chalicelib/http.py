@@ -132,6 +132,10 @@ def api(app):
                 return view(*args, **kwargs)
             except errors.BillingError as exc:
                 return error_response(exc, request_id_of(app))
+            except (db_errors.InvalidValue, db_errors.CheckViolation, db_errors.NotNullViolation) as exc:
+                # Validation should have caught it; the database did. Still the client's input.
+                log.warning("database refused a value validation let through: %s", exc)
+                return error_response(errors.InvalidRequest("a value is invalid or out of range"), request_id_of(app))
             except db_errors.DatabaseUnavailable:
                 log.exception("database unavailable")
                 return error_response(errors.ServiceUnavailable("the database is unavailable, retry shortly"))

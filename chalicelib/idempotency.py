@@ -34,7 +34,7 @@ class Outcome:
 
 
 def fingerprint(method: str, path: str, body) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{KEY_VERSION}\n{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
@@ -47,16 +47,21 @@ def run(request, action) -> Outcome:
             status, body = action(tx, request)
         return Outcome(status, body)
     _check_key(key)
-    digest = fingerprint(request.method, request.path, request.body)
-    replay = _claim(tenant_id, key, request.method, request.path, digest)
-    if replay is not None:
-        return replay
+    # The route template alone would let one key replay across different ids
+    # (cancel A, then cancel B with the same key): the resolved path counts.
+    path = request.path.format(**request.path_params) if request.path_params else request.path
+    digest = fingerprint(request.method, path, request.body)
+    claimed = _claim(tenant_id, key, request.method, path, digest)
+    if isinstance(claimed, Outcome):
+        return claimed
     try:
         with tenants.active(tenant_id) as tx:
             status, body = action(tx, request)
-            tx.run(Q["complete"], key=key, status=status, body=encoding.dumps(body))
+            if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(body)):
+                # Our claim was taken over as stale; the new owner's result stands.
+                raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry")
     except BaseException:
-        _release(tenant_id, key)
+        _release(tenant_id, key, claimed)
         raise
     return Outcome(status, body)
 
@@ -69,10 +74,12 @@ def _check_key(key: str) -> None:
         )
 
 
-def _claim(tenant_id: str, key: str, method: str, path: str, digest: str) -> Outcome | None:
+def _claim(tenant_id: str, key: str, method: str, path: str, digest: str):
+    """The claim's token (its locked_at) when this request now owns the key, else the Outcome to replay."""
     with tenants.active(tenant_id) as tx:
-        if tx.run(Q["claim"], key=key, method=method, path=path, hash=digest, stale_after_s=STALE_AFTER_S):
-            return None
+        claimed = tx.run(Q["claim"], key=key, method=method, path=path, hash=digest, stale_after_s=STALE_AFTER_S)
+        if claimed:
+            return claimed[0][0]
         row = tx.one(Q["existing"], key=key)
     if row is None:  # released between our insert and our look: the client may simply retry
         raise errors.Conflict("a request with this Idempotency-Key just failed; retry", code="idempotency_retry")
@@ -89,10 +96,10 @@ def _claim(tenant_id: str, key: str, method: str, path: str, digest: str) -> Out
     return Outcome(row["response_status"], row["response_body"], replayed=True)
 
 
-def _release(tenant_id: str, key: str) -> None:
+def _release(tenant_id: str, key: str, locked_at) -> None:
     try:
         with tenants.active(tenant_id) as tx:
-            tx.run(Q["release"], key=key)
+            tx.run(Q["release"], key=key, locked_at=locked_at)
     except Exception:  # noqa: BLE001 - the claim goes stale and is taken over after STALE_AFTER_S
         pass
 

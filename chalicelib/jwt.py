@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import time
+import urllib.parse
 import urllib.request
 
 # DER prefix of DigestInfo for SHA-256 (RFC 8017, section 9.2, note 1).
@@ -64,13 +65,21 @@ class KeySet:
         self.url = url
         self._fetch = fetch or _fetch_json
         self._keys: dict[str, tuple[int, int]] = {}
-        self._fetched_at = 0.0
+        self._fetched_at: float | None = None
 
     def key(self, kid: str) -> tuple[int, int]:
         now = time.monotonic()
-        stale = now - self._fetched_at > _JWKS_TTL_S
-        if stale or (kid not in self._keys and now - self._fetched_at > _JWKS_MIN_REFRESH_S):
+        if self._fetched_at is None:
             self._load()
+        elif now - self._fetched_at > _JWKS_TTL_S or (
+            kid not in self._keys and now - self._fetched_at > _JWKS_MIN_REFRESH_S
+        ):
+            try:
+                self._load()
+            except OSError:
+                if not self._keys:
+                    raise
+                self._fetched_at = now  # keep serving the keys we have; try again later
         if kid not in self._keys:
             raise InvalidToken("unknown signing key")
         return self._keys[kid]
@@ -91,8 +100,10 @@ class KeySet:
 
 
 def _fetch_json(url: str) -> dict:
-    if not url.startswith(("https://", "http://127.0.0.1", "http://localhost", "file://")):
-        raise InvalidToken("refusing to fetch signing keys over plain http")
+    parts = urllib.parse.urlsplit(url)
+    local_http = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost") and not parts.username
+    if not (parts.scheme in ("https", "file") or local_http):
+        raise OSError("refusing to fetch signing keys over plain http from a remote host")
     with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - scheme checked above
         return json.loads(response.read())
 

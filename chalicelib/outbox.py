@@ -72,4 +72,4 @@ def sweep(older_than_s: int = 0, max_rows: int = 1000) -> int:
 
 def _envelope(tenant_id: str, row: dict) -> dict:
     payload = dict(row["payload"])
-    return {"eventId": str(row["id"]), "eventType": row["event_type"], "tenantId": tenant_id, **payload}
+    return {**payload, "eventId": str(row["id"]), "eventType": row["event_type"], "tenantId": tenant_id}

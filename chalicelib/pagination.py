@@ -4,6 +4,7 @@ Queries fetch ``limit + 1`` rows in a stable keyset order (an index, never OFFSE
 the extra row only says whether there is more.
 """
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ def page_request(query: dict | None) -> PageRequest:
     limit = DEFAULT_LIMIT
     raw_limit = query.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             details.append({"field": "limit", "issue": f"must be an integer from 1 to {MAX_LIMIT}"})
         else:
             limit = int(raw_limit)

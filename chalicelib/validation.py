@@ -6,6 +6,7 @@ one ``{"field", "issue"}`` per problem.
 """
 
 import json
+import math
 from functools import cache
 from pathlib import Path
 
@@ -25,9 +26,12 @@ def _validator(name: str):
     import jsonschema  # kept off the import path: only requests with a body pay for it
 
     document = schema(name)
-    cls = jsonschema.validators.validator_for(document)
-    cls.check_schema(document)
-    return cls(document, format_checker=cls.FORMAT_CHECKER)
+    base = jsonschema.validators.validator_for(document)
+    base.check_schema(document)
+    # JSON Schema counts 1.0 as an integer; money and quantities must be ints.
+    strict = base.TYPE_CHECKER.redefine("integer", lambda _c, v: isinstance(v, int) and not isinstance(v, bool))
+    cls = jsonschema.validators.extend(base, type_checker=strict)
+    return cls(document, format_checker=base.FORMAT_CHECKER)
 
 
 def parse_json_body(raw: bytes | None, content_type: str | None, *, required: bool = True):
@@ -48,7 +52,35 @@ def parse_json_body(raw: bytes | None, content_type: str | None, *, required: bo
         raise errors.InvalidRequest(f"malformed JSON: {exc}") from exc
     if _depth(body) > MAX_DEPTH:
         raise errors.InvalidRequest(f"JSON nested deeper than {MAX_DEPTH} levels")
+    problem = _unstorable(body)
+    if problem:
+        raise errors.InvalidRequest(f"malformed JSON: {problem}")
     return body
+
+
+def _unstorable(value) -> str | None:
+    """What PostgreSQL could not store: NUL characters, lone surrogates, non-finite numbers."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "strings may not contain NUL characters"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "strings must be valid Unicode (no lone surrogates)"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _unstorable(key) or _unstorable(item)
+            if problem:
+                return problem
+    if isinstance(value, list):
+        for item in value:
+            problem = _unstorable(item)
+            if problem:
+                return problem
+    return None
 
 
 def _no_duplicate_keys(pairs):

@@ -73,6 +73,7 @@ SES_SENDER = "billing@example.com"
 class Messaging:
     topic_arn: str
     ops_topic_arn: str
+    visibility_timeout: int = 10
     queues: dict = field(default_factory=dict)  # queue name -> {"url", "arn", "dlq_url", "dlq_arn"}
 
     def env(self) -> dict:
@@ -80,6 +81,9 @@ class Messaging:
             "EVENTS_TOPIC_ARN": self.topic_arn,
             "SES_SENDER": SES_SENDER,
             "SQS_REPORT_BATCH_ITEM_FAILURES": "true",
+            # A crashed consumer's claim must go stale within the visibility
+            # timeout, or every redelivery finds it held and the message dead-letters.
+            "CONSUMER_STALE_AFTER_S": str(self.visibility_timeout),
         }
 
 
@@ -101,6 +105,7 @@ def provision_messaging(
     messaging = Messaging(
         topic_arn=sns.create_topic(Name=f"{PREFIX}-events")["TopicArn"],
         ops_topic_arn=sns.create_topic(Name=f"{PREFIX}-ops")["TopicArn"],
+        visibility_timeout=visibility_timeout,
     )
     for _handler, name, _batch in app_queues():
         dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]

@@ -21,7 +21,8 @@ PLANS = [
 def seed() -> None:
     with transaction(tenant_id=DEMO_TENANT_ID) as tx:
         tx.run(
-            "INSERT INTO tenants (id, name, email, plan_tier) VALUES (:id, 'Demo SaaS', 'billing@demo.test', 'growth')"
+            "INSERT INTO tenants (id, name, email, plan_tier, settings)"
+            " VALUES (:id, 'Demo SaaS', 'billing@demo.test', 'growth', '{\"platform_operator\": true}')"
             " ON CONFLICT (id) DO NOTHING",
             id=DEMO_TENANT_ID,
         )

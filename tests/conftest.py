@@ -93,14 +93,16 @@ def owner_conn(database_url):
 
 @pytest.fixture
 def make_tenant(database_url):
-    def make(name: str = "Acme", status: str = "active") -> str:
+    def make(name: str = "Acme", status: str = "active", operator: bool = False) -> str:
         tenant_id = str(uuid.uuid4())
         with transaction(tenant_id=tenant_id) as tx:
             tx.run(
-                "INSERT INTO tenants (id, name, email, status) VALUES (:id, :name, 'ops@example.test', :status)",
+                "INSERT INTO tenants (id, name, email, status, settings)"
+                " VALUES (:id, :name, 'ops@example.test', :status, CAST(:settings AS jsonb))",
                 id=tenant_id,
                 name=name,
                 status=status,
+                settings='{"platform_operator": true}' if operator else "{}",
             )
         return tenant_id
 

@@ -1,6 +1,6 @@
 """Invoices: what an account was billed for a period, line by line (minor units)."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from chalicelib import errors, pagination
 from chalicelib.db.queries import load
@@ -42,9 +42,12 @@ def _timestamp(query: dict, name: str, details: list) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        value = value.astimezone(UTC) if value.tzinfo else None
+        if value is not None and not 1970 <= value.year <= 9998:
+            value = None
+    except (ValueError, OverflowError):
         value = None
-    if value is None or value.tzinfo is None:
-        details.append({"field": name, "issue": "must be an RFC 3339 timestamp with offset"})
+    if value is None:
+        details.append({"field": name, "issue": "must be an RFC 3339 timestamp with offset, years 1970-9998"})
         return None
     return value

@@ -23,13 +23,18 @@ def active(tenant_id: str):
 
 
 def create(tx, request) -> tuple[int, dict]:
-    """Provision a new tenant (an ADMIN action). The caller's own scope is restored afterwards."""
+    """Provision a new tenant: an ADMIN of the platform operator's tenant only.
+
+    ADMIN is a role inside a tenant; letting every customer's admin mint tenants
+    would be a privilege escalation, so the caller's tenant must carry
+    ``settings.platform_operator = true``. The caller's scope is restored afterwards.
+    """
+    if not tx.scalar(Q["is_operator"]):
+        raise errors.Forbidden("only the platform operator's admins may provision tenants")
     body = request.body
     new_id = str(uuid.uuid4())
     tx.run(Q["switch"], tenant_id=new_id)
-    try:
-        tenant = tx.one(Q["create"], id=new_id, name=body["name"], email=body["email"], plan=body["plan"])
-    finally:
-        tx.run(Q["switch"], tenant_id=request.principal.tenant_id)
+    tenant = tx.one(Q["create"], id=new_id, name=body["name"], email=body["email"], plan=body["plan"])
+    tx.run(Q["switch"], tenant_id=request.principal.tenant_id)
     audit.record(tx, request.principal, "tenant.created", "tenant", new_id, {"name": body["name"]})
     return 201, tenant

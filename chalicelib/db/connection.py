@@ -30,12 +30,24 @@ class Transaction:
 
     def __init__(self, conn: pg8000.native.Connection):
         self._conn = conn
+        # Set when a statement failed on our side of the wire (a value pg8000
+        # could not encode, a lost socket): the protocol may be out of step, so
+        # the connection is discarded rather than reused.
+        self.broken = False
 
     def run(self, sql: str, **params) -> list[list]:
         try:
             return self._conn.run(sql, **params)
-        except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+        except _PgDatabaseError as exc:
+            if not (exc.args and isinstance(exc.args[0], dict)):
+                self.broken = True
             raise errors.translate(exc) from exc
+        except (_PgInterfaceError, OSError) as exc:
+            self.broken = True
+            raise errors.translate(exc) from exc
+        except BaseException:
+            self.broken = True
+            raise
 
     def all(self, sql: str, **params) -> list[dict]:
         rows = self.run(sql, **params)
@@ -175,10 +187,13 @@ def transaction(tenant_id: str | uuid.UUID | None = None):
             tx.run("SELECT set_config('app.tenant_id', :tenant_id, true)", tenant_id=tenant_id)
         yield tx
     except BaseException:
-        try:
-            conn.run("ROLLBACK")
-        except Exception:  # noqa: BLE001 - a broken connection is replaced next time
+        if tx.broken:
             reset_connection()
+        else:
+            try:
+                conn.run("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a broken connection is replaced next time
+                reset_connection()
         raise
     try:
         conn.run("COMMIT")

@@ -66,6 +66,8 @@ _BY_CODE = {
     "22001": InvalidValue,
     "22007": InvalidValue,
     "22008": InvalidValue,
+    "22021": InvalidValue,
+    "22P05": InvalidValue,
     "40001": SerializationFailure,
     "40P01": SerializationFailure,
     "57014": QueryTimeout,

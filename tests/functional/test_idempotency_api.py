@@ -120,3 +120,18 @@ def test_50_concurrent_identical_posts_with_one_key_create_exactly_one_row(datab
     assert all(getattr(f, "code", None) == "idempotency_request_in_progress" for f in failures)
     assert len({str(o.body["id"]) for o in outcomes}) == 1
     assert sum(not o.replayed for o in outcomes) == 1
+
+
+def test_one_key_on_the_same_route_with_another_id_is_not_a_replay(api, catalog):
+    subs = []
+    for i in range(2):
+        account = api.post("/v1/accounts", {**BODY, "email": f"x{i}@y.test", "plan": "pro"}, catalog.user).body
+        subs.append(api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user).body)
+
+    first = api.post(f"/v1/subscriptions/{subs[0]['id']}/cancel", None, catalog.user, headers={"Idempotency-Key": "c"})
+    second = api.post(f"/v1/subscriptions/{subs[1]['id']}/cancel", None, catalog.user, headers={"Idempotency-Key": "c"})
+
+    assert first.status == 200
+    assert second.status == 409
+    assert second.body["error"]["code"] == "idempotency_key_reused"
+    assert api.get(f"/v1/subscriptions/{subs[0]['id']}", catalog.user).body["status"] == "canceled"

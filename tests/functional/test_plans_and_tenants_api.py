@@ -43,13 +43,21 @@ def test_plans_of_another_tenant_are_invisible(api, tenant, other_tenant):
     assert api.get("/v1/plans", other_tenant.user).body["data"] == []
 
 
-def test_admin_provisions_a_tenant_it_cannot_then_read_into(api, tenant, cognito):
-    reply = api.post("/v1/tenants", {"name": "Newco", "email": "ops@newco.test", "plan": "growth"}, tenant.admin)
+def test_operator_admin_provisions_a_tenant_it_cannot_then_read_into(api, make_tenant, cognito):
+    operator = cognito.token(make_tenant("Platform", operator=True), "ADMIN")
+    reply = api.post("/v1/tenants", {"name": "Newco", "email": "ops@newco.test", "plan": "growth"}, operator)
 
     assert reply.status == 201
     assert (reply.body["object"], reply.body["status"], reply.body["plan"]) == ("tenant", "active", "growth")
     newco = cognito.token(reply.body["id"], "ADMIN")
     assert api.get("/v1/plans", newco).status == 200
+    assert api.get("/v1/accounts", operator).body["data"] == []
+
+
+def test_a_customer_tenants_admin_cannot_provision_tenants(api, tenant):
+    reply = api.post("/v1/tenants", {"name": "Newco", "email": "ops@newco.test", "plan": "growth"}, tenant.admin)
+    assert reply.status == 403
+    assert "platform operator" in reply.body["error"]["message"]
 
 
 def test_tenant_creation_validation_failure(api, tenant):

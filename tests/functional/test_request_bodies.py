@@ -64,3 +64,37 @@ def test_unexpected_errors_are_a_generic_500_with_a_request_id(api, tenant, monk
     assert reply.body["error"]["message"] == "internal error"
     assert reply.body["error"]["request_id"]
     assert "secret" not in json.dumps(reply.body)
+
+
+def test_unstorable_strings_and_numbers_are_400_and_the_connection_stays_healthy(api, tenant):
+    bodies = [
+        b'{"email": "a@b.test", "name": "a\\u0000b", "currency": "USD"}',
+        b'{"email": "a@b.test", "name": "\\ud800", "currency": "USD"}',
+        b'{"email": "a@b.test", "name": "A", "currency": "USD", "metadata": {"k": "\\u0000"}}',
+        b'{"email": "a@b.test", "name": "A", "currency": "USD", "metadata": {"k": 1e400}}',
+    ]
+    for raw in bodies:
+        for headers in ({}, {"Idempotency-Key": "unicode"}):
+            reply = api.call("POST", "/v1/accounts", token=tenant.user, raw=raw, headers=headers)
+            assert reply.status == 400, (raw, reply.body)
+    assert api.get("/v1/accounts", tenant.user).status == 200
+    assert _accounts(tenant.id) == 0
+
+
+def test_integral_floats_are_not_integers(api, tenant):
+    plan = {"code": "p", "name": "P", "interval": "month", "amount": 1000.0, "currency": "USD"}
+    reply = api.post("/v1/plans", plan, tenant.admin)
+    assert reply.status == 400
+    assert reply.body["error"]["details"][0]["field"] == "amount"
+
+
+def test_out_of_range_timestamps_and_odd_limits_are_400_and_do_not_poison_the_next_request(api, tenant, other_tenant):
+    for query in (
+        "period_start_gte=0001-01-01T00:00:00%2B01:00",
+        "period_start_lt=9999-12-31T23:59:59-01:00",
+        "limit=%C2%B2",
+        "limit=" + "9" * 5000,
+    ):
+        assert api.get(f"/v1/invoices?{query}", tenant.user).status == 400, query
+    assert api.get("/v1/plans", other_tenant.user).status == 200
+    assert api.get("/v1/invoices", tenant.user).status == 200

@@ -112,3 +112,33 @@ def test_unknown_kid_refreshes_the_key_set_at_most_once_a_minute():
         with pytest.raises(jwt.InvalidToken, match="unknown signing key"):
             _verify(token, keys)
     assert len(calls) == 1
+
+
+def test_keys_load_on_first_use_even_right_after_boot(monkeypatch):
+    monkeypatch.setattr(jwt.time, "monotonic", lambda: 30.0)  # a sandbox 30 s after boot
+    keys = jwt.KeySet("memory://", fetch=lambda _url: moto_jwks())
+    assert _verify(_sign(_claims()), keys)["sub"] == "u1"
+
+
+def test_a_failed_refresh_keeps_serving_the_cached_keys(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(jwt.time, "monotonic", lambda: clock[0])
+    answers = [moto_jwks()]
+
+    def fetch(_url):
+        if not answers:
+            raise OSError("keys endpoint down")
+        return answers.pop()
+
+    keys = jwt.KeySet("memory://", fetch=fetch)
+    _verify(_sign(_claims()), keys)
+    clock[0] += 7200
+    assert _verify(_sign(_claims()), keys)["sub"] == "u1"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1.evil.com/jwks.json", "http://localhost@evil.com/jwks.json", "http://example.com/jwks"]
+)
+def test_signing_keys_are_never_fetched_over_remote_plain_http(url):
+    with pytest.raises(OSError):
+        jwt._fetch_json(url)

@@ -17,7 +17,7 @@ ON CONFLICT (tenant_id, key) DO UPDATE
     OR (idempotency_keys.status = 'in_progress'
         AND idempotency_keys.locked_at < now() - make_interval(secs => :stale_after_s)
         AND idempotency_keys.request_hash = EXCLUDED.request_hash)
-RETURNING key;
+RETURNING locked_at;
 
 -- name: existing
 SELECT request_method, request_path, request_hash, status, response_status, response_body
@@ -25,12 +25,14 @@ SELECT request_method, request_path, request_hash, status, response_status, resp
  WHERE key = :key;
 
 -- name: complete
+-- Only by the claim's owner: locked_at is the claim's token.
 UPDATE idempotency_keys
    SET status = 'complete', response_status = :status, response_body = CAST(:body AS jsonb)
- WHERE key = :key;
+ WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress'
+RETURNING key;
 
 -- name: release
-DELETE FROM idempotency_keys WHERE key = :key AND status = 'in_progress';
+DELETE FROM idempotency_keys WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress';
 
 -- name: purge_expired
 DELETE FROM idempotency_keys WHERE expires_at <= now();

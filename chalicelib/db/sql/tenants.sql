@@ -9,3 +9,6 @@ RETURNING id, 'tenant' AS object, name, email, plan_tier AS plan, status, settin
 
 -- name: switch
 SELECT set_config('app.tenant_id', :tenant_id, true);
+
+-- name: is_operator
+SELECT COALESCE((settings ->> 'platform_operator')::boolean, false) FROM tenants;

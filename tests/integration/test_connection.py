@@ -1,0 +1,43 @@
+"""The cached connection survives failures without ever answering with another statement's rows."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chalicelib.db import errors, reset_connection, transaction
+from chalicelib.db.connection import get_connection
+
+
+def test_a_value_the_driver_cannot_encode_discards_the_connection_not_the_next_answer(make_tenant):
+    tenant = make_tenant()
+    unencodable = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))  # overflows on conversion to UTC
+    with pytest.raises(OverflowError):
+        with transaction(tenant_id=tenant) as tx:
+            tx.run("SELECT count(*) FROM invoices WHERE period_start >= :t", t=unencodable)
+
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar("SELECT status FROM tenants") == "active"
+        assert tx.scalar("SELECT 41 + 1") == 42
+
+
+def test_a_server_error_rolls_back_and_keeps_the_connection(make_tenant):
+    tenant = make_tenant()
+    before = get_connection()
+    with pytest.raises(errors.DatabaseError):
+        with transaction(tenant_id=tenant) as tx:
+            tx.run("SELECT 1 / 0")
+    assert get_connection() is before
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar("SELECT status FROM tenants") == "active"
+
+
+def test_a_connection_killed_by_the_server_is_replaced_on_the_next_transaction(make_tenant, owner_conn):
+    tenant = make_tenant()
+    with transaction(tenant_id=tenant) as tx:
+        pid = tx.scalar("SELECT pg_backend_pid()")
+    owner_conn.run("SELECT pg_terminate_backend(:pid)", pid=pid)
+
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar("SELECT status FROM tenants") == "active"
+        assert tx.scalar("SELECT pg_backend_pid()") != pid
+    reset_connection()
