@@ -128,3 +128,14 @@ def cognito(aws, tmp_path, monkeypatch):
     reset_settings()
     yield pool
     reset_settings()
+
+
+@pytest.fixture
+def gateway():
+    """A fresh mock payment gateway for this test (scripted per account)."""
+    from chalicelib.billing import payments
+
+    mock = payments.MockGateway()
+    payments.set_gateway(mock)
+    yield mock
+    payments.set_gateway(None)

@@ -1,9 +1,11 @@
 """Collecting an invoice, and the dunning state machine that follows a decline.
 
 Runs inside the caller's transaction with the account row locked. The gateway
-key is ``pay:{invoice}:{attempt}`` where ``attempt`` counts this invoice's
-recorded attempts: a retried message recomputes the same key, so the gateway
-cannot charge twice; a GatewayTimeout propagates and rolls everything back, and
+key is ``pay:{subscription}:{period_start}:{attempt}``, where ``attempt`` counts
+this invoice's recorded attempts. It is built from what the invoice is for, not
+from its row id: a rolled-back attempt re-creates the invoice under a new id,
+and the retry must still present the same key, so the gateway cannot charge
+twice; a GatewayTimeout propagates and rolls everything back, and
 the retry learns the real outcome under that same key.
 
 Dunning: a decline sets the account PENDING and schedules a retry after
@@ -30,7 +32,7 @@ def collect(tx, tenant_id: str, account: dict, invoice_id, amount: int, currency
         tx.run(Q["mark_paid"], id=invoice_id)
         return "succeeded"
     attempt = tx.scalar(Q["attempts_for_invoice"], invoice_id=invoice_id)
-    key = f"pay:{invoice_id}:{attempt}"
+    key = f"pay:{tx.scalar(Q['payment_key_basis'], invoice_id=invoice_id)}:{attempt}"
     result = payments.get_gateway().charge(
         account_id=account["id"], amount=amount, currency=currency, idempotency_key=key
     )

@@ -63,3 +63,17 @@ UPDATE accounts
 
 -- name: set_subscription_status
 UPDATE subscriptions SET status = :status WHERE account_id = :account_id AND status IN ('active', 'past_due');
+
+-- name: live_subscription_readonly
+SELECT s.id, s.current_period_start, s.cancel_at_period_end, p.amount, p.currency, p.usage_prices
+  FROM subscriptions s
+  JOIN plans p ON p.id = s.plan_id
+ WHERE s.account_id = :account_id AND s.status IN ('active', 'past_due')
+ ORDER BY s.created_at DESC
+ LIMIT 1;
+
+-- name: payment_key_basis
+-- Stable across a rolled-back attempt (which re-creates the invoice under a new id).
+SELECT COALESCE(CAST(subscription_id AS text) || ':' || to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+                'invoice:' || CAST(id AS text))
+  FROM invoices WHERE id = :invoice_id;

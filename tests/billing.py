@@ -1,0 +1,89 @@
+"""Helpers that put accounts into billable states directly in the database (tenant-scoped)."""
+
+import json
+from datetime import datetime
+
+from chalicelib.billing import calendar
+from chalicelib.db import transaction
+
+METERED = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}]
+
+
+def plan(tenant_id: str, code="pro", amount=4900, interval="month", currency="USD", usage_prices=METERED) -> str:
+    with transaction(tenant_id=tenant_id) as tx:
+        return str(
+            tx.scalar(
+                "INSERT INTO plans (code, name, interval, amount, currency, usage_prices)"
+                " VALUES (:c, :c, :i, :a, :cur, CAST(:u AS jsonb)) RETURNING id",
+                c=code,
+                i=interval,
+                a=amount,
+                cur=currency,
+                u=json.dumps(usage_prices),
+            )
+        )
+
+
+def subscribed_account(tenant_id: str, plan_id: str, anchor: datetime, periods_elapsed: int = 1, **plan_shape) -> str:
+    """An account whose subscription started at ``anchor`` and whose next renewal is ``periods_elapsed`` on."""
+    interval = plan_shape.get("interval", "month")
+    with transaction(tenant_id=tenant_id) as tx:
+        account = tx.scalar(
+            "INSERT INTO accounts (email, name, currency, plan_id, billing_anchor) VALUES"
+            " ('c@x.test', 'C', 'USD', :p, :anchor) RETURNING id",
+            p=plan_id,
+            anchor=anchor,
+        )
+        start = calendar.period_boundary(anchor, interval, 1, periods_elapsed - 1)
+        end = calendar.period_boundary(anchor, interval, 1, periods_elapsed)
+        tx.run(
+            "INSERT INTO subscriptions (account_id, plan_id, billing_anchor, current_period_start, current_period_end)"
+            " VALUES (:a, :p, :anchor, :s, :e)",
+            a=account,
+            p=plan_id,
+            anchor=anchor,
+            s=start,
+            e=end,
+        )
+        tx.run("UPDATE accounts SET next_billing_at = :e WHERE id = :a", e=end, a=account)
+    return str(account)
+
+
+def usage(tenant_id: str, account_id: str, at: datetime, quantity: int, event_id: str, metric="api_calls") -> None:
+    with transaction(tenant_id=tenant_id) as tx:
+        tx.run(
+            "INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at)"
+            " VALUES (:e, :a, :m, :q, :t)",
+            e=event_id,
+            a=account_id,
+            m=metric,
+            q=quantity,
+            t=at,
+        )
+
+
+def state(tenant_id: str, account_id: str) -> dict:
+    with transaction(tenant_id=tenant_id) as tx:
+        account = tx.one(
+            "SELECT status, next_billing_at, payment_retry_at, failure_count FROM accounts WHERE id = :a", a=account_id
+        )
+        account["entries"] = [
+            (row["entry_type"], row["amount"])
+            for row in tx.all(
+                "SELECT entry_type, amount FROM ledger_entries WHERE account_id = :a ORDER BY seq", a=account_id
+            )
+        ]
+        account["balance"] = sum(amount for _kind, amount in account["entries"])
+        account["charges_by_period"] = [
+            row[0]
+            for row in tx.run(
+                "SELECT period_start FROM ledger_entries WHERE account_id = :a AND entry_type = 'charge' ORDER BY 1",
+                a=account_id,
+            )
+        ]
+        account["invoices"] = tx.all(
+            "SELECT status, total, period_start, period_end FROM invoices WHERE account_id = :a ORDER BY period_start",
+            a=account_id,
+        )
+        account["subscription"] = tx.scalar("SELECT status FROM subscriptions WHERE account_id = :a", a=account_id)
+    return account
