@@ -1,0 +1,138 @@
+"""The rebill end to end: schedule handler -> SQS -> processor handler, the admin route, the CLI."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from chalice.test import Client
+
+from app import app
+from chalicelib import aws
+from chalicelib.billing import rebill, rebill_cli
+from chalicelib.config import reset_settings
+from devtools import local_aws
+from devtools.pump import lambda_event
+from tests import billing
+
+PAST = datetime.now(UTC) - timedelta(days=40)
+
+
+@pytest.fixture
+def queues(cognito, monkeypatch):
+    aws.reset_clients()
+    messaging = local_aws.provision_messaging()
+    for name, value in messaging.env().items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    yield messaging
+    aws.reset_clients()
+
+
+def _due_accounts(tenant_id, count):
+    plan = billing.plan(tenant_id, usage_prices=[])
+    return [billing.subscribed_account(tenant_id, plan, PAST) for _ in range(count)]
+
+
+def _receive(url):
+    sqs = boto3.client("sqs")
+    found = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        found += batch
+    return found
+
+
+def test_two_scheduler_runs_and_redelivery_bill_each_account_once(make_tenant, queues, gateway):
+    tenant = make_tenant()
+    accounts = _due_accounts(tenant, 23)
+    queue = queues.queues["billing-rebill"]
+
+    with Client(app) as client:
+        for _ in range(2):  # the schedule fires twice
+            result = client.lambda_.invoke(
+                "rebill_schedule", client.events.generate_cw_event("aws.events", "x", {}, [])
+            )
+            assert result.payload == {"enqueued": 23}
+        messages = _receive(queue["url"])
+        assert len(messages) == 46
+        for start in range(0, len(messages), 10):
+            batch = lambda_event(messages[start : start + 10], queue["arn"])
+            assert client.lambda_.invoke("rebill_processor", batch).payload == {"batchItemFailures": []}
+            assert client.lambda_.invoke("rebill_processor", batch).payload == {"batchItemFailures": []}
+
+    for account in accounts:
+        state = billing.state(tenant, account)
+        assert len(state["charges_by_period"]) == 1
+        assert state["next_billing_at"] > datetime.now(UTC) - timedelta(days=31)
+    assert len(gateway.charges) == 23
+
+
+def test_a_garbled_rebill_message_is_reported_alone(make_tenant, queues, gateway):
+    tenant = make_tenant()
+    account = _due_accounts(tenant, 1)[0]
+    good = {
+        "tenantId": tenant,
+        "accountId": account,
+        "kind": "renewal",
+        "dueAt": rebill._iso(PAST + timedelta(days=31)),
+    }
+    records = [
+        {"MessageId": "good", "ReceiptHandle": "r", "Body": json.dumps(good)},
+        {"MessageId": "bad", "ReceiptHandle": "r", "Body": json.dumps({"kind": "renewal"})},
+    ]
+    with Client(app) as client:
+        result = client.lambda_.invoke("rebill_processor", lambda_event(records, "arn"))
+    assert result.payload == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+
+def test_admin_rebills_one_account_now(api, tenant, other_tenant, gateway):
+    account = _due_accounts(tenant.id, 1)[0]
+
+    forbidden = api.post(f"/v1/accounts/{account}/rebill", None, tenant.user)
+    elsewhere = api.post(f"/v1/accounts/{account}/rebill", None, other_tenant.admin)
+    first = api.post(f"/v1/accounts/{account}/rebill", None, tenant.admin)
+    second = api.post(f"/v1/accounts/{account}/rebill", None, tenant.admin)
+
+    assert (forbidden.status, elsewhere.status) == (403, 404)
+    assert first.status == 200, first.body
+    assert first.body["outcome"] == "succeeded"
+    assert first.body["account"]["balance"] == 0
+    assert second.status == 422 and second.body["error"]["code"] == "not_due"
+    assert len(billing.state(tenant.id, account)["charges_by_period"]) == 1
+
+
+def test_admin_rebill_with_a_gateway_timeout_is_a_retryable_503_that_writes_nothing(api, tenant, gateway):
+    account = _due_accounts(tenant.id, 1)[0]
+    gateway.script(account, ["timeout"])
+
+    reply = api.post(f"/v1/accounts/{account}/rebill", None, tenant.admin, headers={"Idempotency-Key": "r1"})
+    retry = api.post(f"/v1/accounts/{account}/rebill", None, tenant.admin, headers={"Idempotency-Key": "r1"})
+
+    assert reply.status == 503
+    assert retry.status == 200 and retry.body["outcome"] == "succeeded"
+    assert len(gateway.charges) == 1
+
+
+def test_dry_run_prints_what_would_be_billed_and_writes_nothing(make_tenant, gateway, capsys):
+    tenant = make_tenant()
+    accounts = _due_accounts(tenant, 3)
+
+    assert rebill_cli.main(["--date", datetime.now(UTC).date().isoformat(), "--dry-run"]) == 0
+
+    out = capsys.readouterr().out
+    assert "would bill 3 renewal(s)" in out
+    assert "USD: 14700" in out
+    assert all(billing.state(tenant, a)["entries"] == [] for a in accounts)
+    assert gateway.charges == []
+
+
+def test_inline_run_bills_and_a_second_run_finds_nothing_due(make_tenant, gateway, capsys):
+    tenant = make_tenant()
+    accounts = _due_accounts(tenant, 3)
+    today = datetime.now(UTC).date().isoformat()
+
+    rebill_cli.main(["--date", today, "--inline"])
+    rebill_cli.main(["--date", today, "--inline"])
+
+    assert "billed: 3" in capsys.readouterr().out
+    assert all(len(billing.state(tenant, a)["charges_by_period"]) == 1 for a in accounts)

@@ -1,0 +1,138 @@
+"""Property: whatever the schedule of duplicates, concurrent runs, crashes and payment
+timeouts, every due account ends with exactly one charge for its period, its balance
+is the sum of its entries, the gateway charged it at most once, and nobody is skipped."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chalicelib.billing import collection, invoicing, payments, rebill
+from chalicelib.db import reset_connection, transaction
+from tests import billing
+
+ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
+FEB_28 = datetime(2027, 2, 28, 9, tzinfo=UTC)
+MAR_31 = datetime(2027, 3, 31, 9, tzinfo=UTC)
+NOW = FEB_28 + timedelta(hours=1)
+
+
+class Crash(Exception):
+    """The process dies here: the transaction never commits."""
+
+
+def _crashing(module, name, remaining: list):
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if remaining and remaining[0] == name:
+            remaining.pop(0)
+            raise Crash(name)
+        return result
+
+    return real, wrapper
+
+
+def _schedule(tenant_id, queue):
+    for page in rebill.due(NOW, page_size=3):
+        queue += [rebill.json.dumps(m) for m in page if m["tenantId"] == tenant_id]
+
+
+def _deliver(message) -> bool:
+    """True when the message was acknowledged (processed or a no-op)."""
+    try:
+        rebill.handle(message, now=NOW)
+        return True
+    except (Crash, payments.GatewayTimeout):
+        return False
+
+
+def _in_threads(*targets):
+    def run(target):
+        try:
+            target()
+        finally:
+            reset_connection()
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("schedule")),
+        st.tuples(st.just("concurrent_schedule")),
+        st.tuples(st.just("deliver"), st.integers(0, 50), st.booleans()),
+        st.tuples(st.just("concurrent_deliver"), st.integers(0, 50)),
+        st.tuples(st.just("crash"), st.sampled_from(["issue_for_period", "collect"]), st.integers(0, 50)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    accounts=st.integers(1, 4),
+    outcomes=st.lists(st.lists(st.sampled_from(["succeed", "timeout", "decline"]), max_size=3), min_size=4, max_size=4),
+    plan=steps,
+)
+def test_every_due_account_is_charged_exactly_once_per_period(database_url, make_tenant, accounts, outcomes, plan):
+    tenant = make_tenant()
+    plan_id = billing.plan(tenant, usage_prices=[])
+    account_ids = [billing.subscribed_account(tenant, plan_id, ANCHOR) for _ in range(accounts)]
+    gateway = payments.MockGateway()
+    for account, script in zip(account_ids, outcomes, strict=False):
+        gateway.script(account, script)
+    payments.set_gateway(gateway)
+    queue: list[str] = []
+    crashes: list[str] = []
+    patched = {}
+    for module, name in ((invoicing, "issue_for_period"), (collection, "collect")):
+        patched[(module, name)], wrapper = _crashing(module, name, crashes)
+        setattr(module, name, wrapper)
+    try:
+        for step in plan:
+            if step[0] == "schedule":
+                _schedule(tenant, queue)
+            elif step[0] == "concurrent_schedule":
+                _in_threads(lambda: _schedule(tenant, queue), lambda: _schedule(tenant, queue))
+            elif queue and step[0] == "deliver":
+                index = step[1] % len(queue)
+                if _deliver(queue[index]) and not step[2]:  # step[2]: the ack is lost, SQS redelivers
+                    queue.pop(index)
+            elif queue and step[0] == "concurrent_deliver":
+                message = queue[step[1] % len(queue)]
+                _in_threads(lambda m=message: _deliver(m), lambda m=message: _deliver(m))
+            elif queue and step[0] == "crash":
+                crashes[:] = [step[1]]
+                _deliver(queue[step[2] % len(queue)])
+                crashes.clear()
+        # The faults stop; the queue and the next daily runs deliver everything until quiet.
+        for _ in range(10):
+            _schedule(tenant, queue)
+            while queue:
+                if _deliver(queue[0]):
+                    queue.pop(0)
+    finally:
+        for (module, name), real in patched.items():
+            setattr(module, name, real)
+        payments.set_gateway(None)
+
+    for account in account_ids:
+        state = billing.state(tenant, account)
+        assert state["charges_by_period"] == [FEB_28], "one charge for the period, none skipped"
+        assert state["next_billing_at"] == MAR_31
+        with transaction(tenant_id=tenant) as tx:
+            stored_balance = tx.scalar(
+                "SELECT CAST(COALESCE(sum(amount), 0) AS bigint) FROM ledger_entries WHERE account_id = :a", a=account
+            )
+        assert stored_balance == state["balance"] == sum(amount for _kind, amount in state["entries"])
+        charged = [c for c in gateway.charges if c[1] == account]
+        payments_posted = [amount for kind, amount in state["entries"] if kind == "payment"]
+        assert len(charged) <= 1, "the gateway charged this period twice"
+        assert [-p for p in payments_posted] == [c[2] for c in charged], "ledger payments match real charges"
