@@ -1,0 +1,243 @@
+"""Rebill benchmark: selection + enqueue, processing, end to end, against the set-based limit.
+
+    .venv/bin/python -m bench.rebill                 # 100,000 due accounts
+    .venv/bin/python -m bench.rebill --accounts 20000 --workers 2
+
+Builds N due accounts (spread over tenants, each with a metered plan and two usage
+events in the period being closed) in a fresh database on the embedded
+PostgreSQL (or DATABASE_URL's server), then measures, on this machine:
+
+1. the same rows a rebill writes (invoice, two lines, charge, payment, payment
+   attempt, advanced account and subscription) written by one set-based SQL
+   statement per table in a transaction that is rolled back: the physical limit;
+2. selection + enqueue: rebill.due() pages and SendMessageBatch to a local SQS (moto);
+3. processing: the rebill_processor handler draining that queue, ten per batch,
+   with the mock gateway, on --workers threads (Lambda's concurrency, here capped
+   by the machine's cores);
+and prints accounts/second for each and the ratios. A benchmark, not a test: it
+asserts only that every account was billed exactly once.
+"""
+
+import argparse
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+from devtools import local_aws, postgres
+
+local_aws.isolate()
+os.environ.setdefault("SQS_REPORT_BATCH_ITEM_FAILURES", "true")
+
+SETUP = [
+    "INSERT INTO tenants (id, name, email) SELECT gen_random_uuid(), 'Bench ' || g, 'ops@bench.test'"
+    " FROM generate_series(1, :tenants) g",
+    "INSERT INTO plans (tenant_id, code, name, interval, amount, currency, usage_prices)"
+    " SELECT id, 'pro', 'Pro', 'month', 4900, 'USD',"
+    ' \'[{"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}]\' FROM tenants',
+    "CREATE TEMP TABLE bench_plans AS SELECT row_number() OVER (ORDER BY id) - 1 AS n, id, tenant_id FROM plans",
+    "INSERT INTO accounts (tenant_id, email, name, currency, plan_id, billing_anchor, next_billing_at)"
+    " SELECT p.tenant_id, 'c' || g || '@bench.test', 'Customer ' || g, 'USD', p.id, :anchor,"
+    " CAST(:anchor AS timestamptz) + interval '1 month'"
+    " FROM generate_series(1, :accounts) g JOIN bench_plans p ON p.n = g % :tenants",
+    "INSERT INTO subscriptions (tenant_id, account_id, plan_id, billing_anchor, current_period_start,"
+    " current_period_end) SELECT tenant_id, id, plan_id, billing_anchor, billing_anchor, next_billing_at FROM accounts",
+    "INSERT INTO usage_events (tenant_id, event_id, account_id, metric, quantity, occurred_at)"
+    " SELECT a.tenant_id, a.id || '-' || k, a.id, 'api_calls', 100 * k, a.billing_anchor + k * interval '1 day'"
+    " FROM accounts a CROSS JOIN generate_series(1, 2) k",
+    "ANALYZE",
+]
+
+SET_BASED = [
+    """CREATE TEMP TABLE due ON COMMIT DROP AS
+       SELECT a.id, a.tenant_id, a.next_billing_at, s.id AS sid, s.current_period_start, p.amount, p.currency,
+              a.next_billing_at + interval '1 month' AS period_end,
+              COALESCE((SELECT sum(u.quantity) FROM usage_events u WHERE u.tenant_id = a.tenant_id
+                         AND u.account_id = a.id AND u.metric = 'api_calls'
+                         AND u.occurred_at >= s.current_period_start AND u.occurred_at < a.next_billing_at), 0)
+                AS quantity
+         FROM accounts a JOIN subscriptions s ON s.account_id = a.id JOIN plans p ON p.id = s.plan_id
+        WHERE a.status IN ('ACTIVE', 'PENDING') AND a.next_billing_at <= now()""",
+    """CREATE TEMP TABLE inv ON COMMIT DROP AS
+       WITH ins AS (
+         INSERT INTO invoices (tenant_id, account_id, subscription_id, number, status, currency, subtotal, total,
+                               amount_due, amount_paid, period_start, period_end, finalized_at, paid_at)
+         SELECT tenant_id, id, sid, 'INV-' || id, 'paid', currency, amount + 2 * quantity, amount + 2 * quantity,
+                0, amount + 2 * quantity, next_billing_at, period_end, now(), now() FROM due
+         RETURNING id, tenant_id, account_id, subscription_id, total, currency, period_start, period_end)
+       SELECT * FROM ins""",
+    """INSERT INTO invoice_lines (tenant_id, invoice_id, kind, description, metric, quantity, unit_amount, amount,
+                                 currency, period_start, period_end, position)
+       SELECT i.tenant_id, i.id, 'subscription', 'Pro (pro)', NULL, 1, d.amount, d.amount, i.currency,
+              i.period_start, i.period_end, 0 FROM inv i JOIN due d ON d.id = i.account_id
+       UNION ALL
+       SELECT i.tenant_id, i.id, 'usage', 'api_calls (sum)', 'api_calls', d.quantity, 2, 2 * d.quantity, i.currency,
+              i.period_start, i.period_end, 1 FROM inv i JOIN due d ON d.id = i.account_id""",
+    """INSERT INTO ledger_entries (tenant_id, account_id, entry_type, amount, currency, invoice_id, period_start,
+                                  idempotency_key, description)
+       SELECT tenant_id, account_id, 'charge', total, currency, id, period_start,
+              'charge:' || account_id || ':' || period_start, 'Invoice' FROM inv
+       UNION ALL
+       SELECT tenant_id, account_id, 'payment', -total, currency, id, NULL, 'payment:' || id || ':0', 'Payment'
+         FROM inv""",
+    """INSERT INTO payment_attempts (tenant_id, account_id, invoice_id, attempt, idempotency_key, amount, currency,
+                                    outcome, gateway_reference)
+       SELECT tenant_id, account_id, id, 0, 'pay:' || subscription_id || ':' || period_start || ':0', total,
+              currency, 'succeeded', 'ref' FROM inv""",
+    "UPDATE subscriptions s SET current_period_start = d.next_billing_at, current_period_end = d.period_end"
+    " FROM due d WHERE s.id = d.sid",
+    "UPDATE accounts a SET next_billing_at = d.period_end FROM due d WHERE a.id = d.id",
+]
+
+
+@contextmanager
+def timed(results: dict, name: str):
+    started = time.perf_counter()
+    yield
+    results[name] = time.perf_counter() - started
+
+
+def build(admin_url: str, accounts: int, tenants: int) -> str:
+    from chalicelib.config import reset_settings
+    from chalicelib.db import migrate, reset_connection
+
+    conn = postgres.admin_connection(admin_url)
+    conn.run("DROP DATABASE IF EXISTS billing_bench WITH (FORCE)")
+    conn.run("CREATE DATABASE billing_bench")
+    conn.close()
+    url = postgres.with_database(admin_url, "billing_bench")
+    os.environ["DATABASE_URL"] = url
+    reset_settings()
+    reset_connection()
+    migrate.migrate(log=lambda _: None)
+    from datetime import UTC, datetime, timedelta
+
+    anchor = (datetime.now(UTC) - timedelta(days=45)).replace(day=10, hour=8, minute=0, second=0, microsecond=0)
+    conn = postgres.admin_connection(url)
+    for statement in SETUP:
+        conn.run(statement, **_params(statement, accounts=accounts, tenants=tenants, anchor=anchor))
+    conn.close()
+    return url
+
+
+def _params(statement: str, **values) -> dict:
+    return {k: v for k, v in values.items() if f":{k}" in statement}
+
+
+def set_based(url: str) -> float:
+    conn = postgres.admin_connection(url)
+    try:
+        conn.run("BEGIN")
+        started = time.perf_counter()
+        for statement in SET_BASED:
+            conn.run(statement)
+        elapsed = time.perf_counter() - started
+        billed = conn.run("SELECT count(*) FROM inv")[0][0]
+        conn.run("ROLLBACK")
+    finally:
+        conn.close()
+    return elapsed, billed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1, help="concurrent processors (Lambda concurrency)")
+    args = parser.parse_args(argv)
+
+    admin_url = postgres.ensure_server(postgres.LOCAL_DIR / "pg-bench")
+    results: dict[str, float] = {}
+    with timed(results, "setup"):
+        url = build(admin_url, args.accounts, args.tenants)
+    print(f"setup: {args.accounts:,} due accounts over {args.tenants} tenants in {results['setup']:.1f} s")
+
+    limit_s, limit_n = set_based(url)
+    rate("set-based SQL, same rows (physical limit)", limit_n, limit_s)
+
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        from chalicelib.billing import calendar, payments, rebill
+
+        payments.set_gateway(payments.MockGateway())
+        queue_url = boto3.client("sqs").create_queue(QueueName="bench-rebill", Attributes={"VisibilityTimeout": "300"})[
+            "QueueUrl"
+        ]
+        now = calendar.utcnow()
+        with timed(results, "select"):
+            selected = sum(len(page) for page in rebill.due(now))
+        rate("selection alone (database)", selected, results["select"])
+        with timed(results, "enqueue"):
+            enqueued = rebill.enqueue_due(now, queue_url)
+        rate("selection + enqueue (SendMessageBatch to moto)", enqueued, results["enqueue"])
+        with timed(results, "process"):
+            processed, handler_s = _drain(queue_url, args.workers)
+        rate(f"processing, handler time only ({args.workers} worker(s))", processed, handler_s)
+        rate("processing, wall time incl. moto receive/delete", processed, results["process"])
+    total = results["enqueue"] + results["process"]
+    rate("end to end (selection + enqueue + processing, wall)", enqueued, total)
+    limit = limit_n / limit_s
+    print(f"ratio set-based limit / processing handler rate: {limit / (processed / handler_s):.1f}x")
+    print(f"ratio set-based limit / selection alone: {limit / (selected / results['select']):.2f}x")
+    _check(url, args.accounts)
+    return 0
+
+
+def rate(label: str, count: int, seconds: float) -> None:
+    print(f"{label}: {count:,} in {seconds:.2f} s = {count / seconds:,.0f} accounts/s")
+
+
+def _drain(queue_url: str, workers: int) -> int:
+    import boto3
+
+    import app as app_module
+    from chalicelib.db import reset_connection
+    from devtools.pump import LambdaContext, lambda_event
+
+    counts, handler_times = [], []
+
+    def work():
+        sqs = boto3.client("sqs")
+        handled, in_handler = 0, 0.0
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                break
+            started = time.perf_counter()
+            result = app_module.rebill_processor(lambda_event(messages, "arn:bench"), LambdaContext("rebill"))
+            in_handler += time.perf_counter() - started
+            failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages)
+                if m["MessageId"] not in failed
+            ]
+            if entries:
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+            handled += len(messages)
+        counts.append(handled)
+        handler_times.append(in_handler)
+        reset_connection()
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Workers run side by side: the handler rate is total work over the slowest worker's time.
+    return sum(counts), max(handler_times)
+
+
+def _check(url: str, accounts: int) -> None:
+    conn = postgres.admin_connection(url)
+    charges = conn.run("SELECT count(*), count(DISTINCT account_id) FROM ledger_entries WHERE entry_type = 'charge'")
+    conn.close()
+    assert charges == [[accounts, accounts]], f"expected one charge per account, got {charges}"
+    print(f"check: {accounts:,} accounts, each charged exactly once")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
