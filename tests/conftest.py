@@ -139,3 +139,18 @@ def gateway():
     payments.set_gateway(mock)
     yield mock
     payments.set_gateway(None)
+
+
+@pytest.fixture
+def messaging(cognito, monkeypatch):
+    """The events topic, consumer queues with DLQs, the rebill queue and SES, in moto; the app pointed at them."""
+    from chalicelib import aws
+    from devtools import local_aws
+
+    aws.reset_clients()
+    provisioned = local_aws.provision_messaging()
+    for name, value in provisioned.env().items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    yield provisioned
+    aws.reset_clients()

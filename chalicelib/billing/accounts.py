@@ -50,9 +50,6 @@ def lock(tx, account_id: str) -> dict:
 
 
 def list_page(tx, page: pagination.PageRequest) -> dict:
-    if page.starting_after and not tx.run(Q["exists"], id=page.starting_after):
-        raise errors.InvalidRequest(
-            "no such account", details=[{"field": "starting_after", "issue": "no such account"}]
-        )
+    pagination.check_cursor(tx, Q["exists"], page, "account")
     rows = tx.all(Q["list"], after=page.starting_after, limit=page.limit + 1)
     return pagination.page(rows, page, "/v1/accounts")

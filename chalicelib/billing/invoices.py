@@ -19,17 +19,11 @@ def get(tx, invoice_id: str) -> dict:
 
 def list_page(tx, page: pagination.PageRequest, query: dict) -> dict:
     details = []
-    account_id = pagination.parse_id(query["account_id"], "account_id", details) if query.get("account_id") else None
-    status = query.get("status")
-    if status is not None and status not in STATUSES:
-        details.append({"field": "status", "issue": f"must be one of {', '.join(STATUSES)}"})
+    account_id, status = pagination.common_filters(query, STATUSES, details)
     bounds = {name: _timestamp(query, name, details) for name in ("period_start_gte", "period_start_lt")}
     if details:
         raise errors.InvalidRequest("invalid filters", details=details)
-    if page.starting_after and not tx.run(Q["exists"], id=page.starting_after):
-        raise errors.InvalidRequest(
-            "no such invoice", details=[{"field": "starting_after", "issue": "no such invoice"}]
-        )
+    pagination.check_cursor(tx, Q["exists"], page, "invoice")
     rows = tx.all(
         Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1, **bounds
     )

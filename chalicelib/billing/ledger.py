@@ -4,7 +4,7 @@ A charge is positive (the account owes more), a payment or credit negative; the
 account's balance is the sum of its entries.
 """
 
-from chalicelib import encoding, errors, pagination
+from chalicelib import encoding, pagination
 from chalicelib.billing import accounts
 from chalicelib.db.queries import load
 
@@ -13,10 +13,7 @@ Q = load("ledger")
 
 def list_page(tx, account_id: str, page: pagination.PageRequest) -> dict:
     account = accounts.get(tx, account_id)
-    if page.starting_after and not tx.run(Q["exists"], id=page.starting_after, account_id=account["id"]):
-        raise errors.InvalidRequest(
-            "no such ledger entry", details=[{"field": "starting_after", "issue": "no such ledger entry"}]
-        )
+    pagination.check_cursor(tx, Q["exists"], page, "ledger entry", account_id=account["id"])
     rows = tx.all(Q["entries"], account_id=account["id"], after=page.starting_after, limit=page.limit + 1)
     result = pagination.page(rows, page, f"/v1/accounts/{account['id']}/ledger")
     result["balance"] = tx.scalar(Q["balance"], account_id=account["id"])

@@ -33,8 +33,7 @@ def create(tx, request) -> tuple[int, dict]:
 
 
 def list_page(tx, page: pagination.PageRequest) -> dict:
-    if page.starting_after and not tx.run(Q["exists"], id=page.starting_after):
-        raise errors.InvalidRequest("no such plan", details=[{"field": "starting_after", "issue": "no such plan"}])
+    pagination.check_cursor(tx, Q["exists"], page, "plan")
     rows = tx.all(Q["list"], after=page.starting_after, limit=page.limit + 1)
     return pagination.page(rows, page, "/v1/plans")
 

@@ -21,19 +21,6 @@ CONSUMERS = {
 }
 
 
-@pytest.fixture
-def messaging(cognito, monkeypatch):
-    aws.reset_clients()
-    provisioned = local_aws.provision_messaging()
-    for name, value in provisioned.env().items():
-        monkeypatch.setenv(name, value)
-    from chalicelib.config import reset_settings
-
-    reset_settings()
-    yield provisioned
-    aws.reset_clients()
-
-
 def _receive_all(url: str) -> list[dict]:
     sqs = boto3.client("sqs")
     found = []

@@ -4,29 +4,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import boto3
-import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import aws
 from chalicelib.billing import rebill, rebill_cli
-from chalicelib.config import reset_settings
-from devtools import local_aws
 from devtools.pump import lambda_event
 from tests import billing
 
 PAST = datetime.now(UTC) - timedelta(days=40)
-
-
-@pytest.fixture
-def queues(cognito, monkeypatch):
-    aws.reset_clients()
-    messaging = local_aws.provision_messaging()
-    for name, value in messaging.env().items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    yield messaging
-    aws.reset_clients()
 
 
 def _due_accounts(tenant_id, count):
@@ -42,10 +27,10 @@ def _receive(url):
     return found
 
 
-def test_two_scheduler_runs_and_redelivery_bill_each_account_once(make_tenant, queues, gateway):
+def test_two_scheduler_runs_and_redelivery_bill_each_account_once(make_tenant, messaging, gateway):
     tenant = make_tenant()
     accounts = _due_accounts(tenant, 23)
-    queue = queues.queues["billing-rebill"]
+    queue = messaging.queues["billing-rebill"]
 
     with Client(app) as client:
         for _ in range(2):  # the schedule fires twice
@@ -67,7 +52,7 @@ def test_two_scheduler_runs_and_redelivery_bill_each_account_once(make_tenant, q
     assert len(gateway.charges) == 23
 
 
-def test_a_garbled_rebill_message_is_reported_alone(make_tenant, queues, gateway):
+def test_a_garbled_rebill_message_is_reported_alone(make_tenant, messaging, gateway):
     tenant = make_tenant()
     account = _due_accounts(tenant, 1)[0]
     good = {
