@@ -99,7 +99,7 @@ def get_account_ledger(account_id):
 @api(app)
 def rebill_account_now(account_id):
     request = http.read(app, ADMIN, "rebill_now", body_required=False)
-    return http.outcome_response(idempotency.run(request, rebill.rebill_now))
+    return http.outcome_response(idempotency.run(request, rebill.rebill_now, own_transactions=True))
 
 
 @app.route("/v1/subscriptions", methods=["POST"], **AUTH)

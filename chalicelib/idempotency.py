@@ -38,10 +38,17 @@ def fingerprint(method: str, path: str, body) -> str:
     return hashlib.sha256(f"{KEY_VERSION}\n{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-def run(request, action) -> Outcome:
-    """Run ``action(tx, request) -> (status, body)`` at most once per Idempotency-Key."""
+def run(request, action, *, own_transactions: bool = False) -> Outcome:
+    """Run ``action(tx, request) -> (status, body)`` at most once per Idempotency-Key.
+
+    With ``own_transactions`` the action is ``action(request)`` and commits its own
+    work (the rebill settles a payment between transactions); the key is then
+    completed in a transaction of its own afterwards.
+    """
     tenant_id = request.principal.tenant_id
     key = request.idempotency_key
+    if own_transactions:
+        return _run_outside(request, action)
     if key is None:
         with tenants.active(tenant_id) as tx:
             status, body = action(tx, request)
@@ -63,6 +70,25 @@ def run(request, action) -> Outcome:
     except BaseException:
         _release(tenant_id, key, claimed)
         raise
+    return Outcome(status, body)
+
+
+def _run_outside(request, action) -> Outcome:
+    tenant_id, key = request.principal.tenant_id, request.idempotency_key
+    if key is None:
+        return Outcome(*action(request))
+    _check_key(key)
+    path = request.path.format(**request.path_params) if request.path_params else request.path
+    claimed = _claim(tenant_id, key, request.method, path, fingerprint(request.method, path, request.body))
+    if isinstance(claimed, Outcome):
+        return claimed
+    try:
+        status, body = action(request)
+    except BaseException:
+        _release(tenant_id, key, claimed)
+        raise
+    with tenants.active(tenant_id) as tx:
+        tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(body))
     return Outcome(status, body)
 
 
@@ -111,20 +137,22 @@ class ClaimedElsewhere(Exception):
     """Another live invocation holds this message's claim: retry the message later."""
 
 
-def claim_message(tx, consumer: str, message_id: str) -> bool:
-    """Claim ``message_id`` for ``consumer`` in ``tx``; False when it was already done."""
+def claim_message(tx, consumer: str, message_id: str):
+    """Claim ``message_id`` for ``consumer`` in ``tx``: the claim's token, or None when already done."""
     from chalicelib.config import get_settings
 
     stale_after_s = get_settings().consumer_stale_after_s
-    if tx.run(Q["claim_message"], consumer=consumer, message_id=message_id, stale_after_s=stale_after_s):
-        return True
+    claimed = tx.run(Q["claim_message"], consumer=consumer, message_id=message_id, stale_after_s=stale_after_s)
+    if claimed:
+        return claimed[0][0]
     if tx.scalar(Q["message_status"], consumer=consumer, message_id=message_id) == "done":
-        return False
+        return None
     raise ClaimedElsewhere(f"{consumer}:{message_id} is being processed by another invocation")
 
 
-def complete_message(tx, consumer: str, message_id: str) -> None:
-    tx.run(Q["complete_message"], consumer=consumer, message_id=message_id)
+def complete_message(tx, consumer: str, message_id: str, token) -> None:
+    if not tx.run(Q["complete_message"], consumer=consumer, message_id=message_id, claimed_at=token):
+        raise ClaimedElsewhere(f"{consumer}:{message_id} was taken over while this invocation ran")
 
 
 def consume_once(tenant_id: str, consumer: str, message_id: str, work) -> bool:
@@ -136,10 +164,11 @@ def consume_once(tenant_id: str, consumer: str, message_id: str, work) -> bool:
     from chalicelib.db import transaction
 
     with transaction(tenant_id=tenant_id) as tx:
-        if not claim_message(tx, consumer, message_id):
+        token = claim_message(tx, consumer, message_id)
+        if token is None:
             return False
         work(tx)
-        complete_message(tx, consumer, message_id)
+        complete_message(tx, consumer, message_id, token)
     return True
 
 
@@ -153,15 +182,16 @@ def consume_with_side_effect(tenant_id: str, consumer: str, message_id: str, pre
     from chalicelib.db import transaction
 
     with transaction(tenant_id=tenant_id) as tx:
-        if not claim_message(tx, consumer, message_id):
+        token = claim_message(tx, consumer, message_id)
+        if token is None:
             return False
         data = prepare(tx)
     try:
         effect(data)
     except BaseException:
         with transaction(tenant_id=tenant_id) as tx:
-            tx.run(Q["release_message"], consumer=consumer, message_id=message_id)
+            tx.run(Q["release_message"], consumer=consumer, message_id=message_id, claimed_at=token)
         raise
     with transaction(tenant_id=tenant_id) as tx:
-        complete_message(tx, consumer, message_id)
+        complete_message(tx, consumer, message_id, token)
     return True

@@ -24,9 +24,10 @@ def plan(tenant_id: str, code="pro", amount=4900, interval="month", currency="US
         )
 
 
-def subscribed_account(tenant_id: str, plan_id: str, anchor: datetime, periods_elapsed: int = 1, **plan_shape) -> str:
+def subscribed_account(
+    tenant_id: str, plan_id: str, anchor: datetime, periods_elapsed: int = 1, interval: str = "month", **_ignored
+) -> str:
     """An account whose subscription started at ``anchor`` and whose next renewal is ``periods_elapsed`` on."""
-    interval = plan_shape.get("interval", "month")
     with transaction(tenant_id=tenant_id) as tx:
         account = tx.scalar(
             "INSERT INTO accounts (email, name, currency, plan_id, billing_anchor) VALUES"
@@ -87,3 +88,10 @@ def state(tenant_id: str, account_id: str) -> dict:
         )
         account["subscription"] = tx.scalar("SELECT status FROM subscriptions WHERE account_id = :a", a=account_id)
     return account
+
+
+def pending_attempts(tenant_id: str, account_id: str) -> int:
+    with transaction(tenant_id=tenant_id) as tx:
+        return tx.scalar(
+            "SELECT count(*) FROM payment_attempts WHERE account_id = :a AND outcome = 'pending'", a=account_id
+        )

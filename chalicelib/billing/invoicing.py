@@ -26,6 +26,8 @@ class Line:
     unit_amount: int
     amount: int
     metric: str | None = None
+    period_start: datetime | None = None  # defaults to the invoice's period
+    period_end: datetime | None = None
 
 
 @dataclass
@@ -71,8 +73,8 @@ def issue_for_period(
             unit_amount=line.unit_amount,
             amount=line.amount,
             currency=sub["currency"],
-            period_start=period_start,
-            period_end=period_end,
+            period_start=line.period_start or period_start,
+            period_end=line.period_end or period_end,
             position=position,
         )
     ledger.post(
@@ -93,15 +95,22 @@ def issue_for_period(
 
 
 def on_subscription_created(event: dict) -> bool:
-    """generate-invoice consumer: the first invoice for the new subscription's period, collected.
+    """generate-invoice consumer: the first invoice for the new subscription's period, then its payment.
 
-    A payment timeout fails the message with nothing written; the redelivery
-    retries under the same gateway key.
+    The invoice, its charge and a pending payment intent commit under the event's
+    claim; the payment is settled afterwards. A redelivery after a timeout finds
+    the claim done and settles the pending intent with the same gateway key. A
+    subscription canceled (or an account deactivated) before the event arrives
+    is not invoiced.
     """
     from chalicelib import idempotency
     from chalicelib.billing import calendar, collection
 
     def work(tx):
+        account = tx.one(collection.Q["lock_account"], id=event["accountId"])
+        status = tx.scalar(Q["subscription_status"], subscription_id=event["subscriptionId"])
+        if account is None or account["status"] == "INACTIVE" or status not in ("active", "past_due"):
+            return
         issued = issue_for_period(
             tx,
             event["tenantId"],
@@ -109,13 +118,12 @@ def on_subscription_created(event: dict) -> bool:
             _timestamp(event["periodStart"]),
             _timestamp(event["periodEnd"]),
         )
-        if issued.invoice_id is not None:
-            account = tx.one(collection.Q["lock_account"], id=event["accountId"])
-            collection.collect(
-                tx, event["tenantId"], account, issued.invoice_id, issued.total, event["currency"], calendar.utcnow()
-            )
+        if issued.invoice_id is not None and account["status"] == "ACTIVE":
+            collection.open_intent(tx, event["accountId"], issued.invoice_id, issued.total, event["currency"])
 
-    return idempotency.consume_once(event["tenantId"], "generate-invoice", event["eventId"], work)
+    done = idempotency.consume_once(event["tenantId"], "generate-invoice", event["eventId"], work)
+    settled = collection.settle_pending(event["tenantId"], event["accountId"], calendar.utcnow())
+    return done or settled is not None
 
 
 def _timestamp(value: str) -> datetime:

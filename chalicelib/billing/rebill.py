@@ -19,7 +19,7 @@ subscription's anchor, all in one transaction.
 import json
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chalicelib import audit, aws, events
 from chalicelib.billing import calendar, collection, invoicing, usage_charges
@@ -38,7 +38,7 @@ PAGE_SIZE = 1000
 
 def due(as_of: datetime, page_size: int = PAGE_SIZE):
     """Yield pages of {tenantId, accountId, kind, dueAt} due at ``as_of``: renewals, then retries."""
-    for query in ("due_page", "retry_page"):
+    for query in ("due_page", "retry_page", "settle_page"):
         after_at = after_id = None
         while True:
             with transaction() as tx:
@@ -94,7 +94,7 @@ def queue_url() -> str:
 def parse(body: str) -> dict:
     try:
         message = json.loads(body)
-        if message["kind"] not in ("renewal", "retry"):
+        if message["kind"] not in ("renewal", "retry", "settle"):
             raise ValueError(f"unknown kind {message['kind']!r}")
         message["dueAt"] = _parse_ts(message["dueAt"])
         for key in ("tenantId", "accountId"):
@@ -108,59 +108,79 @@ def handle(body: str, now: datetime | None = None) -> bool:
     """The SQS record handler; True when something was billed or collected."""
     message = parse(body)
     now = now or calendar.utcnow()
+    tenant_id, account_id = message["tenantId"], message["accountId"]
+    # Whatever the message says, first resolve payments a crash or timeout left pending.
+    settled = collection.settle_pending(tenant_id, account_id, now) is not None
+    if message["kind"] == "settle":
+        return settled
     if message["kind"] == "retry":
-        return retry_payment(message["tenantId"], message["accountId"], message["dueAt"], now) != "not_due"
-    outcome = renew(message["tenantId"], message["accountId"], message["dueAt"], now)
-    # Catch up on further overdue periods (a scheduler outage), one transaction each.
+        return retry_payment(tenant_id, account_id, message["dueAt"], now) != "not_due" or settled
+    outcome = renew(tenant_id, account_id, message["dueAt"], now)
+    billed = outcome != "not_due"
+    # Catch up on further overdue periods (a scheduler outage), one transaction
+    # each, from wherever the account now stands (a redelivery may find the
+    # message's own period done and later ones still due).
     for _ in range(get_settings().rebill_catch_up_periods - 1):
-        if outcome in ("not_due", "no_subscription", "canceled", "inactive"):
+        if outcome not in ("succeeded", "invoiced", "not_due"):
             break
-        with transaction(tenant_id=message["tenantId"]) as tx:
-            current = tx.scalar("SELECT next_billing_at FROM accounts WHERE id = :id", id=message["accountId"])
+        with transaction(tenant_id=tenant_id) as tx:
+            current = tx.scalar(Q["next_billing_at"], id=account_id)
         if current is None or current > now:
             break
-        outcome = renew(message["tenantId"], message["accountId"], current, now)
-    return outcome != "not_due"
+        outcome = renew(tenant_id, account_id, current, now)
+        billed = billed or outcome != "not_due"
+    return billed or settled
 
 
 def renew(tenant_id: str, account_id: str, period_start: datetime, now: datetime) -> str:
-    """Bill the period starting at ``period_start`` if it is still the account's next one."""
+    """Bill the period starting at ``period_start`` if it is still the account's next one, then collect it."""
     with transaction(tenant_id=tenant_id) as tx:
-        return renew_in(tx, tenant_id, account_id, period_start, now)
+        outcome, intent = renew_in(tx, tenant_id, account_id, period_start, now)
+    if intent is None:
+        return outcome
+    outcome = collection.settle(tenant_id, intent, now)
+    if outcome != "succeeded":
+        emit_metric("rebill_failures", 1, TenantId=tenant_id)
+    return outcome
 
 
-def renew_in(tx, tenant_id: str, account_id: str, period_start: datetime, now: datetime) -> str:
-    """``renew`` inside the caller's tenant-scoped transaction."""
+def renew_in(tx, tenant_id: str, account_id: str, period_start: datetime, now: datetime):
+    """Invoice, charge and advance in the caller's transaction; returns (outcome, payment intent or None).
+
+    An ACTIVE account gets a payment intent to settle after commit. A PENDING one
+    (in dunning) is invoiced only: its retry schedule collects every open invoice,
+    so one renewal cannot add a dunning failure of its own.
+    """
     account = tx.one(Q["lock_account"], id=account_id)
     if account is None or account["status"] == "INACTIVE":
-        return "not_due"
+        return "not_due", None
     if account["next_billing_at"] is None or account["next_billing_at"] != period_start or period_start > now:
-        return "not_due"
+        return "not_due", None
     sub = tx.one(Q["live_subscription"], account_id=account_id)
     if sub is None:
         tx.run(Q["stop_billing"], id=account_id)
-        return "no_subscription"
+        return "no_subscription", None
     if sub["cancel_at_period_end"]:
         tx.run(Q["end_subscription"], id=sub["id"])
         tx.run(Q["stop_billing"], id=account_id)
         audit.record(tx, "system:rebill", "subscription.canceled", "subscription", sub["id"], {"at_period_end": True})
-        return "canceled"
+        return "canceled", None
     start = period_start
     end = _period_end(sub, start)
+    usage_from = sub["current_period_start"]
     totals = {
-        row["metric"]: row
-        for row in tx.all(Q["usage_totals"], account_id=account_id, from_at=sub["current_period_start"], to_at=start)
+        row["metric"]: row for row in tx.all(Q["usage_totals"], account_id=account_id, from_at=usage_from, to_at=start)
     }
-    usage = usage_charges.lines(sub["usage_prices"], totals)
+    usage = usage_charges.lines(sub["usage_prices"], totals, usage_from, start)
     issued = invoicing.issue_for_period(tx, tenant_id, str(sub["id"]), start, end, usage)
     tx.run(Q["advance_subscription"], id=sub["id"], start=start, end=end)
     tx.run(Q["advance_account"], id=account_id, next_billing_at=end)
     if issued.invoice_id is None:
-        return "not_due"
-    outcome = collection.collect(tx, tenant_id, account, issued.invoice_id, issued.total, sub["currency"], now)
-    if outcome != "succeeded":
-        emit_metric("rebill_failures", 1, TenantId=tenant_id)
-    return outcome
+        return "not_due", None
+    if account["status"] != "ACTIVE":
+        return "invoiced", None
+    intent = collection.open_intent(tx, account_id, issued.invoice_id, issued.total, sub["currency"])
+    return ("succeeded", None) if intent is None else ("invoiced", intent)
 
 
 def retry_payment(tenant_id: str, account_id: str, due_at: datetime, now: datetime) -> str:
@@ -171,14 +191,10 @@ def retry_payment(tenant_id: str, account_id: str, due_at: datetime, now: dateti
             return "not_due"
         if account["payment_retry_at"] is None or account["payment_retry_at"] != due_at or due_at > now:
             return "not_due"
-        outcome = "succeeded"
-        for invoice in tx.all(Q["open_invoices"], account_id=account_id):
-            outcome = collection.collect(
-                tx, tenant_id, account, invoice["id"], invoice["total"], invoice["currency"], now
-            )
-            if outcome != "succeeded":
-                break
-        return outcome
+        # Lease this retry before leaving the lock: a duplicate message now finds it
+        # not due, and if this invocation dies the next daily run retries it.
+        tx.run(Q["lease_retry"], id=account_id, lease_until=now + timedelta(hours=1))
+    return collection.collect_open(tenant_id, account_id, now)
 
 
 def _period_end(sub: dict, start: datetime) -> datetime:
@@ -201,23 +217,33 @@ def _parse_ts(value: str) -> datetime:
     return parsed
 
 
-def rebill_now(tx, request) -> tuple[int, dict]:
-    """ADMIN route: bill one account's due period now, in the request's transaction.
+def rebill_now(request) -> tuple[int, dict]:
+    """ADMIN route: bill one account's due period now, exactly as the queue would.
 
-    The same ``renew_in`` the queue runs, so a period can never be billed twice;
-    an account with nothing due is a 422, a gateway timeout a retryable 503.
+    Runs in its own transactions (the payment is settled after the invoice
+    commits), so the route uses idempotency's own-transaction mode. Nothing due
+    is a 422; a gateway timeout a retryable 503 (the pending payment is settled
+    by the retry, or by the next daily run).
     """
     from chalicelib import errors, pagination
-    from chalicelib.billing import accounts, payments
+    from chalicelib.billing import accounts, payments, tenants
 
     account_id = pagination.parse_id(request.path_params["account_id"], "id")
-    account = accounts.get(tx, account_id)
+    tenant_id = request.principal.tenant_id
     now = calendar.utcnow()
-    if account["next_billing_at"] is None or account["next_billing_at"] > now or account["status"] == "INACTIVE":
-        raise errors.UnprocessableState("the account has no period due for billing", code="not_due")
+    with tenants.active(tenant_id) as tx:
+        account = accounts.get(tx, account_id)
     try:
-        outcome = renew_in(tx, request.principal.tenant_id, account_id, account["next_billing_at"], now)
+        settled = collection.settle_pending(tenant_id, account_id, now)
+        due = account["next_billing_at"] is not None and account["next_billing_at"] <= now
+        if account["status"] == "INACTIVE" or not due:
+            if settled is None:
+                raise errors.UnprocessableState("the account has no period due for billing", code="not_due")
+            outcome = settled
+        else:
+            outcome = renew(tenant_id, account_id, account["next_billing_at"], now)
     except payments.GatewayTimeout as exc:
         raise errors.ServiceUnavailable("the payment gateway did not answer; retry the request") from exc
-    audit.record(tx, request.principal, "account.rebilled", "account", account_id, {"outcome": outcome})
-    return 200, {"object": "rebill", "outcome": outcome, "account": accounts.get(tx, account_id)}
+    with tenants.active(tenant_id) as tx:
+        audit.record(tx, request.principal, "account.rebilled", "account", account_id, {"outcome": outcome})
+        return 200, {"object": "rebill", "outcome": outcome, "account": accounts.get(tx, account_id)}

@@ -88,9 +88,15 @@ def main(argv=None) -> int:
     if args.inline:
         progress = Progress("billing")
         outcomes = defaultdict(int)
+        # Never bill ahead of time: a --date in the future selects, but does not charge, early.
+        now = min(as_of, datetime.now(UTC))
         for page in rebill.due(as_of):
             for message in page:
-                outcomes["billed" if rebill.handle(json.dumps(message), now=as_of) else "skipped"] += 1
+                try:
+                    outcomes["billed" if rebill.handle(json.dumps(message), now=now) else "skipped"] += 1
+                except Exception as exc:  # noqa: BLE001 - one account's failure must not end the run
+                    outcomes["failed"] += 1
+                    print(f"\n{message['accountId']}: {type(exc).__name__}: {exc}", file=sys.stderr)
             progress(sum(outcomes.values()))
         progress.done()
         print(", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "nothing due")

@@ -30,13 +30,21 @@ def price(quantity: int, usage_price: dict) -> int:
     return amount
 
 
-def lines(usage_prices: list[dict], totals_by_metric: dict[str, dict]) -> list[Line]:
-    """One invoice line per metered price (zero quantities included, as a statement)."""
+def lines(
+    usage_prices: list[dict], totals_by_metric: dict[str, dict], period_start=None, period_end=None
+) -> list[Line]:
+    """One invoice line per metered price (zero quantities included, as a statement).
+
+    ``period_start``/``period_end`` is the period the usage happened in (the one
+    just closed), which the lines carry instead of the invoice's new period.
+    """
     result = []
     for usage_price in usage_prices:
         quantity = aggregate(totals_by_metric.get(usage_price["metric"], {}), usage_price["aggregation"])
         amount = price(quantity, usage_price)
         unit = usage_price.get("unit_amount", amount // quantity if quantity else 0)
         description = f"{usage_price['metric']} ({usage_price['aggregation']})"
-        result.append(Line("usage", description, quantity, unit, amount, metric=usage_price["metric"]))
+        result.append(
+            Line("usage", description, quantity, unit, amount, usage_price["metric"], period_start, period_end)
+        )
     return result

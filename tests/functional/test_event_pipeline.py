@@ -112,7 +112,7 @@ def test_a_failing_record_in_a_batch_of_ten_is_the_only_one_reported(api, catalo
     assert len(messages) == 10
     doomed = messages[4]
     body = json.loads(doomed["Body"])
-    body["subscriptionId"] = "3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10"  # gone: the consumer cannot find it
+    body["tenantId"] = "3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10"  # no such tenant: the consumer's write fails
     doomed["Body"] = json.dumps(body)
 
     with Client(app) as client:
@@ -223,3 +223,16 @@ def test_ops_topic_alarms_are_logged(caplog):
     with Client(app) as client:
         client.lambda_.invoke("ops_notice", client.events.generate_sns_event(alarm, subject="ALARM"))
     assert "dlq-not-empty" in caplog.text
+
+
+def test_a_subscription_canceled_before_its_event_arrives_is_not_invoiced(api, account, catalog, messaging, gateway):
+    sub = _subscribe(api, account, catalog)
+    assert api.post(f"/v1/subscriptions/{sub['id']}/cancel", None, catalog.user).status == 200
+    queue = messaging.queues["billing-generate-invoice"]
+
+    with Client(app) as client:
+        for message in _receive_all(queue["url"]):
+            client.lambda_.invoke("generate_invoice", lambda_event([message], queue["arn"]))
+
+    assert _counts(catalog.id)["invoices"] == 0
+    assert gateway.charges == []

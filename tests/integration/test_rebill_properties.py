@@ -69,7 +69,7 @@ steps = st.lists(
         st.tuples(st.just("concurrent_schedule")),
         st.tuples(st.just("deliver"), st.integers(0, 50), st.booleans()),
         st.tuples(st.just("concurrent_deliver"), st.integers(0, 50)),
-        st.tuples(st.just("crash"), st.sampled_from(["issue_for_period", "collect"]), st.integers(0, 50)),
+        st.tuples(st.just("crash"), st.sampled_from(["issue_for_period", "open_intent", "settle"]), st.integers(0, 50)),
     ),
     max_size=25,
 )
@@ -92,7 +92,7 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
     queue: list[str] = []
     crashes: list[str] = []
     patched = {}
-    for module, name in ((invoicing, "issue_for_period"), (collection, "collect")):
+    for module, name in ((invoicing, "issue_for_period"), (collection, "open_intent"), (collection, "settle")):
         patched[(module, name)], wrapper = _crashing(module, name, crashes)
         setattr(module, name, wrapper)
     try:
@@ -136,3 +136,4 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
         payments_posted = [amount for kind, amount in state["entries"] if kind == "payment"]
         assert len(charged) <= 1, "the gateway charged this period twice"
         assert [-p for p in payments_posted] == [c[2] for c in charged], "ledger payments match real charges"
+        assert billing.pending_attempts(tenant, account) == 0, "no payment left unsettled"

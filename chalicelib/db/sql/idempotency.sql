@@ -46,14 +46,17 @@ ON CONFLICT (tenant_id, consumer, message_id) DO UPDATE
    SET claimed_at = now()
  WHERE processed_events.status = 'in_progress'
    AND processed_events.claimed_at < now() - make_interval(secs => :stale_after_s)
-RETURNING message_id;
+RETURNING claimed_at;
 
 -- name: message_status
 SELECT status FROM processed_events WHERE consumer = :consumer AND message_id = :message_id;
 
 -- name: complete_message
+-- Only by the claim's owner: claimed_at is the claim's token.
 UPDATE processed_events SET status = 'done', completed_at = now()
- WHERE consumer = :consumer AND message_id = :message_id;
+ WHERE consumer = :consumer AND message_id = :message_id AND claimed_at = :claimed_at AND status = 'in_progress'
+RETURNING message_id;
 
 -- name: release_message
-DELETE FROM processed_events WHERE consumer = :consumer AND message_id = :message_id AND status = 'in_progress';
+DELETE FROM processed_events
+ WHERE consumer = :consumer AND message_id = :message_id AND claimed_at = :claimed_at AND status = 'in_progress';

@@ -22,3 +22,6 @@ INSERT INTO invoice_lines (invoice_id, kind, description, metric, quantity, unit
                            period_start, period_end, position)
 VALUES (:invoice_id, :kind, :description, :metric, :quantity, :unit_amount, :amount, :currency,
         :period_start, :period_end, :position);
+
+-- name: subscription_status
+SELECT status FROM subscriptions WHERE id = :subscription_id;

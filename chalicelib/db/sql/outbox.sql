@@ -3,8 +3,10 @@ INSERT INTO outbox (event_type, payload) VALUES (:event_type, CAST(:payload AS j
 
 -- name: take_unpublished
 -- SKIP LOCKED: a request's own flush and the sweeper never publish a row twice at once.
+-- A row that failed 20 times (say, over SNS's size limit) is left for an
+-- operator rather than blocking the tenant's later events for ever.
 SELECT id, event_type, payload FROM outbox
- WHERE published_at IS NULL
+ WHERE published_at IS NULL AND attempts < 20
  ORDER BY created_at
  LIMIT :limit
  FOR UPDATE SKIP LOCKED;

@@ -36,19 +36,6 @@ UPDATE subscriptions SET status = 'canceled', canceled_at = now() WHERE id = :id
 -- name: stop_billing
 UPDATE accounts SET next_billing_at = NULL WHERE id = :id;
 
--- name: open_invoices
-SELECT id, total, currency FROM invoices
- WHERE account_id = :account_id AND status = 'open' AND total > amount_paid
- ORDER BY period_start, id;
-
--- name: attempts_for_invoice
-SELECT count(*) FROM payment_attempts WHERE invoice_id = :invoice_id;
-
--- name: record_attempt
-INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency, outcome,
-                              gateway_reference, decline_code)
-VALUES (:account_id, :invoice_id, :attempt, :key, :amount, :currency, :outcome, :reference, :decline_code);
-
 -- name: mark_paid
 UPDATE invoices SET status = 'paid', amount_paid = total, amount_due = 0, paid_at = now() WHERE id = :id;
 
@@ -72,8 +59,48 @@ SELECT s.id, s.current_period_start, s.cancel_at_period_end, p.amount, p.currenc
  ORDER BY s.created_at DESC
  LIMIT 1;
 
--- name: payment_key_basis
--- Stable across a rolled-back attempt (which re-creates the invoice under a new id).
-SELECT COALESCE(CAST(subscription_id AS text) || ':' || to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
-                'invoice:' || CAST(id AS text))
-  FROM invoices WHERE id = :invoice_id;
+-- name: settle_page
+SELECT tenant_id, account_id, due_at, kind FROM rebill_unsettled_accounts(:as_of, :after_at, :after_id, :max_rows);
+
+-- name: pending_for_invoice
+SELECT id, account_id, invoice_id, idempotency_key, amount, currency
+  FROM payment_attempts WHERE invoice_id = :invoice_id AND outcome = 'pending';
+
+-- name: pending_for_account
+SELECT id, account_id, invoice_id, idempotency_key, amount, currency
+  FROM payment_attempts WHERE account_id = :account_id AND outcome = 'pending'
+ ORDER BY created_at;
+
+-- name: open_attempt
+-- The key is built from what the invoice is for (subscription and period), not
+-- its row id, and the attempt number from this invoice's earlier attempts.
+INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency, outcome)
+SELECT CAST(:account_id AS uuid), i.id, n.attempt,
+       'pay:' || COALESCE(CAST(i.subscription_id AS text) || ':'
+                          || to_char(i.period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+                          'invoice:' || CAST(i.id AS text)) || ':' || n.attempt,
+       CAST(:amount AS bigint), CAST(:currency AS text), 'pending'
+  FROM invoices i
+ CROSS JOIN (SELECT count(*) AS attempt FROM payment_attempts WHERE invoice_id = :invoice_id) n
+ WHERE i.id = :invoice_id
+RETURNING id, account_id, invoice_id, idempotency_key, amount, currency;
+
+-- name: lock_attempt
+SELECT outcome FROM payment_attempts WHERE id = :id FOR UPDATE;
+
+-- name: resolve_attempt
+UPDATE payment_attempts
+   SET outcome = :outcome, gateway_reference = :reference, decline_code = :decline_code, resolved_at = now()
+ WHERE id = :id;
+
+-- name: oldest_open_invoice
+SELECT id, amount_due, currency FROM invoices
+ WHERE account_id = :account_id AND status = 'open' AND amount_due > 0
+ ORDER BY period_start, id
+ LIMIT 1;
+
+-- name: next_billing_at
+SELECT next_billing_at FROM accounts WHERE id = :id;
+
+-- name: lease_retry
+UPDATE accounts SET payment_retry_at = :lease_until WHERE id = :id;
