@@ -65,13 +65,19 @@ def enqueue_due(as_of: datetime, queue_url: str, progress=None, concurrency: int
     sqs = aws.client("sqs")
     stamp = _iso(as_of)
 
+    failed = []
+
     def send(chunk: list[dict]) -> int:
         entries = [{"Id": str(i), "MessageBody": json.dumps({**m, "asOf": stamp})} for i, m in enumerate(chunk)]
-        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        if response.get("Failed"):
-            # Unsent accounts stay due: the next run (or a re-run) picks them up.
-            raise RuntimeError(f"SendMessageBatch failed for {len(response['Failed'])} entries")
-        return len(chunk)
+        for _attempt in range(3):
+            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            retry = {f["Id"] for f in response.get("Failed", [])}
+            entries = [e for e in entries if e["Id"] in retry]
+            if not entries:
+                break
+        # Still unsent: they stay due and the next run picks them up; the rest go on.
+        failed.extend(entries)
+        return len(chunk) - len(entries)
 
     sent = 0
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -80,6 +86,9 @@ def enqueue_due(as_of: datetime, queue_url: str, progress=None, concurrency: int
             if progress:
                 progress(sent)
     emit_metric("rebill_accounts", sent)
+    if failed:
+        emit_metric("rebill_failures", len(failed))
+        log.error("%d due accounts could not be enqueued; they stay due for the next run", len(failed))
     return sent
 
 

@@ -1,8 +1,8 @@
 """Metered usage events: recorded once per client ``event_id``, judged one by one.
 
 A batch (up to 100) is accepted event by event: an event for an unknown account,
-or stamped too far in the past or the future, is rejected with its reasons while
-the rest are stored. A resent ``event_id`` is reported as a duplicate and counted
+stamped too far in the past or the future, or in a period already invoiced, is
+rejected with its reasons while the rest are stored. A resent ``event_id`` is reported as a duplicate and counted
 once. Quantities are integers.
 """
 
@@ -30,7 +30,7 @@ def record(tx, request) -> tuple[int, dict]:
     oldest = now - timedelta(days=settings.usage_max_age_days)
     newest = now + timedelta(seconds=settings.usage_max_future_s)
 
-    known = {str(row[0]) for row in tx.run(Q["known_accounts"], ids=sorted({e["account_id"] for e in events}))}
+    known = {str(row[0]): row[1] for row in tx.run(Q["known_accounts"], ids=sorted({e["account_id"] for e in events}))}
     results, to_insert, seen = [], [], set()
     for event in events:
         reasons = _reasons(event, known, oldest, newest, settings)
@@ -69,15 +69,20 @@ def record(tx, request) -> tuple[int, dict]:
     return 200, summary
 
 
-def _reasons(event: dict, known: set[str], oldest: datetime, newest: datetime, settings) -> list[str]:
+def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, settings) -> list[str]:
     reasons = []
-    if event["account_id"].lower() not in known:
+    account_id = event["account_id"].lower()
+    if account_id not in known:
         reasons.append("no such account")
     try:
         at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
     except ValueError:
         return [*reasons, "timestamp is not a valid date and time"]
-    if at < oldest:
+    open_since = known.get(account_id)
+    if open_since is not None and at < open_since:
+        # Its period is invoiced already; accepting it would bill it never.
+        reasons.append("timestamp falls in a billing period that is already invoiced")
+    elif at < oldest:
         reasons.append(f"timestamp is more than {settings.usage_max_age_days} days old")
     elif at > newest:
         reasons.append(f"timestamp is more than {settings.usage_max_future_s} seconds in the future")

@@ -64,3 +64,22 @@ def test_tenant_creation_validation_failure(api, tenant):
     reply = api.post("/v1/tenants", {"name": "", "email": "x"}, tenant.admin)
     assert reply.status == 400
     assert {d["field"] for d in reply.body["error"]["details"]} == {"name", "email", "plan"}
+
+
+def test_tiers_must_rise_and_end_open(api, tenant):
+    for tiers in (
+        [{"up_to": 10, "unit_amount": 5}],
+        [{"up_to": 10, "unit_amount": 5}, {"up_to": 5, "unit_amount": 3}, {"up_to": None, "unit_amount": 1}],
+        [{"up_to": None, "unit_amount": 5}, {"up_to": None, "unit_amount": 1}],
+    ):
+        plan = {
+            "code": "t",
+            "name": "T",
+            "interval": "month",
+            "amount": 0,
+            "currency": "USD",
+            "usage_prices": [{"metric": "m", "aggregation": "sum", "tiers": tiers}],
+        }
+        reply = api.post("/v1/plans", plan, tenant.admin)
+        assert reply.status == 400, tiers
+        assert reply.body["error"]["details"][0]["field"] == "usage_prices.0.tiers"

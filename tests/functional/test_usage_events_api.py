@@ -90,3 +90,14 @@ def test_another_tenants_account_cannot_receive_usage(api, account, other_tenant
     reply = api.post("/v1/events", _event(account["id"], "steal"), other_tenant.user)
     assert reply.status == 422
     assert "no such account" in reply.body["error"]["details"][0]["issue"]
+
+
+def test_usage_stamped_in_an_already_invoiced_period_is_rejected(api, account, catalog):
+    sub = api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user).body
+    before_period = _now(-timedelta(days=2))
+
+    reply = api.post("/v1/events", {"events": [_event(account["id"], "late", at=before_period)]}, catalog.user)
+
+    assert sub["status"] == "active"
+    assert reply.status == 422
+    assert "already invoiced" in reply.body["error"]["details"][0]["issue"]

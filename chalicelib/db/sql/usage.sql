@@ -1,5 +1,10 @@
 -- name: known_accounts
-SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[]));
+-- With the start of the period still open for usage: anything earlier has been invoiced.
+SELECT a.id,
+       (SELECT max(s.current_period_start) FROM subscriptions s
+         WHERE s.account_id = a.id AND s.status IN ('active', 'past_due')) AS open_since
+  FROM accounts a
+ WHERE a.id = ANY(CAST(:ids AS uuid[]));
 
 -- name: insert_batch
 -- Set-based; a resent event_id is skipped, and is absent from RETURNING.
