@@ -4,13 +4,14 @@ import os
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 
-from chalicelib import audit, consumers, http, idempotency, notifications, ops, outbox, pagination
+from chalicelib import audit, consumers, http, idempotency, notifications, observability, ops, outbox, pagination
 from chalicelib import health as health_check
 from chalicelib.auth import ADMIN, USER
 from chalicelib.billing import accounts, invoices, invoicing, ledger, plans, rebill, subscriptions, tenants, usage
 from chalicelib.http import api
 
 app = Chalice(app_name="billing-platform")
+observability.configure_logging()
 # Queue and topic names are fixed when the app is packaged; a prefix lets two
 # stages share one AWS account.
 PREFIX = os.environ.get("RESOURCE_PREFIX", "billing")
@@ -25,6 +26,15 @@ def _cognito_authorizer() -> dict:
 
 
 AUTH = _cognito_authorizer()
+
+
+@app.middleware("all")
+def log_fields_per_invocation(event, get_response):
+    observability.clear()
+    context = getattr(event, "context", None)
+    request_id = context.get("requestId") if isinstance(context, dict) else getattr(context, "aws_request_id", None)
+    observability.bind(request_id=request_id)
+    return get_response(event)
 
 
 @app.middleware("http")

@@ -11,7 +11,7 @@ rather than Lambda deleting the failed messages.
 
 import logging
 
-from chalicelib import events
+from chalicelib import events, observability
 from chalicelib.config import get_settings
 
 log = logging.getLogger("billing.consumers")
@@ -29,6 +29,7 @@ def dispatch(handlers: dict):
 
     def handle_body(body: str) -> bool:
         event = events.parse(body)
+        observability.bind(tenant_id=event["tenantId"], event_id=event["eventId"])
         handle = handlers.get(event["eventType"])
         return handle(event) if handle else False
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from chalice import Response
 
-from chalicelib import auth, encoding, errors, validation
+from chalicelib import auth, encoding, errors, observability, validation
 from chalicelib.db import errors as db_errors
 
 log = logging.getLogger("billing.http")
@@ -53,6 +53,7 @@ def read(app, role: str, schema=None, *, body_required: bool = True) -> ApiReque
     """
     request = app.current_request
     principal = auth.authenticate(request.headers, request.context)
+    observability.bind(tenant_id=principal.tenant_id, user_id=principal.user_id)
     principal.require(role)
     body = {}
     if schema is not None:

@@ -1,12 +1,78 @@
-"""Metrics as CloudWatch Embedded Metric Format lines on stdout: zero API calls.
+"""Structured JSON logs and CloudWatch Embedded Metric Format metrics, on stdout.
 
-Lambda ships stdout to CloudWatch Logs, which extracts the metrics. Each call
-writes one JSON line; dimensions are a small fixed set (TenantId, PlanId).
+Logs: one JSON object per line with timestamp, level, message, logger, function,
+request id, tenant id and user id (bound per invocation through a context
+variable). Messages are scrubbed of bearer tokens, JWTs, card-like digit runs and
+the local part of email addresses before they are written.
+
+Metrics: EMF lines that CloudWatch Logs turns into metrics, zero API calls;
+dimensions are a small fixed set (TenantId, PlanId).
 """
 
+import contextvars
 import json
+import logging
+import os
+import re
 import sys
 import time
+from datetime import UTC, datetime
+
+_fields: contextvars.ContextVar[dict | None] = contextvars.ContextVar("log_fields", default=None)
+_SCRUB = [
+    (re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [redacted]"),
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[jwt redacted]"),
+    (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "[number redacted]"),
+    (re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b"), r"\1***@\2"),
+]
+
+
+def scrub(text: str) -> str:
+    for pattern, replacement in _SCRUB:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def bind(**fields) -> None:
+    """Add fields (tenant_id, user_id, request_id) to every log line of this invocation."""
+    _fields.set({**(_fields.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}})
+
+
+def clear() -> None:
+    _fields.set({})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname,
+            "message": scrub(record.getMessage()),
+            "logger": record.name,
+            "function": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local"),
+            **(_fields.get() or {}),
+        }
+        if record.exc_info:
+            entry["exception"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+_configured = False
+
+
+def configure_logging() -> None:
+    """JSON on the root logger (Lambda installs a handler; elsewhere one is added). Idempotent."""
+    global _configured
+    if _configured:
+        return
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stdout))
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())
+    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    _configured = True
+
 
 NAMESPACE = "BillingPlatform"
 

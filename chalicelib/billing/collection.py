@@ -23,7 +23,7 @@ ledger entry (a payment negative, a failure recorded at zero).
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chalicelib import audit
+from chalicelib import audit, tracing
 from chalicelib.billing import ledger, payments
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
@@ -57,9 +57,10 @@ def open_intent(tx, account_id, invoice_id, amount: int, currency: str) -> Inten
 
 def settle(tenant_id: str, intent: Intent, now: datetime) -> str:
     """Charge one intent and record the outcome: "succeeded", "declined" or "inactive"."""
-    result = payments.get_gateway().charge(
-        account_id=intent.account_id, amount=intent.amount, currency=intent.currency, idempotency_key=intent.key
-    )
+    with tracing.subsegment("payment.charge", tenant_id=tenant_id):
+        result = payments.get_gateway().charge(
+            account_id=intent.account_id, amount=intent.amount, currency=intent.currency, idempotency_key=intent.key
+        )
     with transaction(tenant_id=tenant_id) as tx:
         account = tx.one(Q["lock_account"], id=intent.account_id)
         recorded = tx.scalar(Q["lock_attempt"], id=intent.attempt_id)

@@ -19,6 +19,7 @@ import pg8000.native
 from pg8000.exceptions import DatabaseError as _PgDatabaseError
 from pg8000.exceptions import InterfaceError as _PgInterfaceError
 
+from chalicelib import tracing
 from chalicelib.config import Settings, get_settings
 from chalicelib.db import errors
 
@@ -192,6 +193,11 @@ def transaction(tenant_id: str | uuid.UUID | None = None):
     """Run a unit of work; with ``tenant_id`` every statement sees that tenant's rows only."""
     if tenant_id is not None:
         tenant_id = str(uuid.UUID(str(tenant_id)))
+    with tracing.subsegment("postgres.transaction", tenant_id=tenant_id or "-"):
+        yield from _transaction(tenant_id)
+
+
+def _transaction(tenant_id):
     conn = _begin()
     tx = Transaction(conn)
     try:
