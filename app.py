@@ -7,7 +7,18 @@ from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 from chalicelib import audit, consumers, http, idempotency, notifications, observability, ops, outbox, pagination
 from chalicelib import health as health_check
 from chalicelib.auth import ADMIN, USER
-from chalicelib.billing import accounts, invoices, invoicing, ledger, plans, rebill, subscriptions, tenants, usage
+from chalicelib.billing import (
+    accounts,
+    invoices,
+    invoicing,
+    ledger,
+    plans,
+    rebill,
+    rebill_batch,
+    subscriptions,
+    tenants,
+    usage,
+)
 from chalicelib.http import api
 
 app = Chalice(app_name="billing-platform")
@@ -215,6 +226,9 @@ def rebill_schedule(event):
     return {"enqueued": rebill.enqueue_due(calendar.utcnow(), rebill.queue_url())}
 
 
-@app.on_sqs_message(queue=f"{PREFIX}-rebill", batch_size=10, name="rebill_processor")
+# Up to 100 accounts per invocation: renewals are billed set-based per tenant.
+@app.on_sqs_message(
+    queue=f"{PREFIX}-rebill", batch_size=100, maximum_batching_window_in_seconds=5, name="rebill_processor"
+)
 def rebill_processor(event):
-    return consumers.process_batch(consumers.records_of(event), "rebill", rebill.handle)
+    return rebill_batch.process(consumers.records_of(event))

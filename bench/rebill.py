@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1, help="concurrent processors (Lambda concurrency)")
     parser.add_argument("--sqs-sample", type=int, default=1000, help="accounts sent through moto's SQS")
+    parser.add_argument("--batch-size", type=int, default=100, help="SQS batch size (app.py maps 100)")
     args = parser.parse_args(argv)
 
     admin_url = postgres.ensure_server(postgres.LOCAL_DIR / "pg-bench")
@@ -175,8 +176,10 @@ def main(argv=None) -> int:
     rate("moto SQS receive + handler + delete (same sample)", drained, drain_s)
 
     with timed(results, "process"):
-        processed, handler_s = _process(messages[len(sample) :], args.workers)
-    rate(f"processing: rebill handler, {args.workers} worker(s), SQS-shaped batches of 10", processed, handler_s)
+        processed, handler_s = _process(messages[len(sample) :], args.workers, args.batch_size)
+    rate(
+        f"processing: rebill handler, {args.workers} worker(s), SQS batches of {args.batch_size}", processed, handler_s
+    )
     select_rate = len(messages) / results["select"]
     process_rate = processed / handler_s
     end_to_end = 1 / (1 / select_rate + 1 / process_rate)
@@ -213,16 +216,16 @@ def _through_moto(now, sample: list[dict]) -> tuple[int, float, int, float]:
     return len(sample), enqueue_s, drained, drain_s
 
 
-def _process(messages: list[dict], workers: int) -> tuple[int, float]:
-    """Run the SQS handler over SQS-shaped batches of ten, on ``workers`` threads."""
+def _process(messages: list[dict], workers: int, batch_size: int) -> tuple[int, float]:
+    """Run the SQS handler over SQS-shaped batches (the mapping's batch size), on ``workers`` threads."""
     import app as app_module
     from chalicelib.db import reset_connection
     from devtools.pump import LambdaContext, lambda_event
 
     batches = [
         [{"MessageId": f"m{i + j}", "ReceiptHandle": "r", "Body": json.dumps(m)} for j, m in enumerate(chunk)]
-        for i in range(0, len(messages), 10)
-        for chunk in [messages[i : i + 10]]
+        for i in range(0, len(messages), batch_size)
+        for chunk in [messages[i : i + batch_size]]
     ]
     lock = threading.Lock()
     failures = []

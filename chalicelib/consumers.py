@@ -51,8 +51,13 @@ def process_batch(records, consumer: str, handle_body) -> dict:
         except Exception:  # noqa: BLE001 - reported per record; the queue retries and then dead-letters it
             log.exception("%s: message %s failed (receive %s)", consumer, message_id, receive_count)
             failures.append(message_id)
+    return respond(consumer, failures, len(records))
+
+
+def respond(consumer: str, failures: list[str], total: int) -> dict:
+    """The partial-batch response, or a whole-batch failure where the mapping cannot report items."""
     if failures and not get_settings().sqs_report_batch_item_failures:
-        raise BatchFailed(f"{consumer}: {len(failures)} of {len(records)} records failed")
+        raise BatchFailed(f"{consumer}: {len(failures)} of {total} records failed")
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
 

@@ -61,9 +61,13 @@ _configured = False
 
 
 def configure_logging() -> None:
-    """JSON on the root logger (Lambda installs a handler; elsewhere one is added). Idempotent."""
+    """JSON on the root logger, in Lambda (which installs a handler) and under chalice local.
+
+    Elsewhere (tests, scripts) logging is left as the host configured it. Idempotent.
+    """
     global _configured
-    if _configured:
+    in_lambda = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+    if _configured or not (in_lambda or os.environ.get("AWS_CHALICE_CLI_MODE")):
         return
     root = logging.getLogger()
     if not root.handlers:

@@ -45,10 +45,13 @@ def due(as_of: datetime, page_size: int = PAGE_SIZE):
                 rows = tx.run(Q[query], as_of=as_of, after_at=after_at, after_id=after_id, max_rows=page_size)
             if not rows:
                 break
-            yield [
+            after_at, after_id = rows[-1][2], rows[-1][1]
+            # Grouped by tenant within the page: the processor bills a tenant's
+            # accounts of one SQS batch together, so neighbours should share one.
+            page = [
                 {"tenantId": str(t), "accountId": str(a), "kind": kind, "dueAt": _iso(at)} for t, a, at, kind in rows
             ]
-            after_at, after_id = rows[-1][2], rows[-1][1]
+            yield sorted(page, key=lambda m: m["tenantId"])
             if len(rows) < page_size:
                 break
 

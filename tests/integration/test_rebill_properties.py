@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.billing import collection, invoicing, payments, rebill
+from chalicelib.billing import collection, invoicing, payments, rebill, rebill_batch
 from chalicelib.db import reset_connection, transaction
 from tests import billing
 
@@ -26,6 +26,9 @@ def _crashing(module, name, remaining: list):
     real = getattr(module, name)
 
     def wrapper(*args, **kwargs):
+        if remaining and remaining[0] == f"{name}:before":
+            remaining.pop(0)
+            raise Crash(name)
         result = real(*args, **kwargs)
         if remaining and remaining[0] == name:
             remaining.pop(0)
@@ -38,6 +41,19 @@ def _crashing(module, name, remaining: list):
 def _schedule(tenant_id, queue):
     for page in rebill.due(NOW, page_size=3):
         queue += [rebill.json.dumps(m) for m in page if m["tenantId"] == tenant_id]
+
+
+def _deliver_batch(queue: list, start: int, size: int, lose_acks: bool) -> None:
+    """The batch path (rebill_processor): acknowledged records leave the queue unless the ack is lost."""
+    batch = queue[start : start + size]
+    records = [{"messageId": str(i), "body": body} for i, body in enumerate(batch)]
+    try:
+        failed = {int(f["itemIdentifier"]) for f in rebill_batch.process(records, now=NOW)["batchItemFailures"]}
+    except Crash:
+        return  # the invocation died: every record comes back
+    if not lose_acks:
+        for i in sorted(set(range(len(batch))) - failed, reverse=True):
+            queue.pop(start + i)
 
 
 def _deliver(message) -> bool:
@@ -69,19 +85,27 @@ steps = st.lists(
         st.tuples(st.just("concurrent_schedule")),
         st.tuples(st.just("deliver"), st.integers(0, 50), st.booleans()),
         st.tuples(st.just("concurrent_deliver"), st.integers(0, 50)),
+        st.tuples(st.just("batch"), st.integers(0, 50), st.integers(1, 12), st.booleans()),
         st.tuples(st.just("crash"), st.sampled_from(["issue_for_period", "open_intent", "settle"]), st.integers(0, 50)),
     ),
     max_size=25,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     accounts=st.integers(1, 4),
     outcomes=st.lists(st.lists(st.sampled_from(["succeed", "timeout", "decline"]), max_size=3), min_size=4, max_size=4),
     plan=steps,
 )
 def test_every_due_account_is_charged_exactly_once_per_period(database_url, make_tenant, accounts, outcomes, plan):
+    import os
+
+    from chalicelib.config import reset_settings
+
+    previous = os.environ.get("SQS_REPORT_BATCH_ITEM_FAILURES")
+    os.environ["SQS_REPORT_BATCH_ITEM_FAILURES"] = "true"
+    reset_settings()
     tenant = make_tenant()
     plan_id = billing.plan(tenant, usage_prices=[])
     account_ids = [billing.subscribed_account(tenant, plan_id, ANCHOR) for _ in range(accounts)]
@@ -92,7 +116,13 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
     queue: list[str] = []
     crashes: list[str] = []
     patched = {}
-    for module, name in ((invoicing, "issue_for_period"), (collection, "open_intent"), (collection, "settle")):
+    targets = (
+        (invoicing, "issue_for_period"),
+        (collection, "open_intent"),
+        (collection, "settle"),
+        (rebill_batch, "_settle_together"),
+    )
+    for module, name in targets:
         patched[(module, name)], wrapper = _crashing(module, name, crashes)
         setattr(module, name, wrapper)
     try:
@@ -108,9 +138,14 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
             elif queue and step[0] == "concurrent_deliver":
                 message = queue[step[1] % len(queue)]
                 _in_threads(lambda m=message: _deliver(m), lambda m=message: _deliver(m))
+            elif queue and step[0] == "batch":
+                _deliver_batch(queue, step[1] % len(queue), step[2], step[3])
             elif queue and step[0] == "crash":
                 crashes[:] = [step[1]]
-                _deliver(queue[step[2] % len(queue)])
+                if step[1].startswith("_settle_together"):
+                    _deliver_batch(queue, step[2] % len(queue), 10, False)
+                else:
+                    _deliver(queue[step[2] % len(queue)])
                 crashes.clear()
         # The faults stop; the queue and the next daily runs deliver everything until quiet.
         for _ in range(10):
@@ -122,6 +157,11 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
         for (module, name), real in patched.items():
             setattr(module, name, real)
         payments.set_gateway(None)
+        if previous is None:
+            os.environ.pop("SQS_REPORT_BATCH_ITEM_FAILURES", None)
+        else:
+            os.environ["SQS_REPORT_BATCH_ITEM_FAILURES"] = previous
+        reset_settings()
 
     for account in account_ids:
         state = billing.state(tenant, account)

@@ -1,0 +1,86 @@
+"""The batch path bills exactly what the single-account path bills, and reports failures per record."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib.billing import rebill, rebill_batch
+from tests import billing
+
+ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
+FEB_28 = datetime(2027, 2, 28, 9, tzinfo=UTC)
+MAR_31 = datetime(2027, 3, 31, 9, tzinfo=UTC)
+
+
+def _records(tenant, accounts, due=FEB_28, copies=1):
+    body = {"tenantId": tenant, "kind": "renewal", "dueAt": rebill._iso(due)}
+    return [
+        {"messageId": f"{a}-{n}", "body": json.dumps({**body, "accountId": a})} for a in accounts for n in range(copies)
+    ]
+
+
+@pytest.fixture
+def reporting(monkeypatch):
+    from chalicelib.config import reset_settings
+
+    monkeypatch.setenv("SQS_REPORT_BATCH_ITEM_FAILURES", "true")
+    reset_settings()
+    yield
+    reset_settings()
+
+
+def test_a_batch_bills_like_one_by_one(make_tenant, gateway, reporting):
+    tenant = make_tenant()
+    plan = billing.plan(tenant)
+    batch = [billing.subscribed_account(tenant, plan, ANCHOR) for _ in range(5)]
+    single = [billing.subscribed_account(tenant, plan, ANCHOR) for _ in range(5)]
+    for account in batch + single:
+        billing.usage(tenant, account, ANCHOR + timedelta(days=2), 300, f"u-{account}")
+
+    assert rebill_batch.process(_records(tenant, batch, copies=2), now=FEB_28) == {"batchItemFailures": []}
+    for account in single:
+        rebill.handle(_records(tenant, [account])[0]["body"], now=FEB_28)
+
+    def shape(account):
+        state = billing.state(tenant, account)
+        return state["entries"], state["next_billing_at"], [(i["status"], i["total"]) for i in state["invoices"]]
+
+    assert {str(shape(a)) for a in batch} == {str(shape(a)) for a in single}
+    assert shape(batch[0]) == ([("charge", 5500), ("payment", -5500)], MAR_31, [("paid", 5500)])
+    keys = sorted(c[0].split(":", 2)[2] for c in gateway.charges)
+    assert len(keys) == 10 and len(set(keys)) == 1  # same key shape, one charge per account
+
+
+def test_declines_timeouts_and_odd_accounts_in_a_batch_are_handled_per_account(make_tenant, gateway, reporting):
+    tenant = make_tenant()
+    plan = billing.plan(tenant, usage_prices=[])
+    ok, declined, timed_out, canceling = (billing.subscribed_account(tenant, plan, ANCHOR) for _ in range(4))
+    gateway.script(declined, ["decline"])
+    gateway.script(timed_out, ["timeout"])
+    from chalicelib.db import transaction
+
+    with transaction(tenant_id=tenant) as tx:
+        tx.run("UPDATE subscriptions SET cancel_at_period_end = true WHERE account_id = :a", a=canceling)
+    records = _records(tenant, [ok, declined, timed_out, canceling]) + [{"messageId": "junk", "body": "{"}]
+
+    result = rebill_batch.process(records, now=FEB_28)
+
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted([f"{timed_out}-0", "junk"])
+    assert billing.state(tenant, ok)["status"] == "ACTIVE"
+    assert billing.state(tenant, declined)["status"] == "PENDING"
+    assert billing.state(tenant, canceling)["subscription"] == "canceled"
+    assert billing.pending_attempts(tenant, timed_out) == 1
+
+    redelivered = rebill_batch.process(_records(tenant, [timed_out]), now=FEB_28)
+    assert redelivered == {"batchItemFailures": []}
+    assert billing.state(tenant, timed_out)["entries"] == [("charge", 4900), ("payment", -4900)]
+    assert len([c for c in gateway.charges if c[1] == timed_out]) == 1
+
+
+def test_an_account_several_periods_behind_catches_up_in_the_batch(make_tenant, gateway, reporting):
+    tenant = make_tenant()
+    account = billing.subscribed_account(tenant, billing.plan(tenant, usage_prices=[]), ANCHOR)
+    rebill_batch.process(_records(tenant, [account]), now=datetime(2027, 5, 1, tzinfo=UTC))
+    assert billing.state(tenant, account)["next_billing_at"] == datetime(2027, 5, 31, 9, tzinfo=UTC)
+    assert len(billing.state(tenant, account)["charges_by_period"]) == 3
