@@ -61,13 +61,13 @@ _configured = False
 
 
 def configure_logging() -> None:
-    """JSON on the root logger, in Lambda (which installs a handler) and under chalice local.
+    """JSON on the root logger in Lambda (which installs a handler) and where LOG_FORMAT=json (make run).
 
-    Elsewhere (tests, scripts) logging is left as the host configured it. Idempotent.
+    Elsewhere (tests, packaging, scripts) logging is left as the host configured it. Idempotent.
     """
     global _configured
     in_lambda = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
-    if _configured or not (in_lambda or os.environ.get("AWS_CHALICE_CLI_MODE")):
+    if _configured or not (in_lambda or os.environ.get("LOG_FORMAT") == "json"):
         return
     root = logging.getLogger()
     if not root.handlers:

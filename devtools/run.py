@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     admin_url = postgres.ensure_server(postgres.LOCAL_DIR / "pg")
     database_url = os.environ.get("DATABASE_URL") or postgres.ensure_database(admin_url, "billing")
     os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("LOG_FORMAT", "json")
 
     from chalicelib.db import migrate
 

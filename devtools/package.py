@@ -1,0 +1,124 @@
+"""`chalice package --pkg-format terraform`, made deployable with Terraform 1.5+ and AWS provider 5.
+
+    python -m devtools.package --stage dev [--out build/dev]
+
+What chalice generates pins Terraform < 1.4 and the AWS provider < 5, declares an
+unused ``null_data_source`` (and with it the null provider), and cannot express
+some settings this app depends on. The post-processing:
+- requires Terraform >= 1.5 and hashicorp/aws 5.x, and drops the null provider;
+- turns on ``ReportBatchItemFailures`` for every SQS event-source mapping and sets
+  ``SQS_REPORT_BATCH_ITEM_FAILURES=true`` on every function, together (the
+  handlers only report partial failures where the mapping honours them);
+- turns on X-Ray active tracing (``TRACING=true``) for every function;
+- removes from deployment.zip what the Lambda Python runtime already provides
+  (boto3, botocore and their dependencies: aws-xray-sdk pulls botocore in) and
+  adds bytecode compiled for the runtime's Python, unchecked-hash, so a cold
+  start does not compile every module.
+Infrastructure chalice cannot describe (VPC, database, queues, WAF, alarms)
+belongs in sibling ``.tf`` files under infra/; ``--merge-template`` is refused for
+the terraform format.
+"""
+
+import argparse
+import json
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Provided by the Lambda Python runtime: shipping them again only grows the package.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+
+
+def chalice_package(stage: str, out: Path) -> None:
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    env.setdefault("AWS_ACCESS_KEY_ID", "packaging")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "packaging")
+    if out.exists():
+        shutil.rmtree(out)
+    chalice = Path(sys.executable).with_name("chalice")
+    subprocess.run(
+        [str(chalice), "package", "--pkg-format", "terraform", "--stage", stage, str(out)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def patch_terraform(document: dict) -> dict:
+    document["terraform"] = {
+        "required_version": ">= 1.5.0",
+        "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0, < 6.0"}},
+    }
+    data = document.get("data", {})
+    data.pop("null_data_source", None)
+    resources = document["resource"]
+    for mapping in resources.get("aws_lambda_event_source_mapping", {}).values():
+        if ":sqs:" in mapping.get("event_source_arn", ""):
+            mapping["function_response_types"] = ["ReportBatchItemFailures"]
+    for function in resources.get("aws_lambda_function", {}).values():
+        variables = function.setdefault("environment", {}).setdefault("variables", {})
+        variables["SQS_REPORT_BATCH_ITEM_FAILURES"] = "true"
+        variables["TRACING"] = "true"
+        function["tracing_config"] = {"mode": "Active"}
+    return document
+
+
+def slim_zip(path: Path, python: str = "3.11") -> tuple[int, int]:
+    """Drop runtime-provided packages and add unchecked-hash bytecode; returns (bytes before, after)."""
+    before = path.stat().st_size
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "pkg"
+        with zipfile.ZipFile(path) as archive:
+            archive.extractall(tree)
+        for entry in list(tree.iterdir()):
+            top = entry.name.split("-")[0] if entry.name.endswith(".dist-info") else entry.name
+            if top.replace("python_", "") in RUNTIME_PROVIDED or top in ("python_dateutil",):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if sys.version_info[:2] == tuple(int(p) for p in python.split(".")):
+            for source in tree.rglob("*.py"):
+                try:
+                    py_compile.compile(
+                        str(source), doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+                    )
+                except py_compile.PyCompileError:
+                    pass  # a module that does not compile on this Python is left to the runtime
+        path.unlink()
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(tree.rglob("*")):
+                if file.is_file():
+                    archive.write(file, file.relative_to(tree))
+    return before, path.stat().st_size
+
+
+def package(stage: str, out: Path) -> dict:
+    chalice_package(stage, out)
+    tf_path = out / "chalice.tf.json"
+    tf_path.write_text(json.dumps(patch_terraform(json.loads(tf_path.read_text())), indent=2))
+    before, after = slim_zip(out / "deployment.zip")
+    return {"stage": stage, "out": str(out), "zip_bytes_before": before, "zip_bytes": after}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else ROOT / "build" / args.stage
+    result = package(args.stage, out)
+    print(
+        f"{out}: chalice.tf.json patched; deployment.zip {result['zip_bytes_before'] / 1e6:.1f} MB"
+        f" -> {result['zip_bytes'] / 1e6:.1f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
