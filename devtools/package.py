@@ -37,6 +37,9 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "
 
 def chalice_package(stage: str, out: Path) -> None:
     env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    # The Cognito authorizer's pool ARN lands in the API's swagger, which chalice
+    # emits as a Terraform string: an interpolation there resolves at apply time.
+    env.setdefault("COGNITO_USER_POOL_ARN", "${module.cognito.user_pool_arn}")
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     env.setdefault("AWS_ACCESS_KEY_ID", "packaging")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "packaging")
@@ -63,12 +66,51 @@ def patch_terraform(document: dict) -> dict:
     for mapping in resources.get("aws_lambda_event_source_mapping", {}).values():
         if ":sqs:" in mapping.get("event_source_arn", ""):
             mapping["function_response_types"] = ["ReportBatchItemFailures"]
-    for function in resources.get("aws_lambda_function", {}).values():
+    for name, function in resources.get("aws_lambda_function", {}).items():
         variables = function.setdefault("environment", {}).setdefault("variables", {})
-        variables["SQS_REPORT_BATCH_ITEM_FAILURES"] = "true"
-        variables["TRACING"] = "true"
+        variables.update(RUNTIME_ENV)
         function["tracing_config"] = {"mode": "Active"}
+        function["vpc_config"] = {
+            "subnet_ids": "${module.network.private_subnet_ids}",
+            "security_group_ids": ["${module.network.lambda_security_group_id}"],
+        }
+        function["reserved_concurrent_executions"] = f'${{lookup(var.reserved_concurrency, "{name}", -1)}}'
+    for kind in ("aws_lambda_event_source_mapping", "aws_sns_topic_subscription"):
+        for resource in resources.get(kind, {}).values():
+            resource["depends_on"] = ["module.messaging"]  # the queues and topics chalice names by ARN
+    deployment = resources["aws_api_gateway_deployment"]["rest_api"]
+    stage_name = deployment.pop("stage_name")
+    deployment.pop("stage_description", None)
+    deployment["triggers"] = {"redeployment": "${md5(local.chalice_api_swagger)}"}
+    document["output"]["EndpointURL"] = {"value": "${aws_api_gateway_stage.api.invoke_url}"}
+    document["locals"]["api_stage_name"] = stage_name
+    document["locals"]["billing_function_names"] = [
+        f"${{aws_lambda_function.{name}.function_name}}" for name in resources.get("aws_lambda_function", {})
+    ]
     return document
+
+
+# What every function reads from its environment, from the modules in infra/.
+RUNTIME_ENV = {
+    "SQS_REPORT_BATCH_ITEM_FAILURES": "true",
+    "TRACING": "true",
+    "DB_SECRET_ARN": "${module.database.secret_arn}",
+    "DB_HOST": "${module.database.endpoint}",
+    "EVENTS_TOPIC_ARN": "${module.messaging.events_topic_arn}",
+    "COGNITO_USER_POOL_ID": "${module.cognito.user_pool_id}",
+    "COGNITO_CLIENT_IDS": "${module.cognito.client_id}",
+    "COGNITO_USER_POOL_ARN": "${module.cognito.user_pool_arn}",
+    "SES_SENDER": "${var.ses_sender}",
+    "RESOURCE_PREFIX": "${var.prefix}",
+    "CONSUMER_STALE_AFTER_S": "${6 * var.function_timeout_s}",
+}
+
+
+def copy_infra(out: Path) -> None:
+    """Our Terraform beside chalice's: one root module."""
+    for source in (ROOT / "infra").glob("*.tf"):
+        shutil.copy(source, out / source.name)
+    shutil.copytree(ROOT / "infra" / "modules", out / "modules", dirs_exist_ok=True)
 
 
 def slim_zip(path: Path, python: str = "3.11") -> tuple[int, int]:
@@ -102,6 +144,7 @@ def package(stage: str, out: Path) -> dict:
     chalice_package(stage, out)
     tf_path = out / "chalice.tf.json"
     tf_path.write_text(json.dumps(patch_terraform(json.loads(tf_path.read_text())), indent=2))
+    copy_infra(out)
     before, after = slim_zip(out / "deployment.zip")
     return {"stage": stage, "out": str(out), "zip_bytes_before": before, "zip_bytes": after}
 

@@ -80,3 +80,79 @@ def test_generated_terraform_inits_offline_and_validates(built, tmp_path):
     ):
         result = subprocess.run(command, cwd=out, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Read by the app but fine to leave unset when deployed, and why.
+DEFAULTS_OK = {
+    "DATABASE_URL": "local and tests only; deployed, DB_SECRET_ARN and DB_HOST are used",
+    "DB_PORT": "5432 is Aurora's port",
+    "DB_NAME": "set per stage in .chalice/config.json",
+    "DB_APP_ROLE": "set in .chalice/config.json",
+    "DB_STATEMENT_TIMEOUT_MS": "set in .chalice/config.json",
+    "DB_CONNECT_TIMEOUT_S": "default 5 s",
+    "AWS_REGION": "set by Lambda",
+    "AWS_DEFAULT_REGION": "set by Lambda",
+    "STAGE": "set per stage in .chalice/config.json",
+    "VERIFY_JWT": "set per stage in .chalice/config.json",
+    "COGNITO_JWKS_URL": "defaults to the pool's well-known JWKS",
+    "JWT_LEEWAY_S": "default 30 s",
+    "MAX_BODY_BYTES": "default 256 KB",
+    "USAGE_MAX_AGE_DAYS": "default 35",
+    "USAGE_MAX_FUTURE_S": "default 300",
+    "DUNNING_RETRY_DAYS": "default 1,3,7",
+    "PAYMENT_GATEWAY": "mock is the only gateway this build has",
+    "MOCK_PAYMENT_OUTCOME": "mock gateway only",
+    "MOCK_PAYMENT_DECLINE_PERCENT": "mock gateway only",
+    "REBILL_CATCH_UP_PERIODS": "default 12",
+    "REBILL_SCHEDULE": "read at packaging time into the schedule rule",
+    "LOG_LEVEL": "set in .chalice/config.json",
+    "LOG_FORMAT": "Lambda always logs JSON",
+    "AWS_LAMBDA_FUNCTION_NAME": "set by Lambda",
+    "AWS_CHALICE_CLI_MODE": "set by the chalice CLI",
+    "_X_AMZN_TRACE_ID": "set by Lambda",
+}
+
+
+def _env_names_read_by_the_app() -> set[str]:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    names = set()
+    for path in [root / "app.py", *sorted((root / "chalicelib").rglob("*.py"))]:
+        text = path.read_text()
+        names |= set(re.findall(r'env\("([A-Z0-9_]+)"', text))
+        names |= set(re.findall(r'environ(?:\.get)?\(\s*"([A-Z0-9_]+)"', text))
+        names |= set(re.findall(r'"([A-Z0-9_]+)" in os\.environ', text))
+    return names
+
+
+def test_every_env_var_the_app_reads_is_set_by_the_terraform_or_has_a_stated_default(built):
+    _out, _result, tf = built
+    read = _env_names_read_by_the_app()
+    assert {"DB_SECRET_ARN", "EVENTS_TOPIC_ARN", "COGNITO_USER_POOL_ID"} <= read  # the scan works
+    for name, function in tf["resource"]["aws_lambda_function"].items():
+        variables = function["environment"]["variables"]
+        missing = sorted(n for n in read if n not in variables and n not in DEFAULTS_OK)
+        assert missing == [], f"{name} lacks {missing}"
+
+
+def test_every_queue_the_app_consumes_is_created_by_the_infra():
+    import re
+
+    from app import app
+
+    main_tf = (Path(__file__).resolve().parents[2] / "infra" / "main.tf").read_text()
+    declared = {
+        name.replace("${var.prefix}", "billing") for name in re.findall(r'"(\$\{var\.prefix\}-[a-z-]+)"', main_tf)
+    }
+    consumed = {source.queue for source in app.event_sources if getattr(source, "queue", None)}
+    assert consumed <= declared
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
+def test_infra_terraform_is_formatted():
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        ["terraform", "fmt", "-check", "-recursive", "infra"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,114 @@
+# Wiring between chalice's generated resources (chalice.tf.json, in the same
+# build directory) and the modules: runtime permissions, the API stage with X-Ray
+# and access logs, per-route throttling, WAF, alarms and the dashboard.
+# Only valid next to chalice.tf.json: `python -m devtools.package` puts it there.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+resource "aws_iam_role_policy_attachment" "vpc_access" {
+  role       = aws_iam_role.default-role.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+}
+
+resource "aws_iam_role_policy_attachment" "xray" {
+  role       = aws_iam_role.default-role.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
+}
+
+data "aws_iam_policy_document" "runtime" {
+  statement {
+    sid       = "DatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [module.database.secret_arn]
+  }
+  statement {
+    sid       = "Decrypt"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [module.database.kms_key_arn, module.messaging.kms_key_arn]
+  }
+  statement {
+    sid       = "PublishEvents"
+    actions   = ["sns:Publish"]
+    resources = [module.messaging.events_topic_arn]
+  }
+  statement {
+    sid       = "Queues"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+    resources = values(module.messaging.queue_arns)
+  }
+  statement {
+    sid       = "Email"
+    actions   = ["ses:SendEmail"]
+    resources = ["arn:${data.aws_partition.current.partition}:ses:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:identity/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "runtime" {
+  name   = "${local.name}-runtime"
+  role   = aws_iam_role.default-role.id
+  policy = data.aws_iam_policy_document.runtime.json
+}
+
+resource "aws_cloudwatch_log_group" "api_access" {
+  name              = "/aws/apigateway/${local.name}-access"
+  retention_in_days = 90
+}
+
+resource "aws_api_gateway_stage" "api" {
+  rest_api_id          = aws_api_gateway_rest_api.rest_api.id
+  deployment_id        = aws_api_gateway_deployment.rest_api.id
+  stage_name           = local.api_stage_name
+  xray_tracing_enabled = true
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.api_access.arn
+    format = jsonencode({
+      requestId = "$context.requestId", ip = "$context.identity.sourceIp", method = "$context.httpMethod",
+      path      = "$context.resourcePath", status = "$context.status", latencyMs = "$context.responseLatency",
+      tenant    = "$context.authorizer.claims.custom:tenant_id", waf = "$context.waf.status"
+    })
+  }
+}
+
+resource "aws_api_gateway_method_settings" "throttle" {
+  for_each    = var.api_throttle
+  rest_api_id = aws_api_gateway_rest_api.rest_api.id
+  stage_name  = aws_api_gateway_stage.api.stage_name
+  method_path = each.key
+  settings {
+    throttling_rate_limit  = each.value.rate
+    throttling_burst_limit = each.value.burst
+    metrics_enabled        = true
+    logging_level          = "ERROR"
+  }
+}
+
+module "waf" {
+  source              = "./modules/waf"
+  name                = local.name
+  stage_arn           = aws_api_gateway_stage.api.arn
+  block               = var.waf_block
+  rate_limit_per_5min = var.waf_rate_limit_per_5min
+}
+
+module "monitoring" {
+  source             = "./modules/monitoring"
+  name               = local.name
+  alarm_topic_arn    = module.messaging.ops_topic_arn
+  function_names     = local.billing_function_names
+  queue_names        = concat(local.event_queues, local.other_queues)
+  dlq_names          = values(module.messaging.dlq_names)
+  api_name           = aws_api_gateway_rest_api.rest_api.name
+  db_cluster_id      = module.database.cluster_id
+  error_rate_percent = var.error_rate_alarm_percent
+  db_max_connections = var.db_max_connections_alarm
+}
+
+output "api_url" {
+  value = aws_api_gateway_stage.api.invoke_url
+}
+
+output "cognito" {
+  value = { user_pool_id = module.cognito.user_pool_id, client_id = module.cognito.client_id, user_pool_arn = module.cognito.user_pool_arn }
+}

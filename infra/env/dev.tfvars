@@ -1,0 +1,7 @@
+stage                  = "dev"
+ses_sender             = "billing@dev.example.com"
+db_min_acu             = 0.5
+db_max_acu             = 2
+db_deletion_protection = false
+waf_block              = false
+interface_endpoints    = []

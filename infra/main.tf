@@ -1,0 +1,51 @@
+# The billing platform's infrastructure. `python -m devtools.package --stage STAGE`
+# copies this directory next to chalice's generated chalice.tf.json in
+# build/STAGE, which makes them one root module: these modules create what the
+# functions need, and the patched chalice resources refer to them (VPC config,
+# environment, IAM, API stage).
+#
+# Remote state: configure a backend per account before the first apply, e.g.
+#   terraform init -backend-config="bucket=<state-bucket>" -backend-config="key=billing/<stage>.tfstate" \
+#                  -backend-config="region=<region>" -backend-config="dynamodb_table=<lock-table>"
+# with a `backend "s3" {}` block in a backend.tf of your own (kept out of the repo).
+
+locals {
+  name = "${var.prefix}-${var.stage}"
+  # The queues app.py consumes (RESOURCE_PREFIX + fixed suffixes; see app.py).
+  event_queues = ["${var.prefix}-generate-invoice", "${var.prefix}-send-notification", "${var.prefix}-audit-log"]
+  other_queues = ["${var.prefix}-rebill"]
+}
+
+module "network" {
+  source              = "./modules/network"
+  name                = local.name
+  cidr                = var.vpc_cidr
+  interface_endpoints = var.interface_endpoints
+  single_nat_gateway  = var.single_nat_gateway
+}
+
+module "database" {
+  source              = "./modules/database"
+  name                = local.name
+  subnet_ids          = module.network.private_subnet_ids
+  security_group_id   = module.network.database_security_group_id
+  min_acu             = var.db_min_acu
+  max_acu             = var.db_max_acu
+  deletion_protection = var.db_deletion_protection
+  engine_version      = var.db_engine_version
+}
+
+module "messaging" {
+  source             = "./modules/messaging"
+  prefix             = var.prefix
+  event_queues       = local.event_queues
+  other_queues       = local.other_queues
+  function_timeout_s = var.function_timeout_s
+  max_receive_count  = var.max_receive_count
+}
+
+module "cognito" {
+  source        = "./modules/cognito"
+  name          = local.name
+  callback_urls = var.callback_urls
+}

@@ -1,0 +1,85 @@
+# The events topic and the queues app.py consumes, each with its DLQ; the ops
+# (alerts) topic. A queue's visibility timeout is 6x its function's timeout, as
+# AWS recommends for SQS event sources.
+
+variable "prefix" { type = string }
+variable "event_queues" {
+  description = "Queues subscribed to the events topic (raw delivery)"
+  type        = list(string)
+}
+variable "other_queues" {
+  description = "Queues fed otherwise (the rebill queue)"
+  type        = list(string)
+}
+variable "function_timeout_s" { type = number }
+variable "max_receive_count" { type = number }
+
+resource "aws_kms_key" "messaging" {
+  description         = "${var.prefix} SNS and SQS encryption"
+  enable_key_rotation = true
+}
+
+resource "aws_sns_topic" "events" {
+  name              = "${var.prefix}-events"
+  kms_master_key_id = aws_kms_key.messaging.id
+}
+
+resource "aws_sns_topic" "ops" {
+  name              = "${var.prefix}-ops"
+  kms_master_key_id = aws_kms_key.messaging.id
+}
+
+resource "aws_sqs_queue" "dlq" {
+  for_each                  = toset(concat(var.event_queues, var.other_queues))
+  name                      = "${each.key}-dlq"
+  message_retention_seconds = 1209600
+  kms_master_key_id         = aws_kms_key.messaging.id
+}
+
+resource "aws_sqs_queue" "queue" {
+  for_each                   = toset(concat(var.event_queues, var.other_queues))
+  name                       = each.key
+  visibility_timeout_seconds = 6 * var.function_timeout_s
+  kms_master_key_id          = aws_kms_key.messaging.id
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.dlq[each.key].arn
+    maxReceiveCount     = var.max_receive_count
+  })
+}
+
+data "aws_iam_policy_document" "from_topic" {
+  for_each = toset(var.event_queues)
+  statement {
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.queue[each.key].arn]
+    principals {
+      type        = "Service"
+      identifiers = ["sns.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values   = [aws_sns_topic.events.arn]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "from_topic" {
+  for_each  = toset(var.event_queues)
+  queue_url = aws_sqs_queue.queue[each.key].id
+  policy    = data.aws_iam_policy_document.from_topic[each.key].json
+}
+
+resource "aws_sns_topic_subscription" "queue" {
+  for_each             = toset(var.event_queues)
+  topic_arn            = aws_sns_topic.events.arn
+  protocol             = "sqs"
+  endpoint             = aws_sqs_queue.queue[each.key].arn
+  raw_message_delivery = true
+}
+
+output "events_topic_arn" { value = aws_sns_topic.events.arn }
+output "ops_topic_arn" { value = aws_sns_topic.ops.arn }
+output "kms_key_arn" { value = aws_kms_key.messaging.arn }
+output "queue_arns" { value = { for name, q in aws_sqs_queue.queue : name => q.arn } }
+output "dlq_names" { value = { for name, q in aws_sqs_queue.dlq : name => q.name } }

@@ -1,0 +1,88 @@
+variable "stage" {
+  description = "dev or prod: must match the chalice stage the package was built for"
+  type        = string
+}
+variable "prefix" {
+  description = "Resource name prefix; must equal RESOURCE_PREFIX at packaging time (queue names)"
+  type        = string
+  default     = "billing"
+}
+variable "vpc_cidr" {
+  type    = string
+  default = "10.40.0.0/16"
+}
+variable "interface_endpoints" {
+  description = "VPC interface endpoints; [] turns them off (traffic then leaves through the NAT)"
+  type        = list(string)
+  default     = ["sqs", "sns", "secretsmanager", "kms", "logs", "ssm", "email-smtp"]
+}
+variable "single_nat_gateway" {
+  type    = bool
+  default = true
+}
+variable "db_min_acu" {
+  type    = number
+  default = 0.5
+}
+variable "db_max_acu" {
+  type    = number
+  default = 4
+}
+variable "db_deletion_protection" {
+  type    = bool
+  default = true
+}
+variable "db_engine_version" {
+  type    = string
+  default = "16.4"
+}
+variable "db_max_connections_alarm" {
+  type    = number
+  default = 400
+}
+variable "function_timeout_s" {
+  description = "The Lambda timeout in .chalice/config.json for this stage"
+  type        = number
+  default     = 30
+}
+variable "max_receive_count" {
+  type    = number
+  default = 5
+}
+variable "reserved_concurrency" {
+  description = "Reserved concurrency per handler (unset: unreserved). Caps database connections."
+  type        = map(number)
+  default = {
+    api_handler      = 50
+    rebill_processor = 4
+  }
+}
+variable "waf_block" {
+  description = "false: WAF rules only count (dev); true: they block (prod)"
+  type        = bool
+  default     = false
+}
+variable "waf_rate_limit_per_5min" {
+  type    = number
+  default = 2000
+}
+variable "api_throttle" {
+  description = "API Gateway throttling per method path (\"*/*\" is the stage default)"
+  type        = map(object({ rate = number, burst = number }))
+  default = {
+    "*/*"            = { rate = 100, burst = 200 }
+    "v1/events/POST" = { rate = 500, burst = 1000 }
+  }
+}
+variable "error_rate_alarm_percent" {
+  type    = number
+  default = 2
+}
+variable "ses_sender" {
+  description = "A verified SES identity"
+  type        = string
+}
+variable "callback_urls" {
+  type    = list(string)
+  default = ["https://localhost/callback"]
+}
