@@ -8,6 +8,7 @@ where the daily rebill picks it up.
 from chalicelib import audit, errors, outbox, pagination
 from chalicelib.billing import accounts, calendar, plans
 from chalicelib.db.queries import load
+from chalicelib.observability import emit_metric
 
 Q = load("subscriptions")
 STATUSES = ("active", "past_due", "canceled", "unpaid")
@@ -51,6 +52,12 @@ def create(tx, request) -> tuple[int, dict]:
             "periodEnd": end,
             "timestamp": start,
         },
+    )
+    tenant_id, plan_id = request.principal.tenant_id, str(plan["id"])
+    emit_metric("subscription_count", 1, TenantId=tenant_id, PlanId=plan_id)
+    # Minor units: only meaningful per currency, hence the dimension.
+    emit_metric(
+        "subscription_revenue", plan["amount"], "None", TenantId=tenant_id, PlanId=plan_id, Currency=plan["currency"]
     )
     return 201, subscription
 

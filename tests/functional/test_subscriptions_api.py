@@ -115,3 +115,14 @@ def test_list_subscriptions_filters_by_account_and_status(api, account, catalog)
     assert [s["id"] for s in mine.body["data"]] == [sub["id"]]
     assert canceled.body["data"] == []
     assert invalid.status == 400
+
+
+def test_a_new_subscription_emits_count_and_revenue_metrics(api, account, catalog, capsys):
+    import json as _json
+
+    api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user)
+    metrics = [_json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    names = {m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]: m for m in metrics}
+    assert names["subscription_count"]["subscription_count"] == 1
+    assert names["subscription_revenue"]["subscription_revenue"] == 4900
+    assert names["subscription_revenue"]["Currency"] == "USD"

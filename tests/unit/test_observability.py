@@ -41,3 +41,13 @@ def test_tracing_off_imports_no_xray_and_costs_nothing():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=".")
     assert result.returncode == 0, result.stderr
+
+
+def test_metrics_are_embedded_metric_format_lines_on_stdout(capsys):
+    observability.emit_metric("invoice_amount", 4900, "None", TenantId="t-1", PlanId="p-1")
+    line = json.loads(capsys.readouterr().out)
+    directive = line["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "BillingPlatform"
+    assert directive["Dimensions"] == [["PlanId", "TenantId"]]
+    assert directive["Metrics"] == [{"Name": "invoice_amount", "Unit": "None"}]
+    assert (line["invoice_amount"], line["TenantId"], line["PlanId"]) == (4900, "t-1", "p-1")
