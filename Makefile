@@ -1,4 +1,6 @@
-.PHONY: run test lint format
+.PHONY: run test lint format infra
+
+STAGE ?= dev
 
 run:  ## set up and run the app locally (embedded PostgreSQL, chalice local, seed data)
 	scripts/dev
@@ -11,3 +13,6 @@ lint:
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+infra:  ## chalice package + patched Terraform + infra/ modules in build/$(STAGE)
+	scripts/bootstrap && .venv/bin/python -m devtools.package --stage $(STAGE)

@@ -108,7 +108,7 @@ RUNTIME_ENV = {
 
 def copy_infra(out: Path) -> None:
     """Our Terraform beside chalice's: one root module."""
-    for source in (ROOT / "infra").glob("*.tf"):
+    for source in [*(ROOT / "infra").glob("*.tf"), *(ROOT / "infra" / "with-chalice").glob("*.tf")]:
         shutil.copy(source, out / source.name)
     shutil.copytree(ROOT / "infra" / "modules", out / "modules", dirs_exist_ok=True)
 

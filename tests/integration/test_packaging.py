@@ -65,7 +65,11 @@ def test_the_package_ships_no_runtime_provided_libraries_and_stays_small(built):
 @pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no offline provider mirror at {MIRROR} (set TF_PROVIDER_MIRROR)")
 def test_generated_terraform_inits_offline_and_validates(built, tmp_path):
     out, _result, _tf = built
-    config = tmp_path / "terraformrc"
+    _terraform_validate(out, tmp_path)
+
+
+def _terraform_validate(directory: Path, scratch: Path) -> None:
+    config = scratch / "terraformrc"
     providers = '["registry.terraform.io/*/*"]'
     config.write_text(
         "provider_installation {\n"
@@ -74,11 +78,9 @@ def test_generated_terraform_inits_offline_and_validates(built, tmp_path):
         "}\n"
     )
     env = {**os.environ, "TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
-    for command in (
-        ["terraform", "init", "-backend=false", "-input=false", "-no-color"],
-        ["terraform", "validate", "-no-color"],
-    ):
-        result = subprocess.run(command, cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    init = ["terraform", "init", "-backend=false", "-input=false", "-no-color"]
+    for command in (init, ["terraform", "validate", "-no-color"]):
+        result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -156,3 +158,54 @@ def test_infra_terraform_is_formatted():
         ["terraform", "fmt", "-check", "-recursive", "infra"], cwd=root, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout
+
+
+CHECKOV = Path(__file__).resolve().parents[2] / ".venv-checkov" / "bin" / "checkov"
+
+
+@pytest.mark.skipif(not CHECKOV.exists(), reason="checkov is not installed (scripts/bootstrap installs it)")
+def test_checkov_finds_nothing_and_every_skip_says_why(built):
+    out, _result, _tf = built
+    result = subprocess.run(
+        [str(CHECKOV), "-d", str(out), "--framework", "terraform", "--compact", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = json.loads(result.stdout)
+    report = report[0] if isinstance(report, list) else report
+    failed = [(f["check_id"], f["resource"]) for f in report["results"]["failed_checks"]]
+    assert failed == []
+    assert report["summary"]["passed"] > 100
+    for skipped in report["results"]["skipped_checks"]:
+        reason = (skipped.get("check_result") or {}).get("suppress_comment", "")
+        assert len(reason) > 20, (skipped["check_id"], skipped["resource"], reason)
+
+
+def test_stage_config_puts_every_infra_output_the_app_needs_into_chalice_config(tmp_path):
+    from devtools import stage_config
+
+    config = tmp_path / "config.json"
+    shutil.copy(stage_config.CONFIG, config)
+    outputs = {name: {"value": f"value-of-{name}"} for name in stage_config.ENV_FROM_OUTPUTS.values()}
+    outputs["lambda_subnet_ids"] = {"value": ["subnet-a", "subnet-b"]}
+    outputs["lambda_security_group_id"] = {"value": "sg-1"}
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+
+    stage_config.main(["--stage", "prod", "--outputs", str(tmp_path / "outputs.json"), "--config", str(config)])
+
+    prod = json.loads(config.read_text())["stages"]["prod"]
+    assert prod["environment_variables"]["DB_SECRET_ARN"] == "value-of-db_secret_arn"
+    assert prod["environment_variables"]["SQS_REPORT_BATCH_ITEM_FAILURES"] == "false"
+    assert (prod["subnet_ids"], prod["security_group_ids"], prod["xray"]) == (["subnet-a", "subnet-b"], ["sg-1"], True)
+    read = _env_names_read_by_the_app()
+    assert all(n in prod["environment_variables"] or n in DEFAULTS_OK for n in read)
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
+@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no offline provider mirror at {MIRROR} (set TF_PROVIDER_MIRROR)")
+def test_infra_alone_validates_for_the_chalice_deploy_path(tmp_path):
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    target = tmp_path / "infra"
+    shutil.copytree(infra, target, ignore=shutil.ignore_patterns("with-chalice", ".terraform*"))
+    _terraform_validate(target, tmp_path)

@@ -14,9 +14,39 @@ variable "other_queues" {
 variable "function_timeout_s" { type = number }
 variable "max_receive_count" { type = number }
 
+data "aws_caller_identity" "current" {}
+
+data "aws_iam_policy_document" "key" {
+  # A key policy: "*" is this key, and the account root administering it is AWS's default.
+  #checkov:skip=CKV_AWS_109:key policy, not an IAM policy; the account root administers its own key
+  #checkov:skip=CKV_AWS_111:key policy, not an IAM policy; resource "*" means this key
+  #checkov:skip=CKV_AWS_356:key policy, not an IAM policy; resource "*" means this key
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+  statement {
+    # SNS must encrypt what it delivers to the encrypted queues, and CloudWatch
+    # alarms must publish to the encrypted ops topic.
+    sid       = "ServicesDeliver"
+    actions   = ["kms:GenerateDataKey*", "kms:Decrypt"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["sns.amazonaws.com", "cloudwatch.amazonaws.com"]
+    }
+  }
+}
+
 resource "aws_kms_key" "messaging" {
   description         = "${var.prefix} SNS and SQS encryption"
   enable_key_rotation = true
+  policy              = data.aws_iam_policy_document.key.json
 }
 
 resource "aws_sns_topic" "events" {

@@ -10,7 +10,10 @@ variable "interface_endpoints" {
 }
 variable "single_nat_gateway" { type = bool }
 
-data "aws_availability_zones" "available" { state = "available" }
+data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:the module is region-agnostic; the first two available zones are pinned in state once created
+  state = "available"
+}
 data "aws_region" "current" {}
 
 locals {
@@ -38,6 +41,46 @@ resource "aws_subnet" "private" {
   cidr_block        = cidrsubnet(var.cidr, 4, count.index + 8)
   availability_zone = local.azs[count.index]
   tags              = { Name = "${var.name}-private-${count.index}" }
+}
+
+resource "aws_cloudwatch_log_group" "flow" {
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts at rest with AWS-managed keys; a CMK for logs is future work
+  name              = "/aws/vpc/${var.name}-flow"
+  retention_in_days = 365
+}
+
+data "aws_iam_policy_document" "flow_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "flow_write" {
+  statement {
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.flow.arn}:*"]
+  }
+}
+
+resource "aws_iam_role" "flow" {
+  name               = "${var.name}-vpc-flow"
+  assume_role_policy = data.aws_iam_policy_document.flow_assume.json
+}
+
+resource "aws_iam_role_policy" "flow" {
+  role   = aws_iam_role.flow.id
+  policy = data.aws_iam_policy_document.flow_write.json
+}
+
+resource "aws_flow_log" "this" {
+  vpc_id          = aws_vpc.this.id
+  traffic_type    = "ALL"
+  iam_role_arn    = aws_iam_role.flow.arn
+  log_destination = aws_cloudwatch_log_group.flow.arn
 }
 
 resource "aws_internet_gateway" "this" {
@@ -90,19 +133,28 @@ resource "aws_default_security_group" "default" {
 }
 
 resource "aws_security_group" "lambda" {
+  #checkov:skip=CKV2_AWS_5:attached to every function by the chalice patch (vpc_config), outside this module
   name        = "${var.name}-lambda"
-  description = "Lambda functions: no inbound, outbound only"
+  description = "Lambda functions: no inbound; HTTPS out (AWS APIs, payment gateway), PostgreSQL in the VPC"
   vpc_id      = aws_vpc.this.id
   egress {
-    description = "AWS APIs, the database and the payment gateway"
-    from_port   = 0
-    to_port     = 0
-    protocol    = "-1"
+    description = "HTTPS: AWS APIs (through endpoints or NAT) and the payment gateway"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
+  }
+  egress {
+    description = "PostgreSQL inside the VPC"
+    from_port   = 5432
+    to_port     = 5432
+    protocol    = "tcp"
+    cidr_blocks = [var.cidr]
   }
 }
 
 resource "aws_security_group" "database" {
+  #checkov:skip=CKV2_AWS_5:attached to the Aurora cluster by the database module
   name        = "${var.name}-database"
   description = "Aurora: PostgreSQL from the Lambda security group only"
   vpc_id      = aws_vpc.this.id
@@ -116,6 +168,7 @@ resource "aws_security_group" "database" {
 }
 
 resource "aws_security_group" "endpoints" {
+  #checkov:skip=CKV2_AWS_5:attached to the interface endpoints, which a stage may turn off
   name        = "${var.name}-endpoints"
   description = "Interface endpoints: HTTPS from Lambda only"
   vpc_id      = aws_vpc.this.id

@@ -1,0 +1,66 @@
+"""Write infra/'s Terraform outputs into a .chalice/config.json stage, for `chalice deploy`.
+
+    terraform -chdir=infra output -json > /tmp/outputs.json
+    python -m devtools.stage_config --stage prod --outputs /tmp/outputs.json
+    COGNITO_USER_POOL_ARN=<cognito_user_pool_arn> chalice deploy --stage prod
+
+The Terraform path (`python -m devtools.package`) wires all of this itself; this
+is the `chalice deploy` path: apply infra/ on its own first (VPC, database,
+queues, Cognito), then let chalice deploy the functions into it. The API stage
+extras (WAF, access logs, throttling, alarms) come with the Terraform path only.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CONFIG = Path(__file__).resolve().parents[1] / ".chalice" / "config.json"
+ENV_FROM_OUTPUTS = {
+    "DB_SECRET_ARN": "db_secret_arn",
+    "DB_HOST": "db_host",
+    "EVENTS_TOPIC_ARN": "events_topic_arn",
+    "COGNITO_USER_POOL_ID": "cognito_user_pool_id",
+    "COGNITO_CLIENT_IDS": "cognito_client_id",
+    "COGNITO_USER_POOL_ARN": "cognito_user_pool_arn",
+    "SES_SENDER": "ses_sender",
+    "RESOURCE_PREFIX": "resource_prefix",
+}
+
+
+def apply(config: dict, stage: str, outputs: dict) -> dict:
+    values = {name: entry["value"] for name, entry in outputs.items()}
+    settings = config["stages"].setdefault(stage, {})
+    env = settings.setdefault("environment_variables", {})
+    env.update({var: str(values[out]) for var, out in ENV_FROM_OUTPUTS.items()})
+    # chalice deploy cannot set ReportBatchItemFailures: handlers must fail whole batches.
+    env["SQS_REPORT_BATCH_ITEM_FAILURES"] = "false"
+    env["TRACING"] = "true"
+    # Claims go stale after the queues' visibility timeout (6 x the 30 s function timeout).
+    env["CONSUMER_STALE_AFTER_S"] = str(6 * int(settings.get("lambda_timeout", 30)))
+    settings["subnet_ids"] = list(values["lambda_subnet_ids"])
+    settings["security_group_ids"] = [values["lambda_security_group_id"]]
+    settings["xray"] = True
+    functions = settings.setdefault("lambda_functions", {})
+    functions.setdefault("api_handler", {})["reserved_concurrency"] = 50
+    functions.setdefault("rebill_processor", {})["reserved_concurrency"] = 4
+    return config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--outputs", required=True, help="file with `terraform output -json`")
+    parser.add_argument("--config", default=str(CONFIG))
+    args = parser.parse_args(argv)
+    path = Path(args.config)
+    config = apply(json.loads(path.read_text()), args.stage, json.loads(Path(args.outputs).read_text()))
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    arn = config["stages"][args.stage]["environment_variables"]["COGNITO_USER_POOL_ARN"]
+    print(f"updated {path} stage {args.stage}")
+    print(f"deploy with: COGNITO_USER_POOL_ARN={arn} chalice deploy --stage {args.stage}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

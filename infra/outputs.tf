@@ -1,0 +1,14 @@
+# What the functions need, for `chalice deploy` (devtools/stage_config.py writes
+# these into .chalice/config.json) and for reading after an apply.
+
+output "lambda_subnet_ids" { value = module.network.private_subnet_ids }
+output "lambda_security_group_id" { value = module.network.lambda_security_group_id }
+output "db_secret_arn" { value = module.database.secret_arn }
+output "db_host" { value = module.database.endpoint }
+output "events_topic_arn" { value = module.messaging.events_topic_arn }
+output "ops_topic_arn" { value = module.messaging.ops_topic_arn }
+output "cognito_user_pool_id" { value = module.cognito.user_pool_id }
+output "cognito_user_pool_arn" { value = module.cognito.user_pool_arn }
+output "cognito_client_id" { value = module.cognito.client_id }
+output "ses_sender" { value = var.ses_sender }
+output "resource_prefix" { value = var.prefix }
