@@ -40,12 +40,8 @@ AUTH = _cognito_authorizer()
 
 
 @app.middleware("all")
-def log_fields_per_invocation(event, get_response):
-    observability.clear()
-    context = getattr(event, "context", None)
-    request_id = context.get("requestId") if isinstance(context, dict) else getattr(context, "aws_request_id", None)
-    observability.bind(request_id=request_id)
-    return get_response(event)
+def log_every_invocation(event, get_response):
+    return observability.log_invocation(event, get_response)
 
 
 @app.middleware("http")

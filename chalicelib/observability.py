@@ -58,6 +58,23 @@ class JsonFormatter(logging.Formatter):
 
 
 _configured = False
+_log = logging.getLogger("billing.invocation")
+
+
+def log_invocation(event, get_response):
+    """Bind this invocation's request id, run it, and write one line saying how it went."""
+    clear()
+    context = getattr(event, "context", None)
+    request_id = context.get("requestId") if isinstance(context, dict) else getattr(context, "aws_request_id", None)
+    bind(request_id=request_id)
+    started = time.perf_counter()
+    response = get_response(event)
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    if hasattr(event, "method"):
+        _log.info("%s %s -> %s in %d ms", event.method, event.path, response.status_code, elapsed_ms)
+    else:
+        _log.info("%s handled in %d ms", type(event).__name__, elapsed_ms)
+    return response
 
 
 def configure_logging() -> None:

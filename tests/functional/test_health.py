@@ -24,3 +24,14 @@ def test_health_is_503_not_500_when_the_database_is_unreachable(database_url, mo
 
     assert response.status_code == 503
     assert json.loads(response.body)["database"]["reachable"] is False
+
+
+def test_every_invocation_writes_one_log_line_with_its_request_id(database_url, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="billing.invocation")
+    with Client(app) as client:
+        client.http.get("/v1/health")
+    lines = [r for r in caplog.records if r.name == "billing.invocation"]
+    assert len(lines) == 1
+    assert "GET /v1/health -> 200" in lines[0].getMessage()
