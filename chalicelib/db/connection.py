@@ -7,6 +7,8 @@ sets ``app.tenant_id`` with ``SET LOCAL`` semantics, so row-level security holds
 for every statement in it and the setting cannot leak into the next transaction.
 """
 
+from __future__ import annotations
+
 import functools
 import json
 import ssl
@@ -15,22 +17,39 @@ import uuid
 from contextlib import contextmanager
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import pg8000.native
-from pg8000.exceptions import DatabaseError as _PgDatabaseError
-from pg8000.exceptions import InterfaceError as _PgInterfaceError
-
 from chalicelib import tracing
 from chalicelib.config import Settings, get_settings
 from chalicelib.db import errors
 
 _local = threading.local()
+
+
+class _Driver:
+    """pg8000, imported on first database use: about 50 ms a cold start need not pay up front."""
+
+    native = None
+    DatabaseError: type[Exception] = type("NotImportedYet", (Exception,), {})
+    InterfaceError: type[Exception] = DatabaseError
+
+
+def _driver() -> type[_Driver]:
+    if _Driver.native is None:
+        import pg8000.exceptions
+        import pg8000.native
+
+        _Driver.DatabaseError = pg8000.exceptions.DatabaseError
+        _Driver.InterfaceError = pg8000.exceptions.InterfaceError
+        _Driver.native = pg8000.native
+    return _Driver
+
+
 _secret_cache: dict[str, dict] = {}
 
 
 class Transaction:
     """A thin handle on the open transaction: run SQL with ``:name`` parameters."""
 
-    def __init__(self, conn: pg8000.native.Connection):
+    def __init__(self, conn):
         self._conn = conn
         # Set when a statement failed on our side of the wire (a value pg8000
         # could not encode, a lost socket): the protocol may be out of step, so
@@ -46,11 +65,11 @@ class Transaction:
             statement, make_vals = _parsed(sql)
             self._conn._context = self._conn.execute_unnamed(statement, make_vals(params), oids=())
             return self._conn._context.rows
-        except _PgDatabaseError as exc:
+        except _Driver.DatabaseError as exc:
             if not (exc.args and isinstance(exc.args[0], dict)):
                 self.broken = True
             raise errors.translate(exc) from exc
-        except (_PgInterfaceError, OSError) as exc:
+        except (_Driver.InterfaceError, OSError) as exc:
             self.broken = True
             raise errors.translate(exc) from exc
         except BaseException:
@@ -73,7 +92,7 @@ class Transaction:
 
 @functools.lru_cache(maxsize=1024)
 def _parsed(sql: str):
-    return pg8000.native.to_statement(sql)
+    return _driver().native.to_statement(sql)
 
 
 def connection_params(settings: Settings) -> dict:
@@ -134,11 +153,11 @@ def _read_secret(arn: str) -> dict:
     return _secret_cache[arn]
 
 
-def open_connection(*, as_app_role: bool = True) -> pg8000.native.Connection:
+def open_connection(*, as_app_role: bool = True):
     """A new connection with the statement timeout set and, by default, the app's role."""
     settings = get_settings()
     try:
-        conn = pg8000.native.Connection(
+        conn = _driver().native.Connection(
             **connection_params(settings),
             timeout=settings.connect_timeout_s + settings.statement_timeout_ms // 1000 + 2,
             application_name="billing-platform",
@@ -146,14 +165,14 @@ def open_connection(*, as_app_role: bool = True) -> pg8000.native.Connection:
         conn.run(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
         conn.run("SET idle_in_transaction_session_timeout = 60000")
         if as_app_role and settings.db_app_role:
-            conn.run(f"SET ROLE {pg8000.native.identifier(settings.db_app_role)}")
-    except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+            conn.run(f"SET ROLE {_driver().native.identifier(settings.db_app_role)}")
+    except (_Driver.DatabaseError, _Driver.InterfaceError, OSError) as exc:
         _secret_cache.clear()
         raise errors.translate(exc) from exc
     return conn
 
 
-def get_connection() -> pg8000.native.Connection:
+def get_connection():
     conn = getattr(_local, "conn", None)
     if conn is None:
         conn = open_connection()
@@ -172,7 +191,7 @@ def reset_connection() -> None:
             pass
 
 
-def _begin() -> pg8000.native.Connection:
+def _begin():
     # A warm container may hold a connection the server has since closed (restart,
     # failover, idle timeout): one fresh attempt, then the error stands.
     for attempt in (1, 2):
@@ -180,7 +199,7 @@ def _begin() -> pg8000.native.Connection:
         try:
             conn.run("BEGIN")
             return conn
-        except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+        except (_Driver.DatabaseError, _Driver.InterfaceError, OSError) as exc:
             reset_connection()
             translated = errors.translate(exc)
             if attempt == 2 or not isinstance(translated, errors.DatabaseUnavailable):
@@ -215,6 +234,6 @@ def _transaction(tenant_id):
         raise
     try:
         conn.run("COMMIT")
-    except (_PgDatabaseError, _PgInterfaceError, OSError) as exc:
+    except (_Driver.DatabaseError, _Driver.InterfaceError, OSError) as exc:
         reset_connection()
         raise errors.translate(exc) from exc
