@@ -1,6 +1,7 @@
 .PHONY: run test lint format infra
 
 STAGE ?= dev
+PREFIX ?= billing-$(STAGE)
 
 run:  ## set up and run the app locally (embedded PostgreSQL, chalice local, seed data)
 	scripts/dev
@@ -15,4 +16,4 @@ format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
 
 infra:  ## chalice package + patched Terraform + infra/ modules in build/$(STAGE)
-	scripts/bootstrap && .venv/bin/python -m devtools.package --stage $(STAGE)
+	scripts/bootstrap && .venv/bin/python -m devtools.package --stage $(STAGE) --prefix $(PREFIX)

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 
-def chalice_package(stage: str, out: Path) -> None:
-    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+def chalice_package(stage: str, out: Path, prefix: str) -> None:
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "RESOURCE_PREFIX": prefix}
     # The Cognito authorizer's pool ARN lands in the API's swagger, which chalice
     # emits as a Terraform string: an interpolation there resolves at apply time.
     env.setdefault("COGNITO_USER_POOL_ARN", "${module.cognito.user_pool_arn}")
@@ -55,7 +55,7 @@ def chalice_package(stage: str, out: Path) -> None:
     )
 
 
-def patch_terraform(document: dict) -> dict:
+def patch_terraform(document: dict, prefix: str = "billing") -> dict:
     document["terraform"] = {
         "required_version": ">= 1.5.0",
         "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0, < 6.0"}},
@@ -66,6 +66,11 @@ def patch_terraform(document: dict) -> dict:
     for mapping in resources.get("aws_lambda_event_source_mapping", {}).values():
         if ":sqs:" in mapping.get("event_source_arn", ""):
             mapping["function_response_types"] = ["ReportBatchItemFailures"]
+            # Parallelism per queue is capped here, not by reserved concurrency
+            # (which must stay >= 5 for SQS pollers and eats the account's pool).
+            mapping["scaling_config"] = {"maximum_concurrency": "${var.sqs_max_concurrency}"}
+    for rule in resources.get("aws_cloudwatch_event_rule", {}).values():
+        rule["name"] = f"{prefix}-{rule['name']}"  # chalice's names would collide between stages
     for name, function in resources.get("aws_lambda_function", {}).items():
         variables = function.setdefault("environment", {}).setdefault("variables", {})
         variables.update(RUNTIME_ENV)
@@ -75,6 +80,13 @@ def patch_terraform(document: dict) -> dict:
             "security_group_ids": ["${module.network.lambda_security_group_id}"],
         }
         function["reserved_concurrent_executions"] = f'${{lookup(var.reserved_concurrency, "{name}", -1)}}'
+        # Attached before functions are created, removed only after they are gone
+        # (Lambda needs the VPC permissions to release its network interfaces).
+        function["depends_on"] = [
+            "aws_iam_role_policy_attachment.vpc_access",
+            "aws_iam_role_policy_attachment.xray",
+            "aws_iam_role_policy.runtime",
+        ]
     for kind in ("aws_lambda_event_source_mapping", "aws_sns_topic_subscription"):
         for resource in resources.get(kind, {}).values():
             resource["depends_on"] = ["module.messaging"]  # the queues and topics chalice names by ARN
@@ -140,11 +152,14 @@ def slim_zip(path: Path, python: str = "3.11") -> tuple[int, int]:
     return before, path.stat().st_size
 
 
-def package(stage: str, out: Path) -> dict:
-    chalice_package(stage, out)
+def package(stage: str, out: Path, prefix: str | None = None) -> dict:
+    prefix = prefix or f"billing-{stage}"
+    chalice_package(stage, out, prefix)
     tf_path = out / "chalice.tf.json"
-    tf_path.write_text(json.dumps(patch_terraform(json.loads(tf_path.read_text())), indent=2))
+    tf_path.write_text(json.dumps(patch_terraform(json.loads(tf_path.read_text()), prefix), indent=2))
     copy_infra(out)
+    # The queue names chalice baked in come from RESOURCE_PREFIX: Terraform must agree.
+    (out / "prefix.auto.tfvars.json").write_text(json.dumps({"prefix": prefix, "stage": stage}))
     before, after = slim_zip(out / "deployment.zip")
     return {"stage": stage, "out": str(out), "zip_bytes_before": before, "zip_bytes": after}
 
@@ -153,9 +168,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default="dev")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--prefix", default=None, help="resource prefix (default billing-STAGE)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else ROOT / "build" / args.stage
-    result = package(args.stage, out)
+    result = package(args.stage, out, args.prefix)
     print(
         f"{out}: chalice.tf.json patched; deployment.zip {result['zip_bytes_before'] / 1e6:.1f} MB"
         f" -> {result['zip_bytes'] / 1e6:.1f} MB"

@@ -28,9 +28,55 @@ ENV_FROM_OUTPUTS = {
 }
 
 
-def apply(config: dict, stage: str, outputs: dict) -> dict:
+def runtime_policy(values: dict) -> dict:
+    """What the functions call. chalice's generated policy cannot see calls made through chalicelib.aws."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": "arn:*:logs:*:*:*",
+            },
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                "Resource": "*",
+            },
+            {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": values["db_secret_arn"]},
+            {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": values["kms_key_arns"]},
+            {"Effect": "Allow", "Action": ["sns:Publish"], "Resource": values["events_topic_arn"]},
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:SendMessage",
+                    "sqs:GetQueueUrl",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ChangeMessageVisibility",
+                ],
+                "Resource": values["queue_arns"],
+            },
+            {"Effect": "Allow", "Action": ["ses:SendEmail"], "Resource": "*"},
+        ],
+    }
+
+
+def apply(config: dict, stage: str, outputs: dict, policy_dir: Path | None = None) -> dict:
     values = {name: entry["value"] for name, entry in outputs.items()}
     settings = config["stages"].setdefault(stage, {})
+    policy_name = f"policy-{stage}.json"
+    (policy_dir or CONFIG.parent).joinpath(policy_name).write_text(json.dumps(runtime_policy(values), indent=2) + "\n")
+    settings["autogen_policy"] = False
+    settings["iam_policy_file"] = policy_name
     env = settings.setdefault("environment_variables", {})
     env.update({var: str(values[out]) for var, out in ENV_FROM_OUTPUTS.items()})
     # chalice deploy cannot set ReportBatchItemFailures: handlers must fail whole batches.
@@ -54,7 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=str(CONFIG))
     args = parser.parse_args(argv)
     path = Path(args.config)
-    config = apply(json.loads(path.read_text()), args.stage, json.loads(Path(args.outputs).read_text()))
+    outputs = json.loads(Path(args.outputs).read_text())
+    config = apply(json.loads(path.read_text()), args.stage, outputs, policy_dir=path.parent)
     path.write_text(json.dumps(config, indent=2) + "\n")
     arn = config["stages"][args.stage]["environment_variables"]["COGNITO_USER_POOL_ARN"]
     print(f"updated {path} stage {args.stage}")

@@ -12,3 +12,7 @@ output "cognito_user_pool_arn" { value = module.cognito.user_pool_arn }
 output "cognito_client_id" { value = module.cognito.client_id }
 output "ses_sender" { value = var.ses_sender }
 output "resource_prefix" { value = var.prefix }
+output "migrations_security_group_id" { value = module.network.migrations_security_group_id }
+output "cognito_domain" { value = module.cognito.domain }
+output "kms_key_arns" { value = [module.database.kms_key_arn, module.messaging.kms_key_arn] }
+output "queue_arns" { value = values(module.messaging.queue_arns) }

@@ -14,7 +14,7 @@ variable "vpc_cidr" {
 variable "interface_endpoints" {
   description = "VPC interface endpoints; [] turns them off (traffic then leaves through the NAT)"
   type        = list(string)
-  default     = ["sqs", "sns", "secretsmanager", "kms", "logs", "ssm", "email-smtp"]
+  default     = ["sqs", "sns", "secretsmanager", "kms", "logs", "ssm"]
 }
 variable "single_nat_gateway" {
   type    = bool
@@ -50,12 +50,19 @@ variable "max_receive_count" {
   default = 5
 }
 variable "reserved_concurrency" {
-  description = "Reserved concurrency per handler (unset: unreserved). Caps database connections."
+  description = <<-EOT
+    Reserved concurrency per handler (unset: unreserved); caps database connections.
+    The account keeps at least 100 unreserved, so the sum must fit its limit. An SQS
+    consumer's reservation must be >= 5 (Lambda starts five pollers); its parallelism
+    is capped by the mapping's maximum_concurrency instead (sqs_max_concurrency).
+  EOT
   type        = map(number)
-  default = {
-    api_handler      = 50
-    rebill_processor = 4
-  }
+  default     = {}
+}
+variable "sqs_max_concurrency" {
+  description = "Maximum concurrent invocations per SQS event-source mapping (2-1000)"
+  type        = number
+  default     = 5
 }
 variable "waf_block" {
   description = "false: WAF rules only count (dev); true: they block (prod)"

@@ -1,3 +1,4 @@
+# prefix comes from the package step (prefix.auto.tfvars.json = RESOURCE_PREFIX); set it here only for the chalice deploy path.
 stage                  = "dev"
 ses_sender             = "billing@dev.example.com"
 db_min_acu             = 0.5

@@ -51,6 +51,34 @@ resource "aws_iam_role_policy" "runtime" {
   policy = data.aws_iam_policy_document.runtime.json
 }
 
+# API Gateway writes access and execution logs through one role per account and
+# region; without it, creating a stage with logging fails.
+data "aws_iam_policy_document" "apigateway_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["apigateway.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "apigateway_logs" {
+  name               = "${local.name}-apigateway-logs"
+  assume_role_policy = data.aws_iam_policy_document.apigateway_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "apigateway_logs" {
+  role       = aws_iam_role.apigateway_logs.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+}
+
+resource "aws_api_gateway_account" "this" {
+  # Account-wide setting: a second stage in the same account and region sets the same.
+  cloudwatch_role_arn = aws_iam_role.apigateway_logs.arn
+  depends_on          = [aws_iam_role_policy_attachment.apigateway_logs]
+}
+
 resource "aws_cloudwatch_log_group" "api_access" {
   #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts at rest with AWS-managed keys; a CMK for logs is future work
   name              = "/aws/apigateway/${local.name}-access"
@@ -66,6 +94,7 @@ resource "aws_api_gateway_stage" "api" {
   deployment_id        = aws_api_gateway_deployment.rest_api.id
   stage_name           = local.api_stage_name
   xray_tracing_enabled = true
+  depends_on           = [aws_api_gateway_account.this]
   access_log_settings {
     destination_arn = aws_cloudwatch_log_group.api_access.arn
     format = jsonencode({

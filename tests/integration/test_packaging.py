@@ -34,8 +34,9 @@ def test_every_sqs_mapping_reports_batch_item_failures_and_every_function_knows_
     sqs = [m for m in mappings.values() if ":sqs:" in m["event_source_arn"]]
     assert len(sqs) == 4
     assert all(m["function_response_types"] == ["ReportBatchItemFailures"] for m in sqs)
-    rebill = next(m for m in sqs if m["event_source_arn"].endswith(":billing-rebill"))
+    rebill = next(m for m in sqs if m["event_source_arn"].endswith(":billing-dev-rebill"))
     assert (rebill["batch_size"], rebill["maximum_batching_window_in_seconds"]) == (100, 5)
+    assert all(m["scaling_config"] == {"maximum_concurrency": "${var.sqs_max_concurrency}"} for m in sqs)
     for function in tf["resource"]["aws_lambda_function"].values():
         assert function["environment"]["variables"]["SQS_REPORT_BATCH_ITEM_FAILURES"] == "true"
         assert function["tracing_config"] == {"mode": "Active"}
@@ -48,7 +49,12 @@ def test_every_queue_the_handlers_name_is_in_the_generated_mappings(built):
     arns = {m["event_source_arn"] for m in tf["resource"]["aws_lambda_event_source_mapping"].values()}
     for source in app.event_sources:
         if getattr(source, "queue", None):
-            assert any(arn.endswith(f":{source.queue}") for arn in arns), source.queue
+            # Packaged for dev with RESOURCE_PREFIX=billing-dev; this process has the default "billing".
+            staged = source.queue.replace("billing-", "billing-dev-", 1)
+            assert any(arn.endswith(f":{staged}") for arn in arns), staged
+    rules = [r["name"] for r in tf["resource"]["aws_cloudwatch_event_rule"].values()]
+    assert all(name.startswith("billing-dev-") for name in rules)
+    assert json.loads((_out / "prefix.auto.tfvars.json").read_text()) == {"prefix": "billing-dev", "stage": "dev"}
 
 
 def test_the_package_ships_no_runtime_provided_libraries_and_stays_small(built):
@@ -190,6 +196,8 @@ def test_stage_config_puts_every_infra_output_the_app_needs_into_chalice_config(
     outputs = {name: {"value": f"value-of-{name}"} for name in stage_config.ENV_FROM_OUTPUTS.values()}
     outputs["lambda_subnet_ids"] = {"value": ["subnet-a", "subnet-b"]}
     outputs["lambda_security_group_id"] = {"value": "sg-1"}
+    outputs["kms_key_arns"] = {"value": ["arn:key-1", "arn:key-2"]}
+    outputs["queue_arns"] = {"value": ["arn:q-1"]}
     (tmp_path / "outputs.json").write_text(json.dumps(outputs))
 
     stage_config.main(["--stage", "prod", "--outputs", str(tmp_path / "outputs.json"), "--config", str(config)])
@@ -200,6 +208,16 @@ def test_stage_config_puts_every_infra_output_the_app_needs_into_chalice_config(
     assert (prod["subnet_ids"], prod["security_group_ids"], prod["xray"]) == (["subnet-a", "subnet-b"], ["sg-1"], True)
     read = _env_names_read_by_the_app()
     assert all(n in prod["environment_variables"] or n in DEFAULTS_OK for n in read)
+    assert (prod["autogen_policy"], prod["iam_policy_file"]) == (False, "policy-prod.json")
+    policy = json.loads((tmp_path / "policy-prod.json").read_text())
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert {
+        "secretsmanager:GetSecretValue",
+        "sns:Publish",
+        "sqs:SendMessage",
+        "ses:SendEmail",
+        "kms:Decrypt",
+    } <= actions
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")

@@ -35,6 +35,12 @@ resource "aws_cognito_user_pool" "this" {
   }
 }
 
+resource "aws_cognito_user_pool_domain" "this" {
+  # The hosted /oauth2/authorize and /oauth2/token endpoints of the code flow.
+  domain       = var.name
+  user_pool_id = aws_cognito_user_pool.this.id
+}
+
 resource "aws_cognito_user_group" "admin" {
   name         = "ADMIN"
   user_pool_id = aws_cognito_user_pool.this.id
@@ -64,3 +70,4 @@ resource "aws_cognito_user_pool_client" "api" {
 output "user_pool_id" { value = aws_cognito_user_pool.this.id }
 output "user_pool_arn" { value = aws_cognito_user_pool.this.arn }
 output "client_id" { value = aws_cognito_user_pool_client.api.id }
+output "domain" { value = aws_cognito_user_pool_domain.this.domain }

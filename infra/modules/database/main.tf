@@ -104,6 +104,10 @@ resource "aws_rds_cluster" "this" {
     min_capacity = var.min_acu
     max_capacity = var.max_acu
   }
+  lifecycle {
+    # auto_minor_version_upgrade moves the version; Terraform must not "downgrade" it back.
+    ignore_changes = [engine_version]
+  }
 }
 
 resource "aws_rds_cluster_instance" "this" {
@@ -119,6 +123,9 @@ resource "aws_rds_cluster_instance" "this" {
   auto_minor_version_upgrade            = true
   monitoring_interval                   = 60
   monitoring_role_arn                   = aws_iam_role.monitoring.arn
+  lifecycle {
+    ignore_changes = [engine_version]
+  }
 }
 
 output "cluster_id" { value = aws_rds_cluster.this.id }

@@ -123,7 +123,8 @@ locals {
     { title = "API latency p99", metrics = [["AWS/ApiGateway", "Latency", "ApiName", var.api_name, { stat = "p99" }]] },
     { title = "Lambda errors", metrics = [for f in var.function_names : ["AWS/Lambda", "Errors", "FunctionName", f]] },
     { title = "Lambda duration p95", metrics = [for f in var.function_names : ["AWS/Lambda", "Duration", "FunctionName", f, { stat = "p95" }]] },
-    { title = "Business KPIs", metrics = [for k in local.kpis : ["BillingPlatform", k, { stat = "Sum" }]] },
+    # The app emits KPIs per TenantId/PlanId (and Currency): SEARCH sums across them.
+    { title = "Business KPIs", metrics = [for i, k in local.kpis : [{ expression = "SUM(SEARCH('BillingPlatform MetricName=\"${k}\"', 'Sum', 300))", label = k, id = "k${i}" }]] },
     { title = "Queues", metrics = [for q in var.queue_names : ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", q]] },
     { title = "DLQs", metrics = [for q in var.dlq_names : ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", q]] },
     { title = "Database", metrics = [for m in ["CPUUtilization", "DatabaseConnections", "ServerlessDatabaseCapacity"] : ["AWS/RDS", m, "DBClusterIdentifier", var.db_cluster_id]] },

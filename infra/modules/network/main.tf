@@ -96,6 +96,7 @@ resource "aws_nat_gateway" "this" {
   count         = var.single_nat_gateway ? 1 : 2
   allocation_id = aws_eip.nat[count.index].id
   subnet_id     = aws_subnet.public[count.index].id
+  depends_on    = [aws_internet_gateway.this]
 }
 
 resource "aws_route_table" "public" {
@@ -153,6 +154,27 @@ resource "aws_security_group" "lambda" {
   }
 }
 
+resource "aws_security_group" "migrations" {
+  #checkov:skip=CKV2_AWS_5:attached by an operator to the CloudShell VPC environment (or host) that runs migrations
+  name        = "${var.name}-migrations"
+  description = "Whoever runs database migrations (a CloudShell VPC environment): PostgreSQL out"
+  vpc_id      = aws_vpc.this.id
+  egress {
+    description = "PostgreSQL inside the VPC"
+    from_port   = 5432
+    to_port     = 5432
+    protocol    = "tcp"
+    cidr_blocks = [var.cidr]
+  }
+  egress {
+    description = "HTTPS: Secrets Manager for the master secret"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
+
 resource "aws_security_group" "database" {
   #checkov:skip=CKV2_AWS_5:attached to the Aurora cluster by the database module
   name        = "${var.name}-database"
@@ -164,6 +186,13 @@ resource "aws_security_group" "database" {
     to_port         = 5432
     protocol        = "tcp"
     security_groups = [aws_security_group.lambda.id]
+  }
+  ingress {
+    description     = "PostgreSQL from the migration runner"
+    from_port       = 5432
+    to_port         = 5432
+    protocol        = "tcp"
+    security_groups = [aws_security_group.migrations.id]
   }
 }
 
@@ -203,3 +232,4 @@ output "vpc_id" { value = aws_vpc.this.id }
 output "private_subnet_ids" { value = aws_subnet.private[*].id }
 output "lambda_security_group_id" { value = aws_security_group.lambda.id }
 output "database_security_group_id" { value = aws_security_group.database.id }
+output "migrations_security_group_id" { value = aws_security_group.migrations.id }

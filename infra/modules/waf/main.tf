@@ -45,6 +45,17 @@ resource "aws_wafv2_web_acl" "api" {
         managed_rule_group_statement {
           vendor_name = "AWS"
           name        = rule.key
+          # The common set blocks bodies over 8 KB; usage batches are legitimately
+          # larger (the app enforces 256 KB itself, and the rule below does too).
+          dynamic "rule_action_override" {
+            for_each = rule.key == "AWSManagedRulesCommonRuleSet" ? ["SizeRestrictions_BODY"] : []
+            content {
+              name = rule_action_override.value
+              action_to_use {
+                count {}
+              }
+            }
+          }
         }
       }
       visibility_config {
@@ -52,6 +63,40 @@ resource "aws_wafv2_web_acl" "api" {
         metric_name                = rule.key
         sampled_requests_enabled   = true
       }
+    }
+  }
+  rule {
+    name     = "body-over-256kb"
+    priority = 5
+    action {
+      dynamic "block" {
+        for_each = var.block ? [1] : []
+        content {}
+      }
+      dynamic "count" {
+        for_each = var.block ? [] : [1]
+        content {}
+      }
+    }
+    statement {
+      size_constraint_statement {
+        comparison_operator = "GT"
+        size                = 262144
+        field_to_match {
+          body {
+            oversize_handling = "MATCH"
+          }
+        }
+        text_transformation {
+          priority = 0
+          type     = "NONE"
+        }
+      }
+    }
+    visibility_config {
+      cloudwatch_metrics_enabled = true
+      metric_name                = "body-over-256kb"
+      sampled_requests_enabled   = true
     }
   }
   rule {
