@@ -33,6 +33,8 @@ EVENTS_DIR = Path(__file__).parent / "events"
 @pytest.fixture(scope="session")
 def admin_url():
     """Admin URL of the test server (the superuser of the embedded one)."""
+    if os.environ.get("DATABASE_URL"):
+        os.environ["TEST_DATABASE_IS_EXTERNAL"] = "1"
     return postgres.ensure_server(postgres.LOCAL_DIR / "pg-test")
 
 

