@@ -34,9 +34,6 @@ RETURNING key;
 -- name: release
 DELETE FROM idempotency_keys WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress';
 
--- name: purge_expired
-DELETE FROM idempotency_keys WHERE expires_at <= now();
-
 -- name: claim_message
 -- A consumer's claim on one event. Taken when new, or when a claim still in
 -- progress is older than the visibility timeout (its invocation crashed).

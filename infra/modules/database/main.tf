@@ -10,28 +10,9 @@ variable "max_acu" { type = number }
 variable "deletion_protection" { type = bool }
 variable "engine_version" { type = string }
 
-data "aws_caller_identity" "current" {}
-
-data "aws_iam_policy_document" "key" {
-  # A key policy: "*" is this key, and the account root administering it is AWS's default.
-  #checkov:skip=CKV_AWS_109:key policy, not an IAM policy; the account root administers its own key
-  #checkov:skip=CKV_AWS_111:key policy, not an IAM policy; resource "*" means this key
-  #checkov:skip=CKV_AWS_356:key policy, not an IAM policy; resource "*" means this key
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-}
-
-resource "aws_kms_key" "database" {
-  description         = "${var.name} Aurora storage, Performance Insights and the master secret"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
+module "key" {
+  source      = "../kms_key"
+  description = "${var.name} Aurora storage, Performance Insights and the master secret"
 }
 
 data "aws_iam_policy_document" "monitoring_assume" {
@@ -87,9 +68,9 @@ resource "aws_rds_cluster" "this" {
   database_name                       = "billing"
   master_username                     = "billing_owner"
   manage_master_user_password         = true
-  master_user_secret_kms_key_id       = aws_kms_key.database.arn
+  master_user_secret_kms_key_id       = module.key.arn
   storage_encrypted                   = true
-  kms_key_id                          = aws_kms_key.database.arn
+  kms_key_id                          = module.key.arn
   db_subnet_group_name                = aws_db_subnet_group.this.name
   vpc_security_group_ids              = [var.security_group_id]
   db_cluster_parameter_group_name     = aws_rds_cluster_parameter_group.this.name
@@ -118,7 +99,7 @@ resource "aws_rds_cluster_instance" "this" {
   engine                                = aws_rds_cluster.this.engine
   engine_version                        = aws_rds_cluster.this.engine_version
   performance_insights_enabled          = true
-  performance_insights_kms_key_id       = aws_kms_key.database.arn
+  performance_insights_kms_key_id       = module.key.arn
   performance_insights_retention_period = 7
   auto_minor_version_upgrade            = true
   monitoring_interval                   = 60
@@ -131,4 +112,4 @@ resource "aws_rds_cluster_instance" "this" {
 output "cluster_id" { value = aws_rds_cluster.this.id }
 output "endpoint" { value = aws_rds_cluster.this.endpoint }
 output "secret_arn" { value = aws_rds_cluster.this.master_user_secret[0].secret_arn }
-output "kms_key_arn" { value = aws_kms_key.database.arn }
+output "kms_key_arn" { value = module.key.arn }

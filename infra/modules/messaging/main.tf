@@ -14,63 +14,36 @@ variable "other_queues" {
 variable "function_timeout_s" { type = number }
 variable "max_receive_count" { type = number }
 
-data "aws_caller_identity" "current" {}
-
-data "aws_iam_policy_document" "key" {
-  # A key policy: "*" is this key, and the account root administering it is AWS's default.
-  #checkov:skip=CKV_AWS_109:key policy, not an IAM policy; the account root administers its own key
-  #checkov:skip=CKV_AWS_111:key policy, not an IAM policy; resource "*" means this key
-  #checkov:skip=CKV_AWS_356:key policy, not an IAM policy; resource "*" means this key
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-  statement {
-    # SNS must encrypt what it delivers to the encrypted queues, and CloudWatch
-    # alarms must publish to the encrypted ops topic.
-    sid       = "ServicesDeliver"
-    actions   = ["kms:GenerateDataKey*", "kms:Decrypt"]
-    resources = ["*"]
-    principals {
-      type        = "Service"
-      identifiers = ["sns.amazonaws.com", "cloudwatch.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_kms_key" "messaging" {
-  description         = "${var.prefix} SNS and SQS encryption"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.key.json
+module "key" {
+  source      = "../kms_key"
+  description = "${var.prefix} SNS and SQS encryption"
+  # SNS must encrypt what it delivers to the encrypted queues, and CloudWatch
+  # alarms must publish to the encrypted ops topic.
+  service_principals = ["sns.amazonaws.com", "cloudwatch.amazonaws.com"]
 }
 
 resource "aws_sns_topic" "events" {
   name              = "${var.prefix}-events"
-  kms_master_key_id = aws_kms_key.messaging.id
+  kms_master_key_id = module.key.id
 }
 
 resource "aws_sns_topic" "ops" {
   name              = "${var.prefix}-ops"
-  kms_master_key_id = aws_kms_key.messaging.id
+  kms_master_key_id = module.key.id
 }
 
 resource "aws_sqs_queue" "dlq" {
   for_each                  = toset(concat(var.event_queues, var.other_queues))
   name                      = "${each.key}-dlq"
   message_retention_seconds = 1209600
-  kms_master_key_id         = aws_kms_key.messaging.id
+  kms_master_key_id         = module.key.id
 }
 
 resource "aws_sqs_queue" "queue" {
   for_each                   = toset(concat(var.event_queues, var.other_queues))
   name                       = each.key
   visibility_timeout_seconds = 6 * var.function_timeout_s
-  kms_master_key_id          = aws_kms_key.messaging.id
+  kms_master_key_id          = module.key.id
   redrive_policy = jsonencode({
     deadLetterTargetArn = aws_sqs_queue.dlq[each.key].arn
     maxReceiveCount     = var.max_receive_count
@@ -110,6 +83,6 @@ resource "aws_sns_topic_subscription" "queue" {
 
 output "events_topic_arn" { value = aws_sns_topic.events.arn }
 output "ops_topic_arn" { value = aws_sns_topic.ops.arn }
-output "kms_key_arn" { value = aws_kms_key.messaging.arn }
+output "kms_key_arn" { value = module.key.arn }
 output "queue_arns" { value = { for name, q in aws_sqs_queue.queue : name => q.arn } }
 output "dlq_names" { value = { for name, q in aws_sqs_queue.dlq : name => q.name } }
