@@ -46,7 +46,7 @@ def log_every_invocation(event, get_response):
 
 @app.middleware("http")
 def chalice_errors_in_our_shape(event, get_response):
-    return http.normalize_chalice_error(get_response(event))
+    return http.normalize_chalice_error(get_response(event), http.request_id_of(app))
 
 
 @app.route("/v1/health", methods=["GET"])

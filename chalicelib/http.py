@@ -88,17 +88,21 @@ _CHALICE_ERRORS = {
 }
 
 
-def normalize_chalice_error(response: Response) -> Response:
+def normalize_chalice_error(response: Response, request_id: str | None = None) -> Response:
     """Chalice answers some requests itself ({"Code", "Message"}): give those our error shape."""
     body = response.body
     if not isinstance(body, dict) or set(body) != {"Code", "Message"}:
         return response
     kind = _CHALICE_ERRORS.get(body["Code"])
     if kind is not None:
-        return error_response(kind(str(body["Message"])))
+        return error_response(kind(str(body["Message"])), request_id)
     error = {"type": "api_error" if response.status_code >= 500 else "invalid_request", "message": body["Message"]}
+    if response.status_code == 405:
+        error["code"] = "method_not_allowed"
     if response.status_code >= 500:
         error["message"] = "internal error"
+    if request_id:
+        error["request_id"] = request_id
     return json_response({"error": error}, response.status_code, response.headers)
 
 

@@ -64,7 +64,7 @@ def page(rows: list[dict], request: PageRequest, url: str) -> dict:
 
 def common_filters(query: dict, statuses: tuple[str, ...], details: list) -> tuple[str | None, str | None]:
     """The ``account_id`` and ``status`` list filters, problems appended to ``details``."""
-    account_id = parse_id(query["account_id"], "account_id", details) if query.get("account_id") else None
+    account_id = parse_id(query["account_id"], "account_id", details) if "account_id" in query else None
     status = query.get("status")
     if status is not None and status not in statuses:
         details.append({"field": "status", "issue": f"must be one of {', '.join(statuses)}"})
@@ -75,5 +75,7 @@ def check_cursor(tx, exists_sql: str, page: PageRequest, noun: str, **scope) -> 
     """A ``starting_after`` that names nothing visible is a 400, not a silently empty page."""
     if page.starting_after and not tx.run(exists_sql, id=page.starting_after, **scope):
         raise errors.InvalidRequest(
-            f"no such {noun}", details=[{"field": "starting_after", "issue": f"no such {noun}"}]
+            f"no such {noun}",
+            code="resource_missing",
+            details=[{"field": "starting_after", "issue": f"no such {noun}"}],
         )

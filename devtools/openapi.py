@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from chalicelib.billing import invoices, subscriptions
 from chalicelib.validation import SCHEMA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,8 +240,29 @@ ROUTES = {
     },
 }
 LIST_FILTERS = {
-    "/v1/invoices": ["account_id", "status", "period_start_gte", "period_start_lt"],
-    "/v1/subscriptions": ["account_id", "status"],
+    "/v1/invoices": {
+        "account_id": ID,
+        "status": {"enum": list(invoices.STATUSES)},
+        "period_start_gte": TS,
+        "period_start_lt": TS,
+    },
+    "/v1/subscriptions": {"account_id": ID, "status": {"enum": list(subscriptions.STATUSES)}},
+}
+# Printable ASCII without leading or trailing blanks, which HTTP would strip (chalicelib.idempotency).
+IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}
+# What a created object's id opens: OpenAPI links, which clients and the fuzzer's stateful phase follow.
+LINKS = {
+    "/v1/accounts": {
+        "GetAccount": ("get_v1_accounts_account_id", "account_id"),
+        "GetLedger": ("get_v1_accounts_account_id_ledger", "account_id"),
+        "RebillAccount": ("post_v1_accounts_account_id_rebill", "account_id"),
+        "ListSubscriptionsOfAccount": ("get_v1_subscriptions", "account_id"),
+        "ListInvoicesOfAccount": ("get_v1_invoices", "account_id"),
+    },
+    "/v1/subscriptions": {
+        "GetSubscription": ("get_v1_subscriptions_subscription_id", "subscription_id"),
+        "CancelSubscription": ("post_v1_subscriptions_subscription_id_cancel", "subscription_id"),
+    },
 }
 ERRORS = {
     "400": "Invalid request (field-level details)",
@@ -284,19 +306,22 @@ def _operation(path: str, method: str, spec: tuple) -> dict:
         "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
         "responses": {str(status): {"description": "OK", "content": {"application/json": {"schema": body}}}},
     }
+    if method == "post" and path in LINKS:
+        operation["responses"][str(status)]["links"] = {
+            name: {"operationId": target, "parameters": {parameter: "$response.body#/id"}}
+            for name, (target, parameter) in LINKS[path].items()
+        }
     parameters = [
-        {"name": p[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
-        for p in path.split("/")
-        if p.startswith("{")
+        {"name": p[1:-1], "in": "path", "required": True, "schema": ID} for p in path.split("/") if p.startswith("{")
     ]
     if is_list:
         parameters += [
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
             {"name": "starting_after", "in": "query", "schema": ID},
         ]
-        parameters += [{"name": f, "in": "query", "schema": {"type": "string"}} for f in LIST_FILTERS.get(path, [])]
+        parameters += [{"name": f, "in": "query", "schema": schema} for f, schema in LIST_FILTERS.get(path, {}).items()]
     if request:
-        parameters.append({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}})
+        parameters.append({"name": "Idempotency-Key", "in": "header", "schema": IDEMPOTENCY_KEY})
         operation["requestBody"] = {
             "required": request != "subscription_cancel",
             "content": {"application/json": {"schema": _request_schema(request)}},

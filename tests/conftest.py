@@ -4,8 +4,11 @@ The schema is migrated once into a template database; every test gets its own
 copy (CREATE DATABASE ... TEMPLATE), so no test sees another's rows.
 """
 
+import json
 import os
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +28,39 @@ os.environ.setdefault("STAGE", "test")
 from chalicelib.config import reset_settings  # noqa: E402
 from chalicelib.db import migrate, reset_connection, transaction  # noqa: E402
 from devtools import postgres  # noqa: E402
+from devtools.stack import Tenant  # noqa: E402
 
 TEMPLATE_DB = "billing_test_template"
+
+
+class Figures:
+    """What the hardening tests measured, summed per part and printed as one line each at the end of the run."""
+
+    def __init__(self):
+        self.parts: dict[str, tuple[str, Counter]] = {}
+
+    def add(self, part: str, template: str, **counts: int) -> None:
+        self.parts.setdefault(part, (template, Counter()))[1].update(counts)
+
+    def lines(self) -> list[str]:
+        return [template.format_map(counts) for template, counts in self.parts.values()]
+
+
+FIGURES = Figures()
+
+
+@pytest.fixture
+def figures() -> Figures:
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES.parts:
+        terminalreporter.section("hardening figures")
+        for line in FIGURES.lines():
+            terminalreporter.write_line(line)
+
+
 EVENTS_DIR = Path(__file__).parent / "events"
 
 
@@ -53,16 +87,29 @@ def template_url(admin_url):
     return url
 
 
-@pytest.fixture
-def database_url(admin_url, template_url):
-    """A fresh, migrated database for this test; the app's settings point at it."""
+def copy_of_template(admin_url: str) -> tuple[str, str]:
+    """(name, URL) of a new database copied from the migrated template."""
     name = f"billing_test_{uuid.uuid4().hex[:12]}"
     conn = postgres.admin_connection(admin_url)
     try:
         conn.run(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} STRATEGY FILE_COPY")
     finally:
         conn.close()
-    url = postgres.with_database(admin_url, name)
+    return name, postgres.with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    conn = postgres.admin_connection(admin_url)
+    try:
+        conn.run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def database_url(admin_url, template_url):
+    """A fresh, migrated database for this test; the app's settings point at it."""
+    name, url = copy_of_template(admin_url)
     previous = os.environ.get("DATABASE_URL")
     _use_database(url)
     yield url
@@ -72,11 +119,7 @@ def database_url(admin_url, template_url):
     else:
         os.environ["DATABASE_URL"] = previous
     reset_settings()
-    conn = postgres.admin_connection(admin_url)
-    try:
-        conn.run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        conn.close()
+    drop_database(admin_url, name)
 
 
 def _use_database(url: str) -> None:
@@ -156,3 +199,80 @@ def messaging(cognito, monkeypatch):
     reset_settings()
     yield provisioned
     aws.reset_clients()
+
+
+# --- the API through chalice's test client -------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict
+    headers: dict
+
+
+class Api:
+    """chalice.test.Client with JSON in and out and a bearer token."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def call(self, method, path, body=None, token=None, headers=None, raw: bytes | None = None) -> Reply:
+        sent = {"Content-Type": "application/json"}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        sent.update(headers or {})
+        payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        response = self._client.http.request(method, path, headers=sent, body=payload)
+        text = response.body.decode() if response.body else ""
+        return Reply(response.status_code, json.loads(text) if text else {}, dict(response.headers))
+
+    def get(self, path, token=None, **kw) -> Reply:
+        return self.call("GET", path, token=token, **kw)
+
+    def post(self, path, body=None, token=None, **kw) -> Reply:
+        return self.call("POST", path, body=body, token=token, **kw)
+
+
+@pytest.fixture
+def api(database_url, cognito):
+    from chalice.test import Client
+
+    from app import app
+
+    with Client(app) as client:
+        yield Api(client)
+
+
+@pytest.fixture
+def tenant(make_tenant, cognito) -> Tenant:
+    tenant_id = make_tenant("Acme")
+    return Tenant(tenant_id, cognito.token(tenant_id, "ADMIN"), cognito.token(tenant_id, "USER"))
+
+
+@pytest.fixture
+def other_tenant(make_tenant, cognito) -> Tenant:
+    tenant_id = make_tenant("Globex")
+    return Tenant(tenant_id, cognito.token(tenant_id, "ADMIN"), cognito.token(tenant_id, "USER"))
+
+
+@pytest.fixture
+def catalog(api, tenant):
+    """A monthly and a yearly price for "pro", and a EUR "basic"."""
+    for plan in (
+        {"code": "pro", "name": "Pro", "interval": "month", "amount": 4900, "currency": "USD"},
+        {"code": "pro", "name": "Pro yearly", "interval": "year", "amount": 49000, "currency": "USD"},
+        {"code": "basic", "name": "Basic", "interval": "month", "amount": 900, "currency": "EUR"},
+    ):
+        reply = api.post("/v1/plans", plan, tenant.admin)
+        assert reply.status == 201, reply.body
+    return tenant
+
+
+@pytest.fixture
+def account(api, catalog) -> dict:
+    reply = api.post(
+        "/v1/accounts", {"email": "ada@customer.test", "name": "Ada", "plan": "pro", "currency": "USD"}, catalog.user
+    )
+    assert reply.status == 201, reply.body
+    return reply.body

@@ -1,0 +1,256 @@
+"""The app served for real on 127.0.0.1: `chalice local`, a moto server, one database.
+
+What the API fuzzer and the load run talk to, over real HTTP: the same process
+`make run` serves (chalice local, which keeps ``app.current_request`` per thread),
+with tokens from a Cognito pool in its own moto server process, so nothing here
+shares moto's in-process state with the tests around it.
+
+    with Stack(database_url, log_dir) as stack:
+        acme = stack.tenant("Acme")
+        stack.call("GET", "/v1/plans", acme.user)
+
+The database must already be migrated; the stack adds a platform-operator tenant
+as the schema owner and everything else over the API.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from devtools.postgres import PROJECT_ROOT, admin_connection
+
+BIN = Path(sys.executable).parent
+DUMMY_AWS = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@dataclass
+class Tenant:
+    id: str
+    admin: str
+    user: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _env(**values):
+    """Point this process's boto3 at the stack's moto server for a moment, then put things back."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _wait_until(ready, what: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+        try:
+            if ready():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} was not ready within {timeout} s")
+
+
+class Stack:
+    def __init__(self, database_url: str, log_dir: Path, extra_env: dict | None = None):
+        self.database_url = database_url
+        self.log_dir = Path(log_dir)
+        self.extra_env = extra_env or {}
+        self.url = ""
+        self.aws_endpoint = ""
+        self.session = requests.Session()
+        self._procs: list[subprocess.Popen] = []
+        self._pool = None
+        self._operator: Tenant | None = None
+
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.aws_endpoint = f"http://127.0.0.1:{free_port()}"
+        moto = self._spawn("moto", [BIN / "moto_server", "-H", "127.0.0.1", "-p", self.aws_endpoint.rsplit(":", 1)[1]])
+        _wait_until(lambda: self.session.get(f"{self.aws_endpoint}/moto-api/").ok, "moto server", moto)
+
+        with self._aws():
+            from devtools import local_aws
+            from devtools.cognito import LocalPool
+
+            self._pool = LocalPool(None)
+            app_env = {**self._pool.env(self.aws_endpoint), **local_aws.provision_messaging().env()}
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            **DUMMY_AWS,
+            **app_env,
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "DATABASE_URL": self.database_url,
+            "LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        command = [BIN / "chalice", "local", "--stage", "local", "--no-autoreload"]
+        chalice = self._spawn("chalice", [*command, "--host", "127.0.0.1", "--port", str(port)], env)
+        _wait_until(lambda: self.session.get(f"{self.url}/v1/health").status_code == 200, "chalice local", chalice)
+
+    def _spawn(self, name: str, command: list, env: dict | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - the child holds it until stop()
+        proc = subprocess.Popen(
+            [str(part) for part in command],
+            cwd=PROJECT_ROOT,
+            env=env or {**os.environ, **DUMMY_AWS},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self._procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._procs.clear()
+        self.session.close()
+
+    def _aws(self):
+        return _env(**DUMMY_AWS, AWS_ENDPOINT_URL=self.aws_endpoint)
+
+    # --- tenants and tokens ---------------------------------------------------------------
+
+    def token(self, tenant_id: str | None, *groups: str) -> str:
+        with self._aws():
+            return self._pool.token(tenant_id, *groups)
+
+    def forge(self, tenant_id: str | None, **kwargs) -> str:
+        return self._pool.forge(tenant_id, **kwargs)
+
+    @property
+    def operator(self) -> Tenant:
+        """A platform-operator tenant, inserted as the schema owner: the one tenant not made over the API."""
+        if self._operator is None:
+            tenant_id = str(uuid.uuid4())
+            self.sql(
+                "INSERT INTO tenants (id, name, email, settings)"
+                " VALUES (:id, 'Platform', 'ops@platform.test', '{\"platform_operator\": true}')",
+                id=tenant_id,
+            )
+            self._operator = Tenant(tenant_id, self.token(tenant_id, "ADMIN"), self.token(tenant_id, "USER"))
+        return self._operator
+
+    def sql(self, statement: str, **params) -> list:
+        """Run one statement as the schema owner (set-up the API cannot do, and checks across tenants)."""
+        conn = admin_connection(self.database_url)
+        try:
+            return conn.run(statement, **params)
+        finally:
+            conn.close()
+
+    def billed_account(self, tenant: Tenant, plan: str = "pro") -> str:
+        """An account of ``tenant`` with a monthly subscription that fell due ten days ago, then rebilled
+        through the API: afterwards it has an invoice, ledger entries and a payment, all made by the app."""
+        status, account, _ = self.call(
+            "POST", "/v1/accounts", tenant.user, {"email": "due@customer.test", "name": "Due", "currency": "USD"}
+        )
+        assert status == 201, account
+        status, created, _ = self.call(
+            "POST", "/v1/subscriptions", tenant.user, {"account_id": account["id"], "plan": plan}
+        )
+        assert status == 201, created
+        self.sql(
+            "UPDATE subscriptions SET billing_anchor = now() - interval '40 days',"
+            " current_period_start = now() - interval '40 days', current_period_end = now() - interval '10 days'"
+            " WHERE id = :s",
+            s=created["id"],
+        )
+        self.sql(
+            "UPDATE accounts SET billing_anchor = now() - interval '40 days',"
+            " next_billing_at = now() - interval '10 days' WHERE id = :a",
+            a=account["id"],
+        )
+        status, rebilled, _ = self.call("POST", f"/v1/accounts/{account['id']}/rebill", tenant.admin, {})
+        assert status == 200 and rebilled["outcome"] == "succeeded", rebilled
+        return account["id"]
+
+    def tenant(self, name: str) -> Tenant:
+        """A new tenant provisioned through ``POST /v1/tenants``, with an ADMIN and a USER token."""
+        body = {"name": name, "email": f"billing@{uuid.uuid4().hex[:8]}.test", "plan": "growth"}
+        status, created, _ = self.call("POST", "/v1/tenants", self.operator.admin, body)
+        if status != 201:
+            raise RuntimeError(f"POST /v1/tenants -> {status}: {created}")
+        return Tenant(created["id"], self.token(created["id"], "ADMIN"), self.token(created["id"], "USER"))
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, token: str | None = None, body=None, headers: dict | None = None):
+        """(status, parsed JSON body, headers); POSTs get a fresh Idempotency-Key unless one is given."""
+        sent = {"Content-Type": "application/json"}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        if method == "POST":
+            sent["Idempotency-Key"] = str(uuid.uuid4())
+        sent.update(headers or {})
+        data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+        response = self.session.request(method, f"{self.url}{path}", data=data, headers=sent, timeout=30)
+        try:
+            parsed = response.json() if response.content else {}
+        except ValueError:
+            parsed = {"unparsed": response.text[:200]}
+        return response.status_code, parsed, response.headers
+
+    def statuses(self) -> list[int]:
+        """The status of every request chalice local has served so far, from its one log line per invocation."""
+        seen = []
+        for line in (self.log_dir / "chalice.log").read_text(errors="replace").splitlines():
+            match = _INVOCATION.search(line)
+            if match:
+                seen.append(int(match.group(1)))
+        return seen
+
+
+_INVOCATION = re.compile(r'"message": "[A-Z]+ \S+ -> (\d{3}) in \d+ ms"')
