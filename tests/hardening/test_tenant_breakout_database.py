@@ -1,4 +1,8 @@
-"""Tenant isolation at the database: the app role sees one tenant, or nothing."""
+"""Tenant isolation at the database: the app role sees one tenant, or nothing.
+
+Whatever SQL the app runs as ``billing_app`` with tenant B set, tenant A's rows in
+every tenant table can be neither read, changed, deleted nor added to.
+"""
 
 import pytest
 
@@ -17,7 +21,12 @@ TENANT_TABLES = [
     "idempotency_keys",
     "audit_logs",
     "outbox",
+    "payment_attempts",
 ]
+FIGURE = (
+    "tenant breakout (database): {probes} reads/updates/deletes/inserts of another tenant's rows"
+    " over {tables} tables as the app role: {rows} rows reached"
+)
 
 
 def _populate(tenant_id: str) -> dict:
@@ -66,6 +75,12 @@ def _populate(tenant_id: str) -> dict:
         )
         tx.run("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('system', 'created', 'account')")
         tx.run("INSERT INTO outbox (event_type, payload) VALUES ('account.created', '{}')")
+        tx.run(
+            "INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency, outcome)"
+            " VALUES (:a, :i, 0, 'pay-1', 4900, 'USD', 'succeeded')",
+            a=account,
+            i=invoice,
+        )
     return {"plan": plan, "account": account, "invoice": invoice}
 
 
@@ -75,12 +90,81 @@ def two_tenants(make_tenant):
     return (a, _populate(a)), (b, _populate(b))
 
 
+def _owner_column(table: str) -> str:
+    return "id" if table == "tenants" else "tenant_id"
+
+
+def _snapshot(owner_conn, tenant_id: str) -> dict:
+    """Every row of ``tenant_id`` in every tenant table, as the owner sees it."""
+    return {
+        table: sorted(
+            str(row[0])
+            for row in owner_conn.run(
+                f"SELECT to_jsonb(t) FROM {table} t WHERE {_owner_column(table)} = CAST(:t AS uuid)", t=tenant_id
+            )
+        )
+        for table in TENANT_TABLES
+    }
+
+
+def test_the_table_list_is_every_table_with_a_tenant(owner_conn):
+    with_tenant = {
+        row[0]
+        for row in owner_conn.run(
+            "SELECT table_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND column_name = 'tenant_id'"
+        )
+    }
+    assert set(TENANT_TABLES) == with_tenant | {"tenants"}
+
+
+def test_no_statement_as_another_tenant_reads_changes_deletes_or_adds_a_tenants_rows(two_tenants, owner_conn, figures):
+    (a, _), (b, _) = two_tenants
+    before = _snapshot(owner_conn, a)
+    assert all(before.values()), "tenant A has a row in every table"
+    reached = probes = 0
+    for table in TENANT_TABLES:
+        column = _owner_column(table)
+        aimed = f"{column} = CAST(:a AS uuid)"
+        for statement in (
+            f"SELECT count(*) FROM {table} WHERE {aimed}",
+            f"SELECT count(*) FROM {table} WHERE {column} <> CAST(:b AS uuid)",
+            f"WITH hit AS (UPDATE {table} SET {column} = {column} WHERE {aimed} RETURNING 1) SELECT count(*) FROM hit",
+            f"WITH hit AS (DELETE FROM {table} WHERE {aimed} RETURNING 1) SELECT count(*) FROM hit",
+        ):
+            try:
+                with transaction(tenant_id=b) as tx:
+                    count = tx.scalar(statement, a=a, b=b)
+            except errors.InsufficientPrivilege:
+                count = 0  # the app role is not even granted this statement on this table
+            probes += 1
+            reached += count
+            assert count == 0, statement
+        # One of B's own rows, re-labelled as A's: the policy's WITH CHECK refuses it.
+        overlay = (
+            "jsonb_build_object('id', gen_random_uuid(), 'idempotency_key', gen_random_uuid(),"
+            " CAST(:column AS text), CAST(:a AS text))"
+        )
+        with pytest.raises(errors.InsufficientPrivilege):
+            with transaction(tenant_id=b) as tx:
+                tx.run(
+                    f"INSERT INTO {table} OVERRIDING SYSTEM VALUE"
+                    f" SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(r) || {overlay})).*"
+                    f" FROM {table} r LIMIT 1",
+                    column=column,
+                    a=a,
+                )
+        probes += 1
+
+    assert _snapshot(owner_conn, a) == before
+    figures.add("breakout_db", FIGURE, probes=probes, tables=len(TENANT_TABLES), rows=reached)
+
+
 @pytest.mark.parametrize("table", TENANT_TABLES)
 def test_bare_select_sees_only_the_current_tenant(two_tenants, table):
     (a, _), (b, _) = two_tenants
-    column = "id" if table == "tenants" else "tenant_id"
     with transaction(tenant_id=b) as tx:
-        owners = {str(row[0]) for row in tx.run(f"SELECT {column} FROM {table}")}
+        owners = {str(row[0]) for row in tx.run(f"SELECT {_owner_column(table)} FROM {table}")}
     assert owners == {b}
 
 
