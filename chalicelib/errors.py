@@ -34,6 +34,9 @@ class NotFound(BillingError):
 
     kind = "not_found"
 
+    def __init__(self, message: str, *, details: list[dict] | None = None, code: str | None = "resource_missing"):
+        super().__init__(message, details=details, code=code)
+
 
 class Conflict(BillingError):
     kind = "conflict"

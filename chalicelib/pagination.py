@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 from chalicelib import errors
+from chalicelib.db.queries import load
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -72,10 +73,19 @@ def common_filters(query: dict, statuses: tuple[str, ...], details: list) -> tup
 
 
 def check_cursor(tx, exists_sql: str, page: PageRequest, noun: str, **scope) -> None:
-    """A ``starting_after`` that names nothing visible is a 400, not a silently empty page."""
-    if page.starting_after and not tx.run(exists_sql, id=page.starting_after, **scope):
-        raise errors.InvalidRequest(
-            f"no such {noun}",
-            code="resource_missing",
-            details=[{"field": "starting_after", "issue": f"no such {noun}"}],
-        )
+    """A ``starting_after`` that names nothing visible is a 404, not a silently empty page."""
+    check_exists(tx, exists_sql, page.starting_after, "starting_after", noun, **scope)
+
+
+def check_account_filter(tx, account_id: str | None) -> None:
+    """An ``account_id`` filter naming no visible account is a 404, as the account's own URL is."""
+    check_exists(tx, _ACCOUNT_EXISTS, account_id, "account_id", "account")
+
+
+def check_exists(tx, exists_sql: str, value: str | None, field: str, noun: str, **scope) -> None:
+    """An id parameter naming nothing visible, absent or another tenant's alike, is a 404 resource_missing."""
+    if value and not tx.run(exists_sql, id=value, **scope):
+        raise errors.NotFound(f"no such {noun}", details=[{"field": field, "issue": f"no such {noun}"}])
+
+
+_ACCOUNT_EXISTS = load("accounts")["exists"]

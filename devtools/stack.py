@@ -202,17 +202,8 @@ class Stack:
             "POST", "/v1/subscriptions", tenant.user, {"account_id": account["id"], "plan": plan}
         )
         assert status == 201, created
-        self.sql(
-            "UPDATE subscriptions SET billing_anchor = now() - interval '40 days',"
-            " current_period_start = now() - interval '40 days', current_period_end = now() - interval '10 days'"
-            " WHERE id = :s",
-            s=created["id"],
-        )
-        self.sql(
-            "UPDATE accounts SET billing_anchor = now() - interval '40 days',"
-            " next_billing_at = now() - interval '10 days' WHERE id = :a",
-            a=account["id"],
-        )
+        for statement in FALL_DUE:
+            self.sql(statement, account=account["id"])
         status, rebilled, _ = self.call("POST", f"/v1/accounts/{account['id']}/rebill", tenant.admin, {})
         assert status == 200 and rebilled["outcome"] == "succeeded", rebilled
         return account["id"]
@@ -253,4 +244,12 @@ class Stack:
         return seen
 
 
+# Run as the owner: move an account's new monthly subscription back so its period ended ten days ago.
+FALL_DUE = (
+    "UPDATE subscriptions SET billing_anchor = now() - interval '40 days',"
+    " current_period_start = now() - interval '40 days', current_period_end = now() - interval '10 days'"
+    " WHERE account_id = CAST(:account AS uuid)",
+    "UPDATE accounts SET billing_anchor = now() - interval '40 days',"
+    " next_billing_at = now() - interval '10 days' WHERE id = CAST(:account AS uuid)",
+)
 _INVOCATION = re.compile(r'"message": "[A-Z]+ \S+ -> (\d{3}) in \d+ ms"')

@@ -23,6 +23,7 @@ def list_page(tx, page: pagination.PageRequest, query: dict) -> dict:
     bounds = {name: _timestamp(query, name, details) for name in ("period_start_gte", "period_start_lt")}
     if details:
         raise errors.InvalidRequest("invalid filters", details=details)
+    pagination.check_account_filter(tx, account_id)
     pagination.check_cursor(tx, Q["exists"], page, "invoice")
     rows = tx.all(
         Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1, **bounds

@@ -101,6 +101,7 @@ def list_page(tx, page: pagination.PageRequest, query: dict) -> dict:
     account_id, status = pagination.common_filters(query, STATUSES, details)
     if details:
         raise errors.InvalidRequest("invalid filters", details=details)
+    pagination.check_account_filter(tx, account_id)
     pagination.check_cursor(tx, Q["exists"], page, "subscription")
     rows = tx.all(Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1)
     return pagination.page(rows, page, "/v1/subscriptions")

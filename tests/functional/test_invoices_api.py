@@ -85,7 +85,7 @@ def test_invalid_filters_and_limits_are_400_with_fields(api, catalog):
     reply = api.get("/v1/invoices?status=lost&account_id=zzz&period_start_gte=yesterday", catalog.user)
     assert {d["field"] for d in reply.body["error"]["details"]} == {"status", "account_id", "period_start_gte"}
     unknown_cursor = api.get("/v1/invoices?starting_after=3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10", catalog.user)
-    assert unknown_cursor.status == 400
+    assert (unknown_cursor.status, unknown_cursor.body["error"]["code"]) == (404, "resource_missing")
 
 
 def test_invoice_detail_has_lines_and_other_tenants_get_404(api, account, catalog, other_tenant):
