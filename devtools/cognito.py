@@ -4,7 +4,10 @@ moto signs every pool's tokens with one key pair it ships; the app is pointed at
 that pool's issuer, client id and public JWKS exactly as it would be at AWS.
 """
 
+import base64
 import gzip
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -19,6 +22,34 @@ _RESOURCES = resources.files("moto") / "cognitoidp" / "resources"
 def moto_jwks(private: bool = False) -> dict:
     name = "jwks-private.json.gz" if private else "jwks-public.json.gz"
     return json.loads(gzip.decompress((_RESOURCES / name).read_bytes()))
+
+
+def _b64(value: bytes) -> str:
+    return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+
+
+def _segment(document: dict) -> str:
+    return _b64(json.dumps(document).encode())
+
+
+def alg_none(claims: dict) -> str:
+    """An unsigned token that claims it needs no signature."""
+    return f"{_segment({'alg': 'none', 'kid': 'dummy'})}.{_segment(claims)}."
+
+
+def hs256_with_public_key(claims: dict) -> str:
+    """The algorithm-confusion attack: HMAC-signed with the pool's public key as the secret."""
+    header_payload = f"{_segment({'alg': 'HS256', 'kid': 'dummy'})}.{_segment(claims)}"
+    secret = json.dumps(moto_jwks()["keys"][0]).encode()
+    return f"{header_payload}.{_b64(hmac.new(secret, header_payload.encode(), hashlib.sha256).digest())}"
+
+
+def tampered(token: str, **changes) -> str:
+    """A genuine token with claims edited and its original signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    return f"{header}.{_segment(claims)}.{signature}"
 
 
 class LocalPool:

@@ -1,9 +1,13 @@
-"""Every route: no token, a forged or expired one -> 401; USER on ADMIN routes -> 403; never a 500."""
+"""Token attacks on every route: a missing, broken, forged, expired, confused or tampered
+token is a 401; a genuine one with too little role, no tenant or a suspended tenant is a
+403; never a 500, and never the data the route would have served."""
 
 import time
 import uuid
 
 import pytest
+
+from devtools.cognito import alg_none, hs256_with_public_key, tampered
 
 SOME_ID = "3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10"
 # (method, path, minimum role)
@@ -40,12 +44,37 @@ def test_every_route_in_the_app_is_in_this_matrix():
     assert declared == {(method, path) for method, path, _ in ROUTES}
 
 
+FIGURE = (
+    "token attacks: {attacks} requests ({kinds} kinds of bad token x {routes} routes):"
+    " {refused} refused with 401, {server_errors} 5xx"
+)
+
+
 def _bad_tokens(cognito, tenant_id):
     now = int(time.time())
+    genuine_user = cognito.token(tenant_id, "USER")
+    claims = {
+        "iss": cognito.issuer,
+        "aud": cognito.client_id,
+        "token_use": "id",
+        "iat": now,
+        "exp": now + 3600,
+        "custom:tenant_id": tenant_id,
+        "cognito:groups": ["ADMIN"],
+    }
     return {
         "missing": None,
+        "empty": "",
         "garbage": "not-a-token",
+        "non-ascii": "tökén.\u2028.☃",
+        "oversized": "a" * 8000 + "." + "b" * 8000 + "." + "c" * 8000,
         "truncated": cognito.forge(tenant_id)[:-20],
+        "alg none": alg_none(claims),
+        "HS256 with the public key": hs256_with_public_key(claims),
+        "groups tampered USER -> ADMIN": tampered(genuine_user, **{"cognito:groups": ["ADMIN"]}),
+        "tenant tampered": tampered(genuine_user, **{"custom:tenant_id": str(uuid.uuid4())}),
+        "signature stripped": genuine_user.rsplit(".", 1)[0] + ".",
+        "real access token": cognito.token(tenant_id, "ADMIN", kind="AccessToken"),
         "expired": cognito.forge(tenant_id, exp=now - 3600, iat=now - 7200),
         "not yet valid": cognito.forge(tenant_id, nbf=now + 3600),
         "wrong issuer": cognito.forge(tenant_id, iss="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_evil"),
@@ -57,11 +86,21 @@ def _bad_tokens(cognito, tenant_id):
 
 
 @pytest.mark.parametrize("method,path,role", ROUTES)
-def test_bad_tokens_are_401_on_every_route(api, tenant, cognito, method, path, role):
-    for label, token in _bad_tokens(cognito, tenant.id).items():
-        reply = api.call(method, path, body={}, token=token)
+def test_bad_tokens_are_401_on_every_route(api, tenant, cognito, method, path, role, figures):
+    attacks = _bad_tokens(cognito, tenant.id)
+    for label, token in attacks.items():
+        reply = api.call(method, path, body=_valid_body(method, path), token=token)
+        figures.add(
+            "tokens",
+            FIGURE,
+            attacks=1,
+            refused=reply.status == 401,
+            server_errors=reply.status >= 500,
+        )
         assert reply.status == 401, (label, reply.body)
         assert reply.body["error"]["type"] == "authentication_error", label
+        assert set(reply.body) == {"error"}, label
+    figures.add("tokens", FIGURE, routes=1, kinds=len(attacks) if (method, path, role) == ROUTES[0] else 0)
 
 
 @pytest.mark.parametrize("method,path,role", [r for r in ROUTES if r[2] == "ADMIN"])
