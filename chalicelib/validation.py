@@ -54,32 +54,35 @@ def parse_json_body(raw: bytes | None, content_type: str | None, *, required: bo
         raise errors.InvalidRequest(f"JSON nested deeper than {MAX_DEPTH} levels")
     problem = _unstorable(body)
     if problem:
-        raise errors.InvalidRequest(f"malformed JSON: {problem}")
+        field, issue = problem
+        raise errors.InvalidRequest(f"invalid {field}: {issue}", details=[{"field": field, "issue": issue}])
     return body
 
 
-def _unstorable(value) -> str | None:
-    """What PostgreSQL could not store: NUL characters, lone surrogates, non-finite numbers."""
+def _unstorable(value, path: str = "") -> tuple[str, str] | None:
+    """(field, issue) of the first value PostgreSQL could not store: NUL, lone surrogates, non-finite numbers."""
     if isinstance(value, str):
-        if "\x00" in value:
-            return "strings may not contain NUL characters"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "strings must be valid Unicode (no lone surrogates)"
-        return None
+        issue = _string_issue(value)
+        return (path or "body", issue) if issue else None
     if isinstance(value, float) and not math.isfinite(value):
-        return "numbers must be finite"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = _unstorable(key) or _unstorable(item)
-            if problem:
-                return problem
-    if isinstance(value, list):
-        for item in value:
-            problem = _unstorable(item)
-            if problem:
-                return problem
+        return (path or "body", "numbers must be finite")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        issue = _string_issue(key) if isinstance(key, str) else None
+        found = (here, f"key: {issue}") if issue else _unstorable(item, here)
+        if found:
+            return found
+    return None
+
+
+def _string_issue(text: str) -> str | None:
+    if "\x00" in text:
+        return "strings may not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "strings must be valid Unicode (no lone surrogates)"
     return None
 
 

@@ -95,3 +95,37 @@ def pending_attempts(tenant_id: str, account_id: str) -> int:
         return tx.scalar(
             "SELECT count(*) FROM payment_attempts WHERE account_id = :a AND outcome = 'pending'", a=account_id
         )
+
+
+TENANT_TABLES = [
+    "tenants",
+    "plans",
+    "accounts",
+    "subscriptions",
+    "invoices",
+    "invoice_lines",
+    "usage_events",
+    "ledger_entries",
+    "processed_events",
+    "idempotency_keys",
+    "audit_logs",
+    "outbox",
+    "payment_attempts",
+]
+
+
+def owner_column(table: str) -> str:
+    return "id" if table == "tenants" else "tenant_id"
+
+
+def snapshot(owner_conn, tenant_id: str) -> dict:
+    """Every row of ``tenant_id`` in every tenant table, as the owner sees it."""
+    return {
+        table: sorted(
+            str(row[0])
+            for row in owner_conn.run(
+                f"SELECT to_jsonb(t) FROM {table} t WHERE {owner_column(table)} = CAST(:t AS uuid)", t=tenant_id
+            )
+        )
+        for table in TENANT_TABLES
+    }

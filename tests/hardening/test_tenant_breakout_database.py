@@ -7,22 +7,9 @@ every tenant table can be neither read, changed, deleted nor added to.
 import pytest
 
 from chalicelib.db import errors, transaction
+from tests import billing
+from tests.billing import TENANT_TABLES
 
-TENANT_TABLES = [
-    "tenants",
-    "plans",
-    "accounts",
-    "subscriptions",
-    "invoices",
-    "invoice_lines",
-    "usage_events",
-    "ledger_entries",
-    "processed_events",
-    "idempotency_keys",
-    "audit_logs",
-    "outbox",
-    "payment_attempts",
-]
 FIGURE = (
     "tenant breakout (database): {probes} reads/updates/deletes/inserts of another tenant's rows"
     " over {tables} tables as the app role: {rows} rows reached"
@@ -90,23 +77,6 @@ def two_tenants(make_tenant):
     return (a, _populate(a)), (b, _populate(b))
 
 
-def _owner_column(table: str) -> str:
-    return "id" if table == "tenants" else "tenant_id"
-
-
-def _snapshot(owner_conn, tenant_id: str) -> dict:
-    """Every row of ``tenant_id`` in every tenant table, as the owner sees it."""
-    return {
-        table: sorted(
-            str(row[0])
-            for row in owner_conn.run(
-                f"SELECT to_jsonb(t) FROM {table} t WHERE {_owner_column(table)} = CAST(:t AS uuid)", t=tenant_id
-            )
-        )
-        for table in TENANT_TABLES
-    }
-
-
 def test_the_table_list_is_every_table_with_a_tenant(owner_conn):
     with_tenant = {
         row[0]
@@ -120,11 +90,11 @@ def test_the_table_list_is_every_table_with_a_tenant(owner_conn):
 
 def test_no_statement_as_another_tenant_reads_changes_deletes_or_adds_a_tenants_rows(two_tenants, owner_conn, figures):
     (a, _), (b, _) = two_tenants
-    before = _snapshot(owner_conn, a)
+    before = billing.snapshot(owner_conn, a)
     assert all(before.values()), "tenant A has a row in every table"
     reached = probes = 0
     for table in TENANT_TABLES:
-        column = _owner_column(table)
+        column = billing.owner_column(table)
         aimed = f"{column} = CAST(:a AS uuid)"
         for statement in (
             f"SELECT count(*) FROM {table} WHERE {aimed}",
@@ -156,7 +126,7 @@ def test_no_statement_as_another_tenant_reads_changes_deletes_or_adds_a_tenants_
                 )
         probes += 1
 
-    assert _snapshot(owner_conn, a) == before
+    assert billing.snapshot(owner_conn, a) == before
     figures.add("breakout_db", FIGURE, probes=probes, tables=len(TENANT_TABLES), rows=reached)
 
 
@@ -164,7 +134,7 @@ def test_no_statement_as_another_tenant_reads_changes_deletes_or_adds_a_tenants_
 def test_bare_select_sees_only_the_current_tenant(two_tenants, table):
     (a, _), (b, _) = two_tenants
     with transaction(tenant_id=b) as tx:
-        owners = {str(row[0]) for row in tx.run(f"SELECT {_owner_column(table)} FROM {table}")}
+        owners = {str(row[0]) for row in tx.run(f"SELECT {billing.owner_column(table)} FROM {table}")}
     assert owners == {b}
 
 
