@@ -1,4 +1,4 @@
-.PHONY: run test lint format infra
+.PHONY: run test hardening lint format infra
 
 STAGE ?= dev
 PREFIX ?= billing-$(STAGE)
@@ -8,6 +8,9 @@ run:  ## set up and run the app locally (embedded PostgreSQL, chalice local, see
 
 test:  ## set up and run the whole test suite
 	scripts/test
+
+hardening:  ## the hardening suite at full size (fuzzing, breakout, tokens, bad input, faults, 60 s load)
+	scripts/hardening
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
