@@ -31,6 +31,21 @@ class LambdaContext:
         return 30_000
 
 
+def scheduled_event(region: str = "us-east-1") -> dict:
+    """The EventBridge event a ``@app.schedule`` handler receives."""
+    return {
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "detail": {},
+        "id": f"local-{time.time_ns()}",
+        "account": "000000000000",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": region,
+        "resources": [],
+        "version": "0",
+    }
+
+
 def lambda_event(messages: list[dict], queue_arn: str, region: str = "us-east-1") -> dict:
     """ReceiveMessage results as the SQS event Lambda would deliver."""
     return {

@@ -91,6 +91,8 @@ class Stack:
         self.aws_endpoint = ""
         self.session = requests.Session()
         self._procs: list[subprocess.Popen] = []
+        self.env: dict = {}  # what the app's processes run with: chalice local and any one-off worker
+        self.messaging = None
         self._pool = None
         self._operator: Tenant | None = None
 
@@ -116,11 +118,13 @@ class Stack:
             from devtools.cognito import LocalPool
 
             self._pool = LocalPool(None)
-            app_env = {**self._pool.env(self.aws_endpoint), **local_aws.provision_messaging().env()}
+            # Redelivery as deployed (infra's max_receive_count), but seconds apart rather than minutes.
+            self.messaging = local_aws.provision_messaging(visibility_timeout=3, max_receive_count=5)
+            app_env = {**self._pool.env(self.aws_endpoint), **self.messaging.env()}
 
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {
+        self.env = {
             **os.environ,
             **DUMMY_AWS,
             **app_env,
@@ -131,7 +135,7 @@ class Stack:
             **self.extra_env,
         }
         command = [BIN / "chalice", "local", "--stage", "local", "--no-autoreload"]
-        chalice = self._spawn("chalice", [*command, "--host", "127.0.0.1", "--port", str(port)], env)
+        chalice = self._spawn("chalice", [*command, "--host", "127.0.0.1", "--port", str(port)], self.env)
         _wait_until(lambda: self.session.get(f"{self.url}/v1/health").status_code == 200, "chalice local", chalice)
 
     def _spawn(self, name: str, command: list, env: dict | None = None) -> subprocess.Popen:
@@ -160,6 +164,20 @@ class Stack:
 
     def _aws(self):
         return _env(**DUMMY_AWS, AWS_ENDPOINT_URL=self.aws_endpoint)
+
+    def python(self, module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run ``python -m module args`` as one more process of the app (a Lambda invocation, say):
+        same database, same moto server, same settings as chalice local. Its output goes to the log dir."""
+        with open(self.log_dir / f"{module.rsplit('.', 1)[-1]}.log", "ab") as log:
+            return subprocess.run(
+                [sys.executable, "-m", module, *args],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
 
     # --- tenants and tokens ---------------------------------------------------------------
 
@@ -191,9 +209,16 @@ class Stack:
         finally:
             conn.close()
 
-    def billed_account(self, tenant: Tenant, plan: str = "pro") -> str:
-        """An account of ``tenant`` with a monthly subscription that fell due ten days ago, then rebilled
-        through the API: afterwards it has an invoice, ledger entries and a payment, all made by the app."""
+    def plan(self, tenant: Tenant, **fields) -> dict:
+        """A monthly plan of ``tenant`` (by default "pro", 49.00 USD), made over the API."""
+        body = {"code": "pro", "name": "Pro", "interval": "month", "amount": 4900, "currency": "USD", **fields}
+        status, created, _ = self.call("POST", "/v1/plans", tenant.admin, body)
+        assert status == 201, created
+        return created
+
+    def due_account(self, tenant: Tenant, plan: str = "pro") -> str:
+        """An account of ``tenant`` with a monthly subscription, made over the API, whose period ended
+        ten days ago: the next rebill run charges it."""
         status, account, _ = self.call(
             "POST", "/v1/accounts", tenant.user, {"email": "due@customer.test", "name": "Due", "currency": "USD"}
         )
@@ -204,9 +229,15 @@ class Stack:
         assert status == 201, created
         for statement in FALL_DUE:
             self.sql(statement, account=account["id"])
-        status, rebilled, _ = self.call("POST", f"/v1/accounts/{account['id']}/rebill", tenant.admin, {})
-        assert status == 200 and rebilled["outcome"] == "succeeded", rebilled
         return account["id"]
+
+    def billed_account(self, tenant: Tenant, plan: str = "pro") -> str:
+        """A due account rebilled through the API: it has an invoice, ledger entries and a payment,
+        all made by the app."""
+        account = self.due_account(tenant, plan)
+        status, rebilled, _ = self.call("POST", f"/v1/accounts/{account}/rebill", tenant.admin, {})
+        assert status == 200 and rebilled["outcome"] == "succeeded", rebilled
+        return account
 
     def tenant(self, name: str) -> Tenant:
         """A new tenant provisioned through ``POST /v1/tenants``, with an ADMIN and a USER token."""

@@ -26,12 +26,7 @@ FIGURE = (
 
 def test_generated_requests_get_documented_responses_and_never_a_5xx(stack, figures, tmp_path):
     operator = stack.operator
-    stack.call(
-        "POST",
-        "/v1/plans",
-        operator.admin,
-        {"code": "pro", "name": "Pro", "interval": "month", "amount": 4900, "currency": "USD"},
-    )
+    stack.plan(operator)
     stack.billed_account(operator)  # so lists, ledgers and invoices have rows to conform
     served_before = len(stack.statuses())
 

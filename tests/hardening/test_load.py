@@ -32,8 +32,7 @@ def test_a_minute_of_mixed_load_has_no_errors_and_stores_every_accepted_event(st
     tenants = []
     for name in ("Load A", "Load B"):
         tenant = stack.tenant(name)
-        plan = {"code": "pro", "name": "Pro", "interval": "month", "amount": 4900, "currency": "USD"}
-        assert stack.call("POST", "/v1/plans", tenant.admin, plan)[0] == 201
+        stack.plan(tenant)
         accounts = [stack.billed_account(tenant) for _ in range(3)]  # so invoice lists have rows
         tenants.append({"id": tenant.id, "token": tenant.user, "accounts": accounts})
     tenant_ids = [t["id"] for t in tenants]
