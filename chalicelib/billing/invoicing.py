@@ -16,6 +16,9 @@ from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
 Q = load("invoicing")
+# The largest amount the API accepts anywhere (chalicelib/schemas): no invoice may exceed it either.
+MAX_AMOUNT = 999_999_999_999
+_BIGINT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,18 @@ class IssuedInvoice:
     lines: list[Line] = field(default_factory=list)
 
 
+def total_of(lines: list[Line]) -> int:
+    """The invoice's total, refused when beyond what can be billed: usage within bounds event by event
+    can sum, times its price, past any sane amount (and past bigint, where the insert would fail)."""
+    total = sum(line.amount for line in lines)
+    if total > MAX_AMOUNT or any(line.quantity > _BIGINT for line in lines):
+        raise errors.UnprocessableState(
+            f"the period's invoice would be {total} minor units; the largest amount is {MAX_AMOUNT}",
+            code="amount_too_large",
+        )
+    return total
+
+
 def charge_key(account_id, period_start: datetime) -> str:
     return f"charge:{account_id}:{period_start.isoformat()}"
 
@@ -50,7 +65,7 @@ def issue_for_period(
         raise errors.NotFound(f"no such subscription {subscription_id}")
     lines = [Line("subscription", f"{sub['plan_name']} ({sub['plan_code']})", 1, sub["amount"], sub["amount"])]
     lines += list(extra_lines)
-    total = sum(line.amount for line in lines)
+    total = total_of(lines)
     invoice_id = tx.scalar(
         Q["insert_invoice"],
         account_id=sub["account_id"],

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from chalicelib import encoding, events, tracing
 from chalicelib.billing import calendar, collection, payments, rebill, usage_charges
-from chalicelib.billing.invoicing import Line, charge_key
+from chalicelib.billing.invoicing import Line, charge_key, total_of
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
@@ -109,7 +109,7 @@ def _renew_together(tenant_id: str, renewals: list, now: datetime):
             start, end = periods[account_id]
             lines = [Line("subscription", f"{r['plan_name']} ({r['plan_code']})", 1, r["amount"], r["amount"])]
             lines += usage_charges.lines(r["usage_prices"], totals[account_id], r["current_period_start"], start)
-            bills[account_id] = (r, start, end, lines, sum(line.amount for line in lines))
+            bills[account_id] = (r, start, end, lines, total_of(lines))
         invoice_rows = [
             {
                 "account_id": a,

@@ -121,3 +121,16 @@ def test_inline_run_bills_and_a_second_run_finds_nothing_due(make_tenant, gatewa
 
     assert "billed: 3" in capsys.readouterr().out
     assert all(len(billing.state(tenant, a)["charges_by_period"]) == 1 for a in accounts)
+
+
+def test_admin_rebill_of_a_period_over_the_largest_amount_is_422_and_writes_nothing(api, tenant, gateway):
+    plan = billing.plan(tenant.id, usage_prices=[{"metric": "api_calls", "aggregation": "sum", "unit_amount": 10**6}])
+    account = billing.subscribed_account(tenant.id, plan, PAST)
+    billing.usage(tenant.id, account, PAST + timedelta(days=3), 10**12 - 1, "huge")
+
+    reply = api.post(f"/v1/accounts/{account}/rebill", None, tenant.admin)
+
+    assert reply.status == 422, reply.body
+    assert reply.body["error"]["code"] == "amount_too_large"
+    assert billing.state(tenant.id, account)["entries"] == []
+    assert gateway.charges == []

@@ -84,3 +84,26 @@ def test_an_account_several_periods_behind_catches_up_in_the_batch(make_tenant, 
     rebill_batch.process(_records(tenant, [account]), now=datetime(2027, 5, 1, tzinfo=UTC))
     assert billing.state(tenant, account)["next_billing_at"] == datetime(2027, 5, 31, 9, tzinfo=UTC)
     assert len(billing.state(tenant, account)["charges_by_period"]) == 3
+
+
+def test_usage_billing_more_than_the_largest_amount_fails_only_its_own_record_and_bills_nothing(
+    make_tenant, gateway, reporting
+):
+    tenant = make_tenant()
+    metered = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 1000}]
+    dearest = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 10**12 - 1}]
+    plan, dear_plan = billing.plan(tenant, usage_prices=metered), billing.plan(tenant, "dear", usage_prices=dearest)
+    over_max, over_bigint, ordinary = (billing.subscribed_account(tenant, p, ANCHOR) for p in (plan, dear_plan, plan))
+    for n in range(3):  # every event within bounds; their sum times the price is not
+        billing.usage(tenant, over_max, ANCHOR + timedelta(days=2), 10**12 - 1, f"max-{n}")
+        billing.usage(tenant, over_bigint, ANCHOR + timedelta(days=2), 10**12 - 1, f"bigint-{n}")
+    billing.usage(tenant, ordinary, ANCHOR + timedelta(days=2), 5, "ordinary")
+
+    result = rebill_batch.process(_records(tenant, [over_max, over_bigint, ordinary]), now=FEB_28)
+
+    failed = {f"{a}-0" for a in (over_max, over_bigint)}
+    assert {f["itemIdentifier"] for f in result["batchItemFailures"]} == failed
+    for account in (over_max, over_bigint):
+        assert billing.state(tenant, account)["entries"] == []
+        assert billing.state(tenant, account)["next_billing_at"] == FEB_28, "left due, for an operator to resolve"
+    assert billing.state(tenant, ordinary)["entries"] == [("charge", 4900 + 5000), ("payment", -(4900 + 5000))]
