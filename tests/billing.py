@@ -90,6 +90,24 @@ def state(tenant_id: str, account_id: str) -> dict:
     return account
 
 
+def books(tenant_id: str, account_id: str) -> dict:
+    """The ledger's sums beside the invoices'. Balanced books: charged = invoiced, paid = invoices_paid,
+    balance = due (what the open invoices still ask for)."""
+    with transaction(tenant_id=tenant_id) as tx:
+        return tx.one(
+            "SELECT CAST(coalesce(sum(amount) FILTER (WHERE entry_type = 'charge'), 0) AS bigint) AS charged,"
+            " CAST(coalesce(-sum(amount) FILTER (WHERE entry_type = 'payment'), 0) AS bigint) AS paid,"
+            " CAST(coalesce(sum(amount), 0) AS bigint) AS balance,"
+            " (SELECT CAST(coalesce(sum(total), 0) AS bigint) FROM invoices WHERE account_id = :a) AS invoiced,"
+            " (SELECT CAST(coalesce(sum(amount_paid), 0) AS bigint) FROM invoices WHERE account_id = :a)"
+            " AS invoices_paid,"
+            " (SELECT CAST(coalesce(sum(amount_due), 0) AS bigint) FROM invoices WHERE account_id = :a"
+            " AND status = 'open') AS due"
+            " FROM ledger_entries WHERE account_id = :a",
+            a=account_id,
+        )
+
+
 def pending_attempts(tenant_id: str, account_id: str) -> int:
     with transaction(tenant_id=tenant_id) as tx:
         return tx.scalar(

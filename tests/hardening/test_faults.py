@@ -200,7 +200,8 @@ def _unpublished(database_url) -> int:
 
 
 def _check_invariants(database_url, tenant, accounts, gateway) -> dict:
-    """Balance = sum of ledger; one charge per account and period; the gateway's charges are the ledger's payments."""
+    """The ledger agrees with the invoices (charged, paid, balance = due); one charge per account and period;
+    the gateway's charges are the ledger's payments."""
     charges = dict(
         _as_owner(
             database_url, "SELECT account_id::text, count(*) FROM ledger_entries WHERE entry_type = 'charge' GROUP BY 1"
@@ -216,8 +217,12 @@ def _check_invariants(database_url, tenant, accounts, gateway) -> dict:
         "SELECT count(*) FROM (SELECT 1 FROM invoices GROUP BY account_id, period_start HAVING count(*) > 1) twice",
     )[0][0]
     for account in accounts:
-        state = billing.state(tenant, account)
-        assert state["balance"] == sum(amount for _kind, amount in state["entries"])
+        state, books = billing.state(tenant, account), billing.books(tenant, account)
+        assert (books["charged"], books["paid"], books["balance"]) == (
+            books["invoiced"],
+            books["invoices_paid"],
+            books["due"],
+        ), ("the ledger and the invoices disagree", books)
         gateway_charges = [c[2] for c in gateway.charges if c[1] == account]
         assert len(gateway_charges) <= 1, "the gateway charged this period twice"
         assert [-amount for kind, amount in state["entries"] if kind == "payment"] == gateway_charges

@@ -54,7 +54,7 @@ def test_a_rebill_process_killed_at_any_point_leaves_every_account_charged_and_p
     gateway_calls = [json.loads(line) for line in calls.read_text().splitlines()]
     counts = {"charged": 0, "lost": 0, "duplicated": 0}
     for account in accounts:
-        ledger = _ledger(stack, tenant, account)
+        ledger = _api(stack, tenant, f"/v1/accounts/{account}/ledger?limit=100")
         assert ledger["balance"] == sum(entry["amount"] for entry in ledger["data"]) == 0, ledger
         kinds = sorted(entry["entry_type"] for entry in ledger["data"])
         counts["charged"] += kinds == ["charge", "payment"]
@@ -64,6 +64,12 @@ def test_a_rebill_process_killed_at_any_point_leaves_every_account_charged_and_p
         assert len(keys) == 1, f"{account}: the gateway saw {keys}: a real gateway would charge it twice"
         (charge,) = [entry for entry in ledger["data"] if entry["entry_type"] == "charge"]
         assert {int(call["amount"]) for call in gateway_calls if call["account_id"] == account} == {charge["amount"]}
+        (invoice,) = _api(stack, tenant, f"/v1/invoices?account_id={account}")["data"]
+        assert (invoice["total"], invoice["amount_paid"], invoice["status"]) == (
+            charge["amount"],
+            charge["amount"],
+            "paid",
+        )
 
     counts["unpublished"] = stack.sql(
         "SELECT count(*) FROM outbox WHERE tenant_id = CAST(:t AS uuid) AND published_at IS NULL", t=tenant.id
@@ -92,10 +98,10 @@ def _money_moved(stack, tenant_id: str) -> dict:
     return {"charge": 0, "payment": 0, **dict(rows)}
 
 
-def _ledger(stack, tenant, account: str) -> dict:
-    status, ledger, _ = stack.call("GET", f"/v1/accounts/{account}/ledger?limit=100", tenant.user)
-    assert status == 200, ledger
-    return ledger
+def _api(stack, tenant, path: str) -> dict:
+    status, body, _ = stack.call("GET", path, tenant.user)
+    assert status == 200, body
+    return body
 
 
 def _queue_depths(stack, queue: dict) -> tuple[int, int]:
