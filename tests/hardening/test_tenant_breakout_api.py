@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from devtools.stack import FALL_DUE
+from tests import billing
 
 DOCUMENT = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
 FIGURE = (
@@ -108,23 +109,19 @@ def _path_ids(template: str) -> list[str]:
     return [part[1:-1] for part in template.split("/") if part.startswith("{")]
 
 
-def _state_of(api, victim) -> dict:
-    user = victim["tenant"].user
-    return {
-        "account": api.get(f"/v1/accounts/{victim['account']}", user).body,
-        "subscription": api.get(f"/v1/subscriptions/{victim['subscription']}", user).body,
-        "ledger": api.get(f"/v1/accounts/{victim['account']}/ledger", user).body["data"],
-        "invoices": api.get(f"/v1/invoices?account_id={victim['account']}", user).body["data"],
-        "subscriptions": api.get(f"/v1/subscriptions?account_id={victim['account']}", user).body["data"],
-    }
+def _own_account_and_plan(api, b) -> str:
+    """B's own account, and B's own "pro" plan: in every probe A's id is the only thing B lacks."""
+    plan = {"code": "pro", "name": "Pro", "interval": "month", "amount": 100, "currency": "USD"}
+    assert api.post("/v1/plans", plan, b.admin).status == 201
+    return api.post("/v1/accounts", {"email": "own@b.test", "name": "Own", "currency": "USD"}, b.user).body["id"]
 
 
 def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_change_nothing(
-    api, victim, other_tenant, figures
+    api, victim, other_tenant, owner_conn, figures
 ):
     b = other_tenant
-    own = api.post("/v1/accounts", {"email": "own@b.test", "name": "Own", "currency": "USD"}, b.user).body["id"]
-    before = _state_of(api, victim)
+    own = _own_account_and_plan(api, b)
+    before = billing.snapshot(owner_conn, victim["tenant"].id)
     secrets = {victim[k] for k in ("account", "subscription", "invoice", "ledger_entry", "plan")}
     secrets |= {"victim@a.test", "Victim Corp", victim["tenant"].id}
     counts = {"probes": 0, "not_found": 0, "rejected": 0, "leaks": 0}
@@ -146,8 +143,23 @@ def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_chang
             assert (theirs.status, theirs.body["error"]["code"]) == (404, "resource_missing"), probe
             counts["not_found"] += 1
 
-    assert _state_of(api, victim) == before, "nothing of A's changed"
+    assert billing.snapshot(owner_conn, victim["tenant"].id) == before, "no row of A's changed"
     figures.add("breakout_api", FIGURE, parameters=len(_id_bearing_parameters()), **counts)
+
+
+def test_another_tenants_plan_code_is_as_unknown_as_one_that_never_existed(api, catalog, other_tenant, owner_conn):
+    b = other_tenant
+    own = _own_account_and_plan(api, b)
+    before = billing.snapshot(owner_conn, b.id)
+
+    theirs = api.post("/v1/subscriptions", {"account_id": own, "plan": "basic"}, b.user)  # A's code, not B's
+    never = api.post("/v1/subscriptions", {"account_id": own, "plan": "never-existed"}, b.user)
+
+    assert theirs.status == never.status == 400, theirs.body
+    echoed = json.dumps(theirs.body["error"]["details"]).replace("basic", "never-existed")  # the code is echoed
+    assert echoed == json.dumps(never.body["error"]["details"])
+    assert "Basic" not in json.dumps(theirs.body)
+    assert billing.snapshot(owner_conn, b.id)["subscriptions"] == before["subscriptions"] == []
 
 
 def test_an_idempotency_key_used_by_another_tenant_is_a_different_key(api, catalog, other_tenant):
