@@ -2,8 +2,9 @@
 app.py's handlers and moto's SQS/SNS/SES:
 
 the schedule's SendMessageBatch failing, SNS publishes and SES sends failing, the database connection
-killed in the middle of the ledger write, the database restarted, and the payment gateway
-timing out after charging. Then the faults stop, the schedule and the queues run until
+killed in the middle of the ledger write, of a request's outbox write (a 503 the client retries
+with its Idempotency-Key) and of a consumer's claim, the database restarted, and the payment
+gateway timing out after charging. Then the faults stop, the schedule and the queues run until
 quiet, and every money invariant must hold: nothing lost, nothing twice, no event left
 unpublished. (The process itself killed at each half-way point is test_process_killed's:
 a real SIGKILL needs a process of its own.)
@@ -32,6 +33,14 @@ FIGURE = (
     "faults: {injected} faults of {kinds} kinds over {accounts} accounts to charge -> {charged} charged once,"
     " {lost} lost, {duplicated} charged twice, {unpublished} events unpublished, {dead} dead-lettered"
 )
+
+
+# Where a backend is terminated (pg_terminate_backend) just before the statement runs.
+KILLS = {
+    "kill_mid_ledger_write": "INSERT INTO ledger_entries",
+    "kill_mid_outbox_write": "INSERT INTO outbox",
+    "kill_mid_consumer_claim": "INSERT INTO processed_events",
+}
 
 
 class Faults:
@@ -103,6 +112,8 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
         sns_publish=NEW_SUBSCRIPTIONS,
         ses_send=1,
         kill_mid_ledger_write=2,
+        kill_mid_outbox_write=1,
+        kill_mid_consumer_claim=2,
         # A server the tests did not start is not theirs to restart; every other fault still runs.
         restart=0 if os.environ.get("TEST_DATABASE_IS_EXTERNAL") else 1,
     )
@@ -126,7 +137,7 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
     real_run = connection.Transaction.run
 
     def run(tx, sql, **params):
-        if "INSERT INTO ledger_entries" in sql and faults.take("kill_mid_ledger_write"):
+        if any(fragment in sql and faults.take(kind) for kind, fragment in KILLS.items()):
             pid = real_run(tx, "SELECT pg_backend_pid()")[0][0]
             _as_owner(database_url, "SELECT pg_terminate_backend(:pid)", pid=pid)
         return real_run(tx, sql, **params)
@@ -136,10 +147,7 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
 
     # The run under fire: new subscriptions whose events cannot be published, the first
     # schedule failing to enqueue, the second getting through.
-    for n in range(NEW_SUBSCRIPTIONS):
-        new = api.post("/v1/accounts", {"email": f"new{n}@x.test", "name": "New", "currency": "USD"}, catalog.user)
-        assert api.post("/v1/subscriptions", {"account_id": new.body["id"], "plan": "pro"}, catalog.user).status == 201
-        accounts.append(new.body["id"])
+    accounts += _subscribe_new_accounts(api, catalog)
     with pytest.raises(EndpointConnectionError):
         _schedule()
     _schedule()
@@ -174,6 +182,21 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
     consumed = dict(_as_owner(database_url, "SELECT consumer, count(*) FROM processed_events GROUP BY 1"))
     assert consumed == dict.fromkeys(("audit-log", "generate-invoice", "send-notification"), NEW_SUBSCRIPTIONS)
     assert counts == {"charged": ACCOUNTS + NEW_SUBSCRIPTIONS, "lost": 0, "duplicated": 0, "unpublished": 0, "dead": 0}
+
+
+def _subscribe_new_accounts(api, catalog) -> list[str]:
+    """New subscriptions; the first request's connection is killed as it writes its event to the outbox."""
+    accounts = []
+    for n in range(NEW_SUBSCRIPTIONS):
+        new = api.post("/v1/accounts", {"email": f"new{n}@x.test", "name": "New", "currency": "USD"}, catalog.user)
+        body, key = {"account_id": new.body["id"], "plan": "pro"}, {"Idempotency-Key": f"subscribe-{n}"}
+        reply = api.post("/v1/subscriptions", body, catalog.user, headers=key)
+        if n == 0:  # the outbox kill: a retryable 503 that kept nothing, and the client retries with its key
+            assert reply.status == 503, reply.body
+            reply = api.post("/v1/subscriptions", body, catalog.user, headers=key)
+        assert reply.status == 201, reply.body
+        accounts.append(new.body["id"])
+    return accounts
 
 
 def _restart_database():
