@@ -118,31 +118,8 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
         restart=0 if os.environ.get("TEST_DATABASE_IS_EXTERNAL") else 1,
     )
     planned = dict(faults.left)
-    faults.injected["gateway_timeout"] = 0
-    real_charge = gateway.charge
-
-    def charge(**kwargs):
-        try:
-            return real_charge(**kwargs)
-        except payments.GatewayTimeout:
-            faults.injected["gateway_timeout"] += 1  # scripted above: charged, the answer lost
-            raise
-
-    monkeypatch.setattr(gateway, "charge", charge)
+    _arm(faults, gateway, database_url, monkeypatch)
     sqs = boto3.client("sqs")
-    aws.client("sqs").meta.events.register("before-call.sqs.SendMessageBatch", _aws_failure(faults, "sqs_send"))
-    aws.client("sns").meta.events.register("before-call.sns.Publish", _aws_failure(faults, "sns_publish"))
-    aws.client("ses").meta.events.register("before-call.ses.SendEmail", _aws_failure(faults, "ses_send"))
-
-    real_run = connection.Transaction.run
-
-    def run(tx, sql, **params):
-        if any(fragment in sql and faults.take(kind) for kind, fragment in KILLS.items()):
-            pid = real_run(tx, "SELECT pg_backend_pid()")[0][0]
-            _as_owner(database_url, "SELECT pg_terminate_backend(:pid)", pid=pid)
-        return real_run(tx, sql, **params)
-
-    monkeypatch.setattr(connection.Transaction, "run", run)
     pump = Pump(bindings_for(app_module, messaging.queues), wait_seconds=0)
 
     # The run under fire: new subscriptions whose events cannot be published, the first
@@ -182,6 +159,34 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
     consumed = dict(_as_owner(database_url, "SELECT consumer, count(*) FROM processed_events GROUP BY 1"))
     assert consumed == dict.fromkeys(("audit-log", "generate-invoice", "send-notification"), NEW_SUBSCRIPTIONS)
     assert counts == {"charged": ACCOUNTS + NEW_SUBSCRIPTIONS, "lost": 0, "duplicated": 0, "unpublished": 0, "dead": 0}
+
+
+def _arm(faults: Faults, gateway, database_url: str, monkeypatch) -> None:
+    """Wrap the real gateway, boto3 clients and database transaction so each fault fires while its
+    budget lasts. The wrapped parts still run for real: nothing is faked, only interrupted."""
+    faults.injected["gateway_timeout"] = 0
+    real_charge = gateway.charge
+
+    def charge(**kwargs):
+        try:
+            return real_charge(**kwargs)
+        except payments.GatewayTimeout:
+            faults.injected["gateway_timeout"] += 1  # scripted: charged, the answer lost
+            raise
+
+    monkeypatch.setattr(gateway, "charge", charge)
+    aws.client("sqs").meta.events.register("before-call.sqs.SendMessageBatch", _aws_failure(faults, "sqs_send"))
+    aws.client("sns").meta.events.register("before-call.sns.Publish", _aws_failure(faults, "sns_publish"))
+    aws.client("ses").meta.events.register("before-call.ses.SendEmail", _aws_failure(faults, "ses_send"))
+    real_run = connection.Transaction.run
+
+    def run(tx, sql, **params):
+        if any(fragment in sql and faults.take(kind) for kind, fragment in KILLS.items()):
+            pid = real_run(tx, "SELECT pg_backend_pid()")[0][0]
+            _as_owner(database_url, "SELECT pg_terminate_backend(:pid)", pid=pid)
+        return real_run(tx, sql, **params)
+
+    monkeypatch.setattr(connection.Transaction, "run", run)
 
 
 def _subscribe_new_accounts(api, catalog) -> list[str]:
