@@ -66,6 +66,13 @@ def lambda_event(messages: list[dict], queue_arn: str, region: str = "us-east-1"
     }
 
 
+def queue_depth(url: str, sqs=None) -> int:
+    """Messages in a queue, visible or in flight, without receiving them (a receive would hide them)."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = (sqs or boto3.client("sqs")).get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return sum(int(attributes[name]) for name in names)
+
+
 class Pump:
     def __init__(self, bindings: list[tuple], wait_seconds: int = 1):
         """``bindings``: (handler callable, queue url, queue arn, batch size) per consumer."""

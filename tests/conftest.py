@@ -44,9 +44,9 @@ class Figures:
 
     def set(self, part: str, template: str, **values: int) -> None:
         """Figures that are the same in every test of a part (how many kinds), rather than summed."""
-        self.parts.setdefault(part, (template, Counter()))[1].update(
-            {name: value - self.parts[part][1][name] for name, value in values.items()}
-        )
+        counts = self.parts.setdefault(part, (template, Counter()))[1]
+        for name, value in values.items():
+            counts[name] = value
 
     def lines(self) -> list[str]:
         return [template.format_map(counts) for template, counts in self.parts.values()]

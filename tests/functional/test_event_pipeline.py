@@ -12,7 +12,7 @@ from app import app
 from chalicelib import aws, outbox
 from chalicelib.db import transaction
 from devtools import local_aws
-from devtools.pump import Pump, bindings_for, lambda_event
+from devtools.pump import Pump, bindings_for, lambda_event, queue_depth
 
 CONSUMERS = {
     "billing-generate-invoice": "generate_invoice",
@@ -29,13 +29,6 @@ def _receive_all(url: str) -> list[dict]:
         if not batch:
             return found
         found += batch
-
-
-def _depth(url: str) -> int:
-    """Messages in the queue, without receiving them (a receive would hide them)."""
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return sum(int(attributes[name]) for name in names)
 
 
 def _emails_sent() -> int:
@@ -167,8 +160,8 @@ def test_a_message_that_keeps_failing_lands_in_the_dlq_and_replay_brings_it_back
 
     for _ in range(4):
         pump.poll_once(*pump.bindings[0])
-    assert _depth(queue["dlq_url"]) == 1
-    assert _depth(queue["url"]) == 0
+    assert queue_depth(queue["dlq_url"]) == 1
+    assert queue_depth(queue["url"]) == 0
     assert _emails_sent() == 0
 
     boto3.client("ses").verify_email_identity(EmailAddress=local_aws.SES_SENDER)
@@ -179,8 +172,8 @@ def test_a_message_that_keeps_failing_lands_in_the_dlq_and_replay_brings_it_back
 
     assert (dry, moved) == (1, 1)
     assert _emails_sent() == 1
-    assert _depth(queue["dlq_url"]) == 0
-    assert _depth(queue["url"]) == 0
+    assert queue_depth(queue["dlq_url"]) == 0
+    assert queue_depth(queue["url"]) == 0
 
 
 def test_a_failed_publish_is_kept_and_published_exactly_once_by_the_sweep(

@@ -14,7 +14,6 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
@@ -23,7 +22,7 @@ from chalicelib import aws, outbox
 from chalicelib.billing import payments
 from chalicelib.db import connection
 from devtools import postgres
-from devtools.pump import LambdaContext, Pump, bindings_for, scheduled_event
+from devtools.pump import LambdaContext, Pump, bindings_for, queue_depth, scheduled_event
 from tests import billing
 
 ACCOUNTS = 12
@@ -73,26 +72,8 @@ def _schedule():
     app_module.rebill_schedule(scheduled_event(), LambdaContext("rebill_schedule"))
 
 
-def _in_queues(sqs, messaging) -> int:
-    total = 0
-    for queue in messaging.queues.values():
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=queue["url"],
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        total += sum(int(v) for v in attributes.values())
-    return total
-
-
-def _dead_lettered(sqs, messaging) -> int:
-    return sum(
-        int(
-            sqs.get_queue_attributes(QueueUrl=q["dlq_url"], AttributeNames=["ApproximateNumberOfMessages"])[
-                "Attributes"
-            ]["ApproximateNumberOfMessages"]
-        )
-        for q in messaging.queues.values()
-    )
+def _in_queues(messaging, which: str = "url") -> int:
+    return sum(queue_depth(queue[which]) for queue in messaging.queues.values())
 
 
 @pytest.mark.parametrize("messaging", [1], indirect=True)
@@ -119,7 +100,6 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
     )
     planned = dict(faults.left)
     _arm(faults, gateway, database_url, monkeypatch)
-    sqs = boto3.client("sqs")
     pump = Pump(bindings_for(app_module, messaging.queues), wait_seconds=0)
 
     # The run under fire: new subscriptions whose events cannot be published, the first
@@ -140,12 +120,12 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
         _schedule()
         outbox.sweep()
         pump.drain(timeout=20)
-        if _in_queues(sqs, messaging) == 0 and not _unpublished(database_url):
+        if _in_queues(messaging) == 0 and not _unpublished(database_url):
             break
         time.sleep(1.1)  # let in-flight messages become visible again
 
     counts = _check_invariants(database_url, tenant, accounts, gateway)
-    counts["dead"] = _dead_lettered(sqs, messaging)
+    counts["dead"] = _in_queues(messaging, "dlq_url")
     figures.add(
         "faults",
         FIGURE,

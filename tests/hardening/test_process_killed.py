@@ -18,6 +18,7 @@ import time
 
 import boto3
 
+from devtools.pump import queue_depth
 from tests.hardening import rebill_worker
 
 ACCOUNTS = 6
@@ -77,7 +78,8 @@ def test_a_rebill_process_killed_at_any_point_leaves_every_account_charged_and_p
     pending = stack.sql(
         "SELECT count(*) FROM payment_attempts WHERE tenant_id = CAST(:t AS uuid) AND outcome = 'pending'", t=tenant.id
     )[0][0]
-    counts["dead"], left = _queue_depths(stack, queue)
+    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name="us-east-1")
+    counts["dead"], left = queue_depth(queue["dlq_url"], sqs), queue_depth(queue["url"], sqs)
     figures.add(
         "faults, process killed",
         FIGURE,
@@ -102,14 +104,3 @@ def _api(stack, tenant, path: str) -> dict:
     status, body, _ = stack.call("GET", path, tenant.user)
     assert status == 200, body
     return body
-
-
-def _queue_depths(stack, queue: dict) -> tuple[int, int]:
-    """(dead-lettered, still on the queue), read from the stack's moto server."""
-    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name="us-east-1")
-
-    def depth(url: str) -> int:
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        return sum(int(v) for v in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"].values())
-
-    return depth(queue["dlq_url"]), depth(queue["url"])
