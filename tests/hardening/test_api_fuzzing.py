@@ -14,7 +14,10 @@ from pathlib import Path
 
 from tests.hardening.conftest import FULL
 
-DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENT = ROOT / "docs" / "openapi.json"
+# Generators for the document's own formats (iso-4217); it imports chalicelib, hence PYTHONPATH below.
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 EXAMPLES = 1000 if FULL else 40
 # Fixed so CI replays the same cases; HARDENING_SEED=<n> explores others.
 SEED = os.environ.get("HARDENING_SEED", "20261124")
@@ -61,6 +64,11 @@ def test_generated_requests_get_documented_responses_and_never_a_5xx(stack, figu
         text=True,
         timeout=3000,
         cwd=tmp_path,
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": str(HOOKS),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        },
     )
     statuses = stack.statuses()[served_before:]
     cases = re.search(r"(\d+) generated", run.stdout)
