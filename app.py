@@ -4,13 +4,13 @@ import os
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 
-from chalicelib import audit, consumers, http, idempotency, notifications, observability, ops, outbox, pagination
+from chalicelib import consumers, http, idempotency, observability, ops, outbox, pagination
+from chalicelib import handlers as handlers_of
 from chalicelib import health as health_check
 from chalicelib.auth import ADMIN, USER
 from chalicelib.billing import (
     accounts,
     invoices,
-    invoicing,
     ledger,
     plans,
     rebill,
@@ -116,7 +116,12 @@ def get_account_ledger(account_id):
 @api(app)
 def rebill_account_now(account_id):
     request = http.read(app, ADMIN, "rebill_now", body_required=False)
-    return http.outcome_response(idempotency.run(request, rebill.rebill_now, own_transactions=True))
+    account_id = pagination.parse_id(account_id, "id")
+
+    def work(_request):
+        return 200, rebill.rebill_now(request.principal.tenant_id, account_id, request.principal)
+
+    return http.outcome_response(idempotency.run(request, work, own_transactions=True))
 
 
 @app.route("/v1/subscriptions", methods=["POST"], **AUTH)
@@ -149,7 +154,9 @@ def get_subscription(subscription_id):
 @api(app)
 def cancel_subscription(subscription_id):
     request = http.read(app, USER, "subscription_cancel", body_required=False)
-    return http.outcome_response(idempotency.run(request, subscriptions.cancel))
+    outcome = idempotency.run(request, subscriptions.cancel)
+    outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
 
 
 @app.route("/v1/invoices", methods=["GET"], **AUTH)
@@ -181,20 +188,19 @@ def record_usage():
 
 @app.on_sqs_message(queue=f"{PREFIX}-generate-invoice", batch_size=10, name="generate_invoice")
 def generate_invoice(event):
-    handlers = {"subscription.created": invoicing.on_subscription_created}
-    return consumers.process_batch(consumers.records_of(event), "generate-invoice", consumers.dispatch(handlers))
+    handlers = consumers.dispatch(handlers_of.GENERATE_INVOICE)
+    return consumers.process_batch(consumers.records_of(event), "generate-invoice", handlers)
 
 
 @app.on_sqs_message(queue=f"{PREFIX}-send-notification", batch_size=10, name="send_notification")
 def send_notification(event):
-    handlers = {"subscription.created": notifications.on_subscription_created}
-    return consumers.process_batch(consumers.records_of(event), "send-notification", consumers.dispatch(handlers))
+    handlers = consumers.dispatch(handlers_of.SEND_NOTIFICATION)
+    return consumers.process_batch(consumers.records_of(event), "send-notification", handlers)
 
 
 @app.on_sqs_message(queue=f"{PREFIX}-audit-log", batch_size=10, name="audit_log")
 def audit_log(event):
-    handlers = {"subscription.created": audit.on_event}
-    return consumers.process_batch(consumers.records_of(event), "audit-log", consumers.dispatch(handlers))
+    return consumers.process_batch(consumers.records_of(event), "audit-log", consumers.dispatch(handlers_of.AUDIT_LOG))
 
 
 @app.on_sns_message(topic=f"{PREFIX}-ops", name="ops_notice")

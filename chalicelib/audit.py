@@ -18,15 +18,3 @@ def record(tx, actor, action: str, entity_type: str, entity_id, data: dict | Non
         entity_id=str(entity_id) if entity_id is not None else None,
         data=json.dumps(data or {}, default=str),
     )
-
-
-def on_event(event: dict) -> bool:
-    """audit-log consumer: one audit row per domain event, whatever the redeliveries."""
-    from chalicelib import idempotency
-
-    entity_id = event.get("subscriptionId") or event.get("accountId")
-
-    def work(tx):
-        record(tx, "system:events", event["eventType"], "event", entity_id, {"eventId": event["eventId"], **event})
-
-    return idempotency.consume_once(event["tenantId"], "audit-log", event["eventId"], work)

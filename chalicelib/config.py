@@ -46,6 +46,7 @@ class Settings:
     mock_payment_outcome: str
     mock_payment_decline_percent: int
     rebill_catch_up_periods: int
+    payment_claim_lease_s: int
     resource_prefix: str
 
     @property
@@ -99,6 +100,9 @@ def get_settings() -> Settings:
         mock_payment_decline_percent=int(env("MOCK_PAYMENT_DECLINE_PERCENT", "0")),
         # A renewal message bills at most this many overdue periods in a row.
         rebill_catch_up_periods=int(env("REBILL_CATCH_UP_PERIODS", "12")),
+        # A settler holds a payment attempt this long while it calls the gateway; a
+        # crashed settler's claim lapses after it (keep it >= the function timeout).
+        payment_claim_lease_s=int(env("PAYMENT_CLAIM_LEASE_S", "60")),
         resource_prefix=env("RESOURCE_PREFIX", "billing"),
     )
 

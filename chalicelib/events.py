@@ -11,7 +11,7 @@ import uuid
 
 from chalicelib import validation
 
-KNOWN_TYPES = ("subscription.created",)
+KNOWN_TYPES = ("subscription.created", "subscription.canceled")
 
 
 class PoisonMessage(Exception):

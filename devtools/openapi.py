@@ -23,7 +23,12 @@ TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 ID = {"type": "string", "format": "uuid"}
 ID_OR_NULL = {"type": ["string", "null"], "format": "uuid"}
 MONEY = {"type": "integer", "description": "minor units"}
-CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+CURRENCY = {
+    "type": "string",
+    "pattern": "^[A-Z]{3}$",
+    "format": "iso-4217",
+    "description": "ISO 4217 code; amounts beside it are in its minor units (USD 2 decimal places, JPY 0, BHD 3)",
+}
 
 
 def _object(name: str, properties: dict) -> dict:
@@ -95,6 +100,7 @@ RESPONSES = {
             "current_period_end": TS,
             "cancel_at_period_end": {"type": "boolean"},
             "canceled_at": TS_OR_NULL,
+            "ended_at": {**TS_OR_NULL, "description": "when service ended and the final invoice was issued"},
             "created_at": TS,
         },
     ),
@@ -119,6 +125,11 @@ RESPONSES = {
             "id": ID,
             "account_id": ID,
             "subscription_id": ID_OR_NULL,
+            "billing_reason": {
+                "enum": ["subscription_create", "subscription_cycle", "subscription_cancel", "manual"],
+                "description": "the billing instant that issued it: a subscription's first period, a renewal, "
+                "or its final invoice (the last period's metered usage)",
+            },
             "number": {"type": ["string", "null"]},
             "status": {"enum": ["draft", "open", "paid", "void", "uncollectible"]},
             "currency": CURRENCY,

@@ -132,6 +132,9 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            # A dead settler's claim on a payment lapses within one redelivery (visibility 3 s),
+            # as deployed it lapses within the function timeout (visibility is 6x that).
+            "PAYMENT_CLAIM_LEASE_S": "2",
             **self.extra_env,
         }
         command = [BIN / "chalice", "local", "--stage", "local", "--no-autoreload"]

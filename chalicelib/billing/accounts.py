@@ -49,6 +49,11 @@ def lock(tx, account_id: str) -> dict:
     return account
 
 
+def start_billing(tx, account_id, plan_id, *, anchor, next_billing_at) -> None:
+    """A new subscription bills the account from ``anchor``; its first renewal is ``next_billing_at``."""
+    tx.run(Q["start_billing"], id=account_id, plan_id=plan_id, anchor=anchor, next_billing_at=next_billing_at)
+
+
 def list_page(tx, page: pagination.PageRequest) -> dict:
     pagination.check_cursor(tx, Q["exists"], page, "account")
     rows = tx.all(Q["list"], after=page.starting_after, limit=page.limit + 1)

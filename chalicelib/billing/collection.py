@@ -1,36 +1,54 @@
 """Collecting invoices through the gateway, and the dunning state machine after a decline.
 
 Three steps, so money never moves without a record that says so:
-1. ``open_intent`` (in the billing transaction): a ``pending`` payment attempt
-   with its gateway key ``pay:{subscription}:{period_start}:{attempt}`` and the
-   amount, committed together with the invoice and its ledger charge.
-2. ``settle``: the gateway is called with exactly that key and amount, outside
-   any transaction. A GatewayTimeout leaves the attempt pending.
-3. In a new transaction, under the account lock, the outcome is written onto
-   the attempt (once: a concurrent settler finds it resolved) with its ledger
-   entry and the dunning transition.
-``settle_pending`` resolves attempts a crash or a timeout left behind; the same
-key makes the gateway answer with what really happened, never charge again.
+1. ``open_intents`` (in the billing transaction): a ``pending`` payment attempt with
+   its gateway key (``periods.payment_key``) and the amount, committed together
+   with the invoice and its ledger charge.
+2. ``settle_many``: each attempt is *claimed* (``claimed_until``, a lease on the
+   database's clock) in a short transaction of its own, so exactly one settler calls
+   the gateway for an attempt at a time; an attempt someone else holds answers
+   ``in_progress``. The gateway is called with exactly that key and amount outside
+   any transaction. A timeout, or the gateway's own "a request with this key is in
+   flight", leaves the attempt pending and releases the claim (``timeout``); a
+   crashed settler's claim lapses after ``PAYMENT_CLAIM_LEASE_S``.
+3. In a new transaction the outcome is written onto the attempt (once: one that is
+   no longer pending was resolved by someone else) with its ledger entry and the
+   dunning transition. Successes are recorded set-based.
+``settle_pending`` resolves attempts a crash or a timeout left behind; the same key
+makes the gateway answer with what really happened, never charge again.
 
-Dunning: a decline makes the account PENDING and schedules a retry at the start
-of the day DUNNING_RETRY_DAYS[n] days later (1, 3, 7), so the daily run finds it
-that day; a decline after the last retry makes it INACTIVE, stops billing and
-marks its open invoices uncollectible. The account returns to ACTIVE only when
-no open invoice remains. Every transition is an audit row; every outcome a
-ledger entry (a payment negative, a failure recorded at zero).
+Dunning: a decline makes the account PENDING and schedules a retry at the start of
+the day DUNNING_RETRY_DAYS[n] days later (1, 3, 7), so the daily run finds it that
+day; a decline after the last retry makes it INACTIVE, stops billing and marks its
+open invoices uncollectible. The account returns to ACTIVE only when no open
+invoice remains. Every transition is an audit row; every outcome a ledger entry (a
+payment negative, a failure recorded at zero).
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chalicelib import audit, tracing
-from chalicelib.billing import ledger, payments
+from chalicelib import audit, encoding, tracing
+from chalicelib.billing import ledger, payments, periods
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
-Q = load("rebill")
+Q = load("collection")
+
+
+class PaymentUnresolved(Exception):
+    """Another settler holds the account's payment: try again once it is done (or its claim lapsed)."""
+
+
+def resolved(outcome: str | None) -> str | None:
+    """A settling outcome, or the exception that sends the message (or the request) back for later."""
+    if outcome == "timeout":
+        raise payments.GatewayTimeout("the gateway gave no final answer; the payment stays pending")
+    if outcome == "in_progress":
+        raise PaymentUnresolved("another settler holds this payment")
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -43,51 +61,100 @@ class Intent:
     currency: str
 
 
-def open_intent(tx, account_id, invoice_id, amount: int, currency: str) -> Intent | None:
-    """Record a pending attempt for an open invoice; None when there is nothing to charge."""
-    if amount == 0:
-        tx.run(Q["mark_paid"], id=invoice_id)
+# --- opening attempts (in the billing transaction) ----------------------------------------
+
+
+def open_intents(tx, invoices: list) -> dict[str, Intent]:
+    """First attempts for newly issued ``(bill, invoice_id)`` pairs, by account id: one statement."""
+    rows = [
+        {
+            "account_id": bill.account_id,
+            "invoice_id": invoice_id,
+            "attempt": 0,
+            "idempotency_key": periods.payment_key(invoice_id, bill.subscription.id, bill.reason, bill.period_start, 0),
+            "amount": bill.total,
+            "currency": bill.currency,
+        }
+        for bill, invoice_id in invoices
+    ]
+    if not rows:
+        return {}
+    return {intent.account_id: intent for intent in map(_intent, tx.all(Q["open_intents"], rows=encoding.dumps(rows)))}
+
+
+def _open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
+    """The pending attempt at an open invoice, opening the next one if there is none."""
+    if invoice["amount_due"] == 0:
+        tx.run(Q["mark_paid"], id=invoice["id"])
         return None
-    pending = tx.one(Q["pending_for_invoice"], invoice_id=invoice_id)
+    pending = tx.one(Q["pending_for_invoice"], invoice_id=invoice["id"])
     if pending is not None:
         return _intent(pending)
-    row = tx.one(Q["open_attempt"], account_id=account_id, invoice_id=invoice_id, amount=amount, currency=currency)
-    return _intent(row)
+    attempt = tx.scalar(Q["attempts_for_invoice"], invoice_id=invoice["id"])
+    key = periods.payment_key(
+        invoice["id"], invoice["subscription_id"], invoice["billing_reason"], invoice["period_start"], attempt
+    )
+    row = {
+        "account_id": account_id,
+        "invoice_id": invoice["id"],
+        "attempt": attempt,
+        "idempotency_key": key,
+        "amount": invoice["amount_due"],
+        "currency": invoice["currency"],
+    }
+    return _intent(tx.one(Q["open_intents"], rows=encoding.dumps([row])))
+
+
+# --- settling: one settler per attempt --------------------------------------------------------
+
+
+def settle_many(tenant_id: str, intents: list[Intent], now: datetime) -> dict[str, str]:
+    """Charge each intent once and record it; outcome by attempt id.
+
+    ``succeeded``, ``declined`` or ``inactive`` (recorded), ``timeout`` (no answer
+    or the gateway was busy with this key: still pending, retry later) or
+    ``in_progress`` (another settler holds it, or resolved it meanwhile).
+    """
+    if not intents:
+        return {}
+    with transaction(tenant_id=tenant_id) as tx:
+        ids = sorted(intent.attempt_id for intent in intents)
+        lease_s = get_settings().payment_claim_lease_s
+        claimed = {str(row[0]) for row in tx.run(Q["claim_attempts"], ids=ids, lease_s=lease_s)}
+    outcomes = {i.attempt_id: "in_progress" for i in intents if i.attempt_id not in claimed}
+    answers = {}
+    gateway = payments.get_gateway()
+    for intent in (i for i in intents if i.attempt_id in claimed):
+        try:
+            with tracing.subsegment("payment.charge", tenant_id=tenant_id):
+                answers[intent.attempt_id] = (intent, _charge(gateway, intent))
+        except payments.RetryableGatewayError:
+            outcomes[intent.attempt_id] = "timeout"
+            _release(tenant_id, intent)
+    outcomes.update(_record(tenant_id, answers, now))
+    return outcomes
 
 
 def settle(tenant_id: str, intent: Intent, now: datetime) -> str:
-    """Charge one intent and record the outcome: "succeeded", "declined" or "inactive"."""
-    with tracing.subsegment("payment.charge", tenant_id=tenant_id):
-        result = payments.get_gateway().charge(
-            account_id=intent.account_id, amount=intent.amount, currency=intent.currency, idempotency_key=intent.key
-        )
-    with transaction(tenant_id=tenant_id) as tx:
-        account = tx.one(Q["lock_account"], id=intent.account_id)
-        recorded = tx.scalar(Q["lock_attempt"], id=intent.attempt_id)
-        if recorded != "pending":  # settled meanwhile by a concurrent delivery
-            return recorded
-        tx.run(
-            Q["resolve_attempt"],
-            id=intent.attempt_id,
-            outcome=result.outcome,
-            reference=result.reference,
-            decline_code=result.decline_code,
-        )
-        return _apply(tx, tenant_id, account, intent, result, now)
+    """Charge one intent and record the outcome (see ``settle_many``)."""
+    return settle_many(tenant_id, [intent], now)[intent.attempt_id]
 
 
 def settle_pending(tenant_id: str, account_id: str, now: datetime) -> str | None:
     """Resolve attempts a crash or timeout left pending; the last outcome, or None if there were none."""
     with transaction(tenant_id=tenant_id) as tx:
         intents = [_intent(row) for row in tx.all(Q["pending_for_account"], account_id=account_id)]
-    outcome = None
-    for intent in intents:
-        outcome = settle(tenant_id, intent, now)
-    return outcome
+    outcomes = settle_many(tenant_id, intents, now)
+    return outcomes[intents[-1].attempt_id] if intents else None
+
+
+def accounts_with_pending(tx, account_ids: list[str]) -> set[str]:
+    """Which of these accounts have an attempt still pending."""
+    return {str(row[0]) for row in tx.run(Q["accounts_with_pending"], ids=sorted(account_ids))}
 
 
 def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
-    """A dunning retry: charge the account's open invoices oldest first, stopping at a decline."""
+    """A dunning retry: charge the account's open invoices oldest first, stopping at anything but success."""
     outcome = "succeeded"
     while outcome == "succeeded":
         with transaction(tenant_id=tenant_id) as tx:
@@ -96,39 +163,104 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
             if invoice is None:
                 _reactivate_if_clear(tx, tenant_id, account_id)
                 return outcome
-            intent = open_intent(tx, account_id, invoice["id"], invoice["amount_due"], invoice["currency"])
+            intent = _open_for_invoice(tx, account_id, invoice)
         if intent is not None:
             outcome = settle(tenant_id, intent, now)
     return outcome
 
 
-def _apply(tx, tenant_id, account, intent: Intent, result, now: datetime) -> str:
-    if result.succeeded:
+def lease_retry(tx, account_id: str, until: datetime) -> None:
+    """Hold a dunning retry until ``until``: a duplicate message finds it not due meanwhile."""
+    tx.run(Q["lease_retry"], id=account_id, lease_until=until)
+
+
+def lock_account(tx, account_id: str) -> dict | None:
+    return tx.one(Q["lock_account"], id=account_id)
+
+
+def _charge(gateway, intent: Intent) -> payments.PaymentResult:
+    return gateway.charge(
+        account_id=intent.account_id, amount=intent.amount, currency=intent.currency, idempotency_key=intent.key
+    )
+
+
+def _release(tenant_id: str, intent: Intent) -> None:
+    with transaction(tenant_id=tenant_id) as tx:
+        tx.run(Q["release_attempt"], id=intent.attempt_id)
+
+
+def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
+    """Write the gateway's answers: successes in one transaction, each decline under its account's lock."""
+    if not answers:
+        return {}
+    outcomes = {}
+    paid = {a: (i, r) for a, (i, r) in answers.items() if r.succeeded}
+    if paid:
+        with transaction(tenant_id=tenant_id) as tx:
+            still = {str(row[0]) for row in tx.run(Q["lock_pending"], ids=sorted(paid))}
+            _record_paid(tx, [paid[a] for a in sorted(still)])
+            accounts = sorted({paid[a][0].account_id for a in still})
+            for account_id in (str(row[0]) for row in tx.run(Q["in_dunning"], ids=accounts)):
+                _reactivate_if_clear(tx, tenant_id, account_id)
+        outcomes.update({a: "succeeded" if a in still else "in_progress" for a in paid})
+    for attempt_id, (intent, result) in answers.items():
+        if not result.succeeded:
+            outcomes[attempt_id] = _record_decline(tenant_id, intent, result, now)
+    return outcomes
+
+
+def _record_paid(tx, paid: list) -> None:
+    if not paid:
+        return
+    rows = [{"attempt_id": i.attempt_id, "reference": r.reference, "invoice_id": i.invoice_id} for i, r in paid]
+    tx.run(Q["resolve_paid"], rows=encoding.dumps(rows))
+    ledger.post_many(
+        tx,
+        [
+            {
+                "account_id": i.account_id,
+                "entry_type": "payment",
+                "amount": -i.amount,
+                "currency": i.currency,
+                "invoice_id": i.invoice_id,
+                "period_start": None,
+                "idempotency_key": f"payment:{i.key}",
+                "description": "Payment",
+                "metadata": {"reference": r.reference},
+            }
+            for i, r in paid
+        ],
+    )
+
+
+def _record_decline(tenant_id: str, intent: Intent, result, now: datetime) -> str:
+    with transaction(tenant_id=tenant_id) as tx:
+        account = tx.one(Q["lock_account"], id=intent.account_id)
+        if not tx.run(Q["lock_pending"], ids=[intent.attempt_id]):
+            return "in_progress"  # resolved by a settler that took over a lapsed claim
+        tx.run(
+            Q["resolve_attempt"],
+            id=intent.attempt_id,
+            outcome=result.outcome,
+            reference=result.reference,
+            decline_code=result.decline_code,
+        )
         ledger.post(
             tx,
             account_id=intent.account_id,
-            entry_type="payment",
-            amount=-intent.amount,
+            entry_type="payment_failed",
+            amount=0,
             currency=intent.currency,
-            idempotency_key=f"payment:{intent.key}",
+            idempotency_key=f"payment_failed:{intent.key}",
             invoice_id=intent.invoice_id,
-            description="Payment",
-            metadata={"reference": result.reference},
+            description=f"Payment declined ({result.decline_code})",
         )
-        tx.run(Q["mark_paid"], id=intent.invoice_id)
-        _reactivate_if_clear(tx, tenant_id, intent.account_id, account)
-        return "succeeded"
-    ledger.post(
-        tx,
-        account_id=intent.account_id,
-        entry_type="payment_failed",
-        amount=0,
-        currency=intent.currency,
-        idempotency_key=f"payment_failed:{intent.key}",
-        invoice_id=intent.invoice_id,
-        description=f"Payment declined ({result.decline_code})",
-    )
-    emit_metric("payment_declines", 1, TenantId=tenant_id)
+        emit_metric("payment_declines", 1, TenantId=tenant_id)
+        return _dun(tx, account, now)
+
+
+def _dun(tx, account: dict, now: datetime) -> str:
+    """After a decline: the next retry (PENDING), or INACTIVE after the last one."""
     failures = account["failure_count"] + 1
     schedule = get_settings().dunning_retry_days
     if failures > len(schedule):
@@ -140,9 +272,9 @@ def _apply(tx, tenant_id, account, intent: Intent, result, now: datetime) -> str
     return "declined"
 
 
-def _reactivate_if_clear(tx, tenant_id, account_id, account=None) -> None:
-    account = account or tx.one(Q["lock_account"], id=account_id)
-    if account["status"] == "ACTIVE" and not account["failure_count"]:
+def _reactivate_if_clear(tx, tenant_id, account_id) -> None:
+    account = tx.one(Q["lock_account"], id=account_id)
+    if account is None or (account["status"] == "ACTIVE" and not account["failure_count"]):
         return
     if account["status"] == "INACTIVE" or tx.one(Q["oldest_open_invoice"], account_id=account_id):
         return

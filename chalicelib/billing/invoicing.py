@@ -1,145 +1,149 @@
-"""Issuing an invoice for one subscription period: the invoice, its lines, and the ledger charge.
+"""The one writer of bills: invoices, their lines, ledger charges, period changes and payment intents.
 
-All in the caller's transaction, and idempotent twice over: the invoice is unique
-per subscription and period, and the charge's ledger key is
-``charge:{account}:{period_start}``, so a retry of any step adds nothing.
-Amounts are integer minor units in the plan's currency.
+``periods`` computes what each billing instant bills; ``issue`` writes a list of those
+bills in the caller's transaction with one set-based statement per table, so a batch
+of renewals, one account's renewal, a subscription's first invoice and its final
+invoice are all written by the same code. It is idempotent twice over: an invoice is
+unique per subscription, reason and period, and a charge's ledger key is
+``periods.charge_key``, so a retry of any step adds nothing. Amounts are integer minor
+units in the plan's currency. The payment intents it opens are settled after commit
+by ``collection``.
 """
 
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
-from chalicelib import errors
-from chalicelib.billing import ledger
+from chalicelib import encoding, outbox
+from chalicelib.billing import collection, ledger
+from chalicelib.billing.periods import Bill
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
 Q = load("invoicing")
-# The largest amount the API accepts anywhere (chalicelib/schemas): no invoice may exceed it either.
-MAX_AMOUNT = 999_999_999_999
-_BIGINT = 2**63 - 1
 
 
 @dataclass(frozen=True)
-class Line:
-    kind: str
-    description: str
-    quantity: int
-    unit_amount: int
-    amount: int
-    metric: str | None = None
-    period_start: datetime | None = None  # defaults to the invoice's period
-    period_end: datetime | None = None
+class Issued:
+    bill: Bill
+    invoice_id: str | None  # None: nothing to invoice, or already invoiced (a retry)
+    intent: collection.Intent | None  # the payment to settle after commit
+
+    @property
+    def total(self) -> int:
+        return self.bill.total
 
 
-@dataclass
-class IssuedInvoice:
-    invoice_id: str | None  # None when the period was already invoiced
-    total: int
-    lines: list[Line] = field(default_factory=list)
-
-
-def total_of(lines: list[Line]) -> int:
-    """The invoice's total, refused when beyond what can be billed: usage within bounds event by event
-    can sum, times its price, past any sane amount (and past bigint, where the insert would fail)."""
-    total = sum(line.amount for line in lines)
-    if total > MAX_AMOUNT or any(line.quantity > _BIGINT for line in lines):
-        raise errors.UnprocessableState(
-            f"the period's invoice would be {total} minor units; the largest amount is {MAX_AMOUNT}",
-            code="amount_too_large",
-        )
-    return total
-
-
-def charge_key(account_id, period_start: datetime) -> str:
-    return f"charge:{account_id}:{period_start.isoformat()}"
-
-
-def issue_for_period(
-    tx, tenant_id: str, subscription_id: str, period_start: datetime, period_end: datetime, extra_lines=()
-) -> IssuedInvoice:
+def issue(tx, tenant_id: str, bills: list[Bill]) -> dict[str, Issued]:
+    """Write ``bills`` (at most one per account); what was issued, by account id."""
     started = time.perf_counter()
-    sub = tx.one(Q["subscription_for_invoice"], subscription_id=subscription_id)
-    if sub is None:
-        raise errors.NotFound(f"no such subscription {subscription_id}")
-    lines = [Line("subscription", f"{sub['plan_name']} ({sub['plan_code']})", 1, sub["amount"], sub["amount"])]
-    lines += list(extra_lines)
-    total = total_of(lines)
-    invoice_id = tx.scalar(
-        Q["insert_invoice"],
-        account_id=sub["account_id"],
-        subscription_id=sub["subscription_id"],
-        currency=sub["currency"],
-        total=total,
-        period_start=period_start,
-        period_end=period_end,
-    )
-    if invoice_id is None:
-        return IssuedInvoice(None, total, lines)
-    for position, line in enumerate(lines):
-        tx.run(
-            Q["insert_line"],
-            invoice_id=invoice_id,
-            kind=line.kind,
-            description=line.description,
-            metric=line.metric,
-            quantity=line.quantity,
-            unit_amount=line.unit_amount,
-            amount=line.amount,
-            currency=sub["currency"],
-            period_start=line.period_start or period_start,
-            period_end=line.period_end or period_end,
-            position=position,
-        )
-    ledger.post(
-        tx,
-        account_id=sub["account_id"],
-        entry_type="charge",
-        amount=total,
-        currency=sub["currency"],
-        idempotency_key=charge_key(sub["account_id"], period_start),
-        invoice_id=invoice_id,
-        period_start=period_start,
-        description=f"Invoice for {period_start:%Y-%m-%d} to {period_end:%Y-%m-%d}",
-    )
-    plan_id = str(sub["plan_id"])
-    emit_metric("invoice_generation_time", (time.perf_counter() - started) * 1000, "Milliseconds", TenantId=tenant_id)
-    emit_metric("invoice_amount", total, "None", TenantId=tenant_id, PlanId=plan_id)
-    return IssuedInvoice(str(invoice_id), total, lines)
+    if len({bill.account_id for bill in bills}) != len(bills):
+        raise ValueError("one bill per account per call")
+    invoiced = [bill for bill in bills if bill.lines]
+    invoice_ids = _write_invoices(tx, invoiced)
+    written = [bill for bill in invoiced if bill.account_id in invoice_ids]
+    _write_lines(tx, written, invoice_ids)
+    ledger.post_many(tx, [_charge(bill, invoice_ids[bill.account_id]) for bill in written])
+    _move_periods(tx, bills)
+    intents = collection.open_intents(tx, [(bill, invoice_ids[bill.account_id]) for bill in written if bill.collect])
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    for bill in written:
+        emit_metric("invoice_amount", bill.total, "None", TenantId=tenant_id, PlanId=bill.subscription.plan_id)
+    if written:
+        emit_metric("invoice_generation_time", elapsed_ms / len(written), "Milliseconds", TenantId=tenant_id)
+    return {
+        bill.account_id: Issued(bill, invoice_ids.get(bill.account_id), intents.get(bill.account_id)) for bill in bills
+    }
 
 
-def on_subscription_created(event: dict) -> bool:
-    """generate-invoice consumer: the first invoice for the new subscription's period, then its payment.
+def usage_totals(tx, windows: list[tuple[str, object, object]]) -> dict[str, dict]:
+    """Metered usage per account and metric over each ``(account_id, from, to)`` window, in one statement."""
+    totals: dict[str, dict] = {account_id: {} for account_id, _from, _to in windows}
+    rows = [{"account_id": a, "from_at": f, "to_at": t} for a, f, t in windows]
+    if rows:
+        for row in tx.all(Q["usage_totals"], windows=encoding.dumps(rows)):
+            totals[str(row["account_id"])][row["metric"]] = row
+    return totals
 
-    The invoice, its charge and a pending payment intent commit under the event's
-    claim; the payment is settled afterwards. A redelivery after a timeout finds
-    the claim done and settles the pending intent with the same gateway key. A
-    subscription canceled (or an account deactivated) before the event arrives
-    is not invoiced.
-    """
-    from chalicelib import idempotency
-    from chalicelib.billing import calendar, collection
 
-    def work(tx):
-        account = tx.one(collection.Q["lock_account"], id=event["accountId"])
-        status = tx.scalar(Q["subscription_status"], subscription_id=event["subscriptionId"])
-        if account is None or account["status"] == "INACTIVE" or status not in ("active", "past_due"):
-            return
-        issued = issue_for_period(
+def subscription_state(tx, subscription_id: str) -> dict | None:
+    """A subscription with its plan price (``periods.Subscription.of`` reads it) and status."""
+    return tx.one(Q["subscription_state"], subscription_id=subscription_id)
+
+
+def _write_invoices(tx, bills: list[Bill]) -> dict[str, str]:
+    if not bills:
+        return {}
+    rows = [
+        {
+            "account_id": bill.account_id,
+            "subscription_id": bill.subscription.id,
+            "billing_reason": bill.reason,
+            "number": bill.number,
+            "currency": bill.currency,
+            "total": bill.total,
+            "period_start": bill.period_start,
+            "period_end": bill.period_end,
+            "boundary": bill.boundary,
+        }
+        for bill in bills
+    ]
+    return {str(row["account_id"]): str(row["id"]) for row in tx.all(Q["write_invoices"], rows=encoding.dumps(rows))}
+
+
+def _write_lines(tx, bills: list[Bill], invoice_ids: dict[str, str]) -> None:
+    rows = [
+        {
+            "invoice_id": invoice_ids[bill.account_id],
+            "kind": line.kind,
+            "description": line.description,
+            "metric": line.metric,
+            "quantity": line.quantity,
+            "unit_amount": line.unit_amount,
+            "amount": line.amount,
+            "currency": bill.currency,
+            "period_start": line.period_start or bill.period_start,
+            "period_end": line.period_end or bill.period_end,
+            "position": position,
+        }
+        for bill in bills
+        for position, line in enumerate(bill.lines)
+    ]
+    if rows:
+        tx.run(Q["write_lines"], rows=encoding.dumps(rows))
+
+
+def _charge(bill: Bill, invoice_id: str) -> dict:
+    return {
+        "account_id": bill.account_id,
+        "entry_type": "charge",
+        "amount": bill.total,
+        "currency": bill.currency,
+        "invoice_id": invoice_id,
+        "period_start": bill.boundary,
+        "idempotency_key": bill.charge_key,
+        "description": bill.description,
+    }
+
+
+def _move_periods(tx, bills: list[Bill]) -> None:
+    """Advance renewed subscriptions to their next period; end the ones whose last bill this was."""
+    advancing = [
+        {"account_id": b.account_id, "subscription_id": b.subscription.id, "period_start": s, "period_end": e}
+        for b in bills
+        if b.next_period
+        for s, e in [b.next_period]
+    ]
+    if advancing:
+        tx.run(Q["advance_periods"], rows=encoding.dumps(advancing))
+    ending = [b for b in bills if b.ends]
+    if ending:
+        rows = [
+            {"account_id": b.account_id, "subscription_id": b.subscription.id, "ended_at": b.boundary} for b in ending
+        ]
+        tx.run(Q["end_subscriptions"], rows=encoding.dumps(rows))
+    for bill in ending:
+        outbox.add(
             tx,
-            event["tenantId"],
-            event["subscriptionId"],
-            _timestamp(event["periodStart"]),
-            _timestamp(event["periodEnd"]),
+            "subscription.canceled",
+            {"subscriptionId": bill.subscription.id, "accountId": bill.account_id, "endedAt": bill.boundary},
         )
-        if issued.invoice_id is not None and account["status"] == "ACTIVE":
-            collection.open_intent(tx, event["accountId"], issued.invoice_id, issued.total, event["currency"])
-
-    done = idempotency.consume_once(event["tenantId"], "generate-invoice", event["eventId"], work)
-    settled = collection.settle_pending(event["tenantId"], event["accountId"], calendar.utcnow())
-    return done or settled is not None
-
-
-def _timestamp(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -50,3 +50,12 @@ def post(
         metadata=encoding.dumps(metadata or {}),
     )
     return bool(row)
+
+
+def post_many(tx, entries: list[dict]) -> None:
+    """Append entries set-based (each a dict of ``post``'s keywords); keys already posted are skipped."""
+    for entry in entries:
+        if not isinstance(entry["amount"], int) or isinstance(entry["amount"], bool):
+            raise TypeError("ledger amounts are integer minor units")
+    if entries:
+        tx.run(Q["post_many"], rows=encoding.dumps(entries))

@@ -31,15 +31,25 @@ class PaymentResult:
         return self.outcome == "succeeded"
 
 
-class GatewayTimeout(Exception):
-    """No answer in time: the charge may or may not have happened. Retry with the same key."""
+class RetryableGatewayError(Exception):
+    """The gateway gave no final answer; the charge may or may not have happened. Retry with the same key."""
+
+
+class GatewayTimeout(RetryableGatewayError):
+    """No answer in time."""
+
+
+class GatewayBusy(RetryableGatewayError):
+    """A request with this key is still in flight at the gateway (Stripe: 409 ``idempotency_error``)."""
 
 
 class MockGateway:
     """In-memory gateway. Outcomes come from ``script(account, [...])``, then the default.
 
     A scripted ``"timeout"`` performs the charge and then loses the answer, the
-    worst case a real network produces; the retry with the same key finds it.
+    worst case a real network produces; the retry with the same key finds it. A
+    scripted ``"busy"`` answers as Stripe does a concurrent request with the same
+    key (409 ``idempotency_error``): nothing charged, try again.
     """
 
     def __init__(self, default: str = "succeed", decline_percent: int = 0):
@@ -48,6 +58,7 @@ class MockGateway:
         self._scripts: dict[str, list[str]] = {}
         self._results: dict[str, PaymentResult] = {}
         self.charges: list[tuple[str, str, int, str]] = []  # (key, account, amount, currency) actually charged
+        self.calls: list[str] = []  # the key of every call, answered or not
         self._lock = threading.Lock()
 
     def script(self, account_id, outcomes: list[str]) -> None:
@@ -56,10 +67,13 @@ class MockGateway:
     def charge(self, *, account_id, amount: int, currency: str, idempotency_key: str) -> PaymentResult:
         account_id = str(account_id)
         with self._lock:
+            self.calls.append(idempotency_key)
             log.info("mock gateway: charge %s %s to %s (key %s)", amount, currency, account_id, idempotency_key)
             if idempotency_key in self._results:
                 return self._results[idempotency_key]
             outcome = self._next_outcome(account_id)
+            if outcome == "busy":  # another request with this key is in flight: nothing happened
+                raise GatewayBusy(f"a request with key {idempotency_key} is in progress")
             if outcome == "decline":
                 result = PaymentResult("declined", decline_code="card_declined")
             else:

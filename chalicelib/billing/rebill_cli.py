@@ -14,11 +14,7 @@ import sys
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from chalicelib.billing import rebill, usage_charges
-from chalicelib.db import transaction
-from chalicelib.db.queries import load
-
-Q = load("rebill")
+from chalicelib.billing import engine, rebill
 
 
 class Progress:
@@ -35,38 +31,22 @@ class Progress:
 
 
 def preview(as_of: datetime, progress=None) -> dict:
-    """What a run at ``as_of`` would charge, per currency, in minor units. Reads only."""
+    """What a run at ``as_of`` would charge, per currency, in minor units, as the engine computes it. Writes nothing."""
     totals, renewals, retries = defaultdict(int), 0, 0
     for page in rebill.due(as_of):
+        due: dict[str, dict[str, datetime]] = defaultdict(dict)
         for message in page:
             if message["kind"] == "retry":
                 retries += 1
-                continue
-            renewals += 1
-            amount, currency = _renewal_amount(message)
-            if currency:
-                totals[currency] += amount
+            elif message["kind"] == "renewal":
+                renewals += 1
+                due[message["tenantId"]][message["accountId"]] = datetime.fromisoformat(message["dueAt"])
+        for tenant_id, accounts in due.items():
+            for bill in engine.preview(tenant_id, accounts, as_of):
+                totals[bill.currency] += bill.total
         if progress:
             progress(renewals + retries)
     return {"renewals": renewals, "retries": retries, "charges": dict(totals)}
-
-
-def _renewal_amount(message: dict) -> tuple[int, str | None]:
-    with transaction(tenant_id=message["tenantId"]) as tx:
-        sub = tx.one(Q["live_subscription_readonly"], account_id=message["accountId"])
-        if sub is None or sub["cancel_at_period_end"]:
-            return 0, None
-        totals = {
-            row["metric"]: row
-            for row in tx.all(
-                Q["usage_totals"],
-                account_id=message["accountId"],
-                from_at=sub["current_period_start"],
-                to_at=rebill._parse_ts(message["dueAt"]),
-            )
-        }
-    usage = sum(line.amount for line in usage_charges.lines(sub["usage_prices"], totals))
-    return sub["amount"] + usage, sub["currency"]
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ where the daily rebill picks it up.
 """
 
 from chalicelib import audit, errors, outbox, pagination
-from chalicelib.billing import accounts, calendar, plans
+from chalicelib.billing import accounts, calendar, engine, plans
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
@@ -35,7 +35,11 @@ def create(tx, request) -> tuple[int, dict]:
     start = calendar.utcnow()
     end = calendar.period_boundary(start, plan["interval"], plan["interval_count"], 1)
     subscription_id = tx.scalar(Q["create"], account_id=account["id"], plan_id=plan["id"], start=start, end=end)
-    tx.run(accounts.Q["start_billing"], id=account["id"], plan_id=plan["id"], anchor=start, next_billing_at=end)
+    accounts.start_billing(tx, account["id"], plan["id"], anchor=start, next_billing_at=end)
+    # The first period's invoice commits with the subscription (its payment is collected
+    # when subscription.created reaches the generate-invoice consumer), so what is billed
+    # never depends on when an event is delivered.
+    engine.bill_first_period(tx, request.principal.tenant_id, str(subscription_id))
     audit.record(tx, request.principal, "subscription.created", "subscription", subscription_id)
     subscription = get(tx, subscription_id)
     outbox.add(
@@ -83,8 +87,9 @@ def cancel(tx, request) -> tuple[int, dict]:
             )
         tx.run(Q["cancel_at_period_end"], id=subscription_id)
     else:
-        tx.run(Q["cancel_now"], id=subscription_id)
-        tx.run(accounts.Q["stop_billing"], id=row["account_id"])
+        # Its final invoice bills the usage up to now; the payment is settled when
+        # the subscription.canceled event reaches the generate-invoice consumer.
+        engine.end_now(tx, request.principal.tenant_id, subscription_id, calendar.utcnow())
     audit.record(
         tx,
         request.principal,

@@ -1,9 +1,11 @@
 """Metered usage events: recorded once per client ``event_id``, judged one by one.
 
 A batch (up to 100) is accepted event by event: an event for an unknown account,
-stamped too far in the past or the future, or in a period already invoiced, is
-rejected with its reasons while the rest are stored. A resent ``event_id`` is reported as a duplicate and counted
-once. Quantities are integers.
+stamped too far in the past or the future, or where it could never be billed
+(before the subscription started, in a period already invoiced, after the
+subscription ends or ended, for an account with no subscription or an inactive
+one), is rejected with its reasons while the rest are stored. A resent ``event_id``
+is reported as a duplicate and counted once. Quantities are integers.
 """
 
 import json
@@ -30,7 +32,8 @@ def record(tx, request) -> tuple[int, dict]:
     oldest = now - timedelta(days=settings.usage_max_age_days)
     newest = now + timedelta(seconds=settings.usage_max_future_s)
 
-    known = {str(row[0]): row[1] for row in tx.run(Q["known_accounts"], ids=sorted({e["account_id"] for e in events}))}
+    ids = sorted({e["account_id"].lower() for e in events})
+    known = {str(row["id"]): row for row in tx.all(Q["known_accounts"], ids=ids)}
     results, to_insert, seen = [], [], set()
     for event in events:
         reasons = _reasons(event, known, oldest, newest, settings)
@@ -70,20 +73,35 @@ def record(tx, request) -> tuple[int, dict]:
 
 
 def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, settings) -> list[str]:
-    reasons = []
-    account_id = event["account_id"].lower()
-    if account_id not in known:
-        reasons.append("no such account")
+    account = known.get(event["account_id"].lower())
     try:
         at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
     except ValueError:
-        return [*reasons, "timestamp is not a valid date and time"]
-    open_since = known.get(account_id)
-    if open_since is not None and at < open_since:
-        # Its period is invoiced already; accepting it would bill it never.
-        reasons.append("timestamp falls in a billing period that is already invoiced")
-    elif at < oldest:
-        reasons.append(f"timestamp is more than {settings.usage_max_age_days} days old")
-    elif at > newest:
-        reasons.append(f"timestamp is more than {settings.usage_max_future_s} seconds in the future")
-    return reasons
+        return [*([] if account else ["no such account"]), "timestamp is not a valid date and time"]
+    if account is None:
+        return ["no such account"]
+    if at < oldest:
+        return [f"timestamp is more than {settings.usage_max_age_days} days old"]
+    if at > newest:
+        return [f"timestamp is more than {settings.usage_max_future_s} seconds in the future"]
+    reason = _outside_billing(account, at)
+    return [reason] if reason else []
+
+
+def _outside_billing(account: dict, at: datetime) -> str | None:
+    """Why usage at ``at`` could never be billed (accepting it would bill it never), or None."""
+    if account["open_since"] is None:  # no live subscription
+        if account["status"] == "INACTIVE" and account["ended_at"] is not None:
+            return "the account is inactive; billing has stopped"
+        if account["ended_at"] is None:
+            return "the account has no subscription"
+        if at >= account["ended_at"]:
+            return "timestamp is after the subscription ended"
+        return "timestamp falls in a billing period that is already invoiced"
+    if at < account["started_at"]:
+        return "timestamp is before the subscription started"
+    if at < account["open_since"]:
+        return "timestamp falls in a billing period that is already invoiced"
+    if account["open_until"] is not None and at >= account["open_until"]:
+        return "timestamp is after the subscription ends"
+    return None

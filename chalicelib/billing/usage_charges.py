@@ -6,7 +6,7 @@ Pure functions, integer minor units throughout. A usage price is
 (graduated: each unit at the rate of the tier it falls in).
 """
 
-from chalicelib.billing.invoicing import Line
+from chalicelib.billing.lines import Line
 
 
 def aggregate(totals: dict, aggregation: str) -> int:

@@ -100,7 +100,7 @@ def test_a_failing_record_in_a_batch_of_ten_is_the_only_one_reported(api, catalo
             "/v1/accounts", {"email": f"c{i}@x.test", "name": f"C{i}", "currency": "USD"}, catalog.user
         ).body
         subs.append(_subscribe(api, acct, catalog))
-    queue = messaging.queues["billing-generate-invoice"]
+    queue = messaging.queues["billing-audit-log"]
     messages = _receive_all(queue["url"])
     assert len(messages) == 10
     doomed = messages[4]
@@ -109,12 +109,12 @@ def test_a_failing_record_in_a_batch_of_ten_is_the_only_one_reported(api, catalo
     doomed["Body"] = json.dumps(body)
 
     with Client(app) as client:
-        first = client.lambda_.invoke("generate_invoice", lambda_event(messages, queue["arn"]))
-        again = client.lambda_.invoke("generate_invoice", lambda_event(messages, queue["arn"]))
+        first = client.lambda_.invoke("audit_log", lambda_event(messages, queue["arn"]))
+        again = client.lambda_.invoke("audit_log", lambda_event(messages, queue["arn"]))
 
     assert first.payload == {"batchItemFailures": [{"itemIdentifier": doomed["MessageId"]}]}
     assert again.payload == first.payload
-    assert _counts(catalog.id)["invoices"] == 9
+    assert _counts(catalog.id)["audit"] == 9
 
 
 def test_poison_messages_fail_with_a_reason_and_never_crash_the_batch(catalog, messaging, caplog):
@@ -218,14 +218,44 @@ def test_ops_topic_alarms_are_logged(caplog):
     assert "dlq-not-empty" in caplog.text
 
 
-def test_a_subscription_canceled_before_its_event_arrives_is_not_invoiced(api, account, catalog, messaging, gateway):
+def test_a_subscription_canceled_before_its_event_arrives_is_billed_the_same_and_charged_once(
+    api, account, catalog, messaging, gateway
+):
     sub = _subscribe(api, account, catalog)
     assert api.post(f"/v1/subscriptions/{sub['id']}/cancel", None, catalog.user).status == 200
     queue = messaging.queues["billing-generate-invoice"]
 
     with Client(app) as client:
-        for message in _receive_all(queue["url"]):
-            client.lambda_.invoke("generate_invoice", lambda_event([message], queue["arn"]))
+        for _ in range(2):  # and every event delivered twice
+            for message in _receive_all(queue["url"]):
+                client.lambda_.invoke("generate_invoice", lambda_event([message, message], queue["arn"]))
 
-    assert _counts(catalog.id)["invoices"] == 0
-    assert gateway.charges == []
+    # The first invoice committed with the subscription: what is billed does not depend
+    # on when its event arrives. No usage, so no final invoice.
+    assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "payments": 1, "audit": 0}
+    assert [c[2] for c in gateway.charges] == [4900]
+
+
+def test_canceling_now_issues_a_final_invoice_for_its_usage_and_the_pipeline_collects_it(
+    api, catalog, messaging, gateway
+):
+    from datetime import UTC, datetime
+
+    metered = {"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}
+    plan = {"code": "metered", "name": "M", "interval": "month", "amount": 1000, "currency": "USD"}
+    assert api.post("/v1/plans", {**plan, "usage_prices": [metered]}, catalog.admin).status == 201
+    account = api.post("/v1/accounts", {"email": "m@x.test", "name": "M", "currency": "USD"}, catalog.user).body
+    sub = api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "metered"}, catalog.user).body
+    now = datetime.now(UTC).isoformat()
+    usage = {"event_id": "u1", "account_id": account["id"], "metric": "api_calls", "quantity": 7, "timestamp": now}
+    assert api.post("/v1/events", usage, catalog.user).body["accepted"] == 1
+
+    canceled = api.post(f"/v1/subscriptions/{sub['id']}/cancel", None, catalog.user)
+    Pump(bindings_for(app_module, messaging.queues), wait_seconds=0).drain(timeout=10)
+
+    assert canceled.status == 200 and canceled.body["ended_at"] is not None
+    invoices = api.get(f"/v1/invoices?account_id={account['id']}", catalog.user).body["data"]
+    by_reason = {i["billing_reason"]: (i["status"], i["total"]) for i in invoices}
+    assert by_reason == {"subscription_create": ("paid", 1000), "subscription_cancel": ("paid", 14)}
+    assert api.get(f"/v1/accounts/{account['id']}", catalog.user).body["balance"] == 0
+    assert sorted(c[2] for c in gateway.charges) == [14, 1000]

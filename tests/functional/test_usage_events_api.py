@@ -1,5 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from chalicelib.db import transaction
 
 
@@ -15,6 +17,16 @@ def _event(account_id, event_id, quantity=1, at=None, metric="api_calls"):
         "quantity": quantity,
         "timestamp": at or _now(),
     }
+
+
+@pytest.fixture
+def account(api, catalog) -> dict:
+    """A subscribed account: usage is billable from the subscription's start."""
+    reply = api.post(
+        "/v1/accounts", {"email": "ada@customer.test", "name": "Ada", "plan": "pro", "currency": "USD"}, catalog.user
+    )
+    assert api.post("/v1/subscriptions", {"account_id": reply.body["id"], "plan": "pro"}, catalog.user).status == 201
+    return reply.body
 
 
 def _stored(tenant_id):
@@ -92,12 +104,63 @@ def test_another_tenants_account_cannot_receive_usage(api, account, other_tenant
     assert "no such account" in reply.body["error"]["details"][0]["issue"]
 
 
-def test_usage_stamped_in_an_already_invoiced_period_is_rejected(api, account, catalog):
-    sub = api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user).body
-    before_period = _now(-timedelta(days=2))
+def _issues(reply) -> list[str]:
+    return [d["issue"] for d in reply.body["error"]["details"]]
 
-    reply = api.post("/v1/events", {"events": [_event(account["id"], "late", at=before_period)]}, catalog.user)
 
-    assert sub["status"] == "active"
+def test_usage_stamped_before_the_subscription_started_says_so(api, account, catalog):
+    reply = api.post(
+        "/v1/events", {"events": [_event(account["id"], "early", at=_now(-timedelta(days=2)))]}, catalog.user
+    )
+
     assert reply.status == 422
-    assert "already invoiced" in reply.body["error"]["details"][0]["issue"]
+    assert _issues(reply) == ["timestamp is before the subscription started"]
+    assert _stored(catalog.id) == []
+
+
+def test_usage_stamped_in_an_already_invoiced_period_is_rejected(api, account, catalog):
+    with transaction(tenant_id=catalog.id) as tx:  # as after a renewal yesterday: the period before is invoiced
+        tx.run(
+            "UPDATE subscriptions SET billing_anchor = now() - interval '40 days',"
+            " current_period_start = now() - interval '1 day'"
+        )
+    reply = api.post(
+        "/v1/events", {"events": [_event(account["id"], "late", at=_now(-timedelta(days=2)))]}, catalog.user
+    )
+
+    assert reply.status == 422
+    assert _issues(reply) == ["timestamp falls in a billing period that is already invoiced"]
+
+
+def test_usage_after_the_subscription_ended_is_rejected_and_not_stored(api, account, catalog):
+    sub = api.get(f"/v1/subscriptions?account_id={account['id']}", catalog.user).body["data"][0]
+    assert api.post(f"/v1/subscriptions/{sub['id']}/cancel", None, catalog.user).status == 200
+
+    reply = api.post("/v1/events", _event(account["id"], "after-end"), catalog.user)
+
+    assert reply.status == 422
+    assert _issues(reply) == ["timestamp is after the subscription ended"]
+    assert _stored(catalog.id) == []
+
+
+def test_usage_after_the_end_of_a_period_that_cancels_at_its_end_is_rejected(api, account, catalog):
+    sub = api.get(f"/v1/subscriptions?account_id={account['id']}", catalog.user).body["data"][0]
+    api.post(f"/v1/subscriptions/{sub['id']}/cancel", {"at_period_end": True}, catalog.user)
+    with transaction(tenant_id=catalog.id) as tx:
+        tx.run("UPDATE subscriptions SET current_period_end = now() + interval '60 seconds'")
+
+    inside, after = _event(account["id"], "inside"), _event(account["id"], "after", at=_now(timedelta(seconds=120)))
+    reply = api.post("/v1/events", {"events": [inside, after]}, catalog.user)
+
+    assert [r["status"] for r in reply.body["data"]] == ["accepted", "rejected"]
+    assert reply.body["data"][1]["reasons"] == ["timestamp is after the subscription ends"]
+
+
+def test_usage_for_an_account_that_never_had_a_subscription_is_rejected(api, catalog):
+    bare = api.post("/v1/accounts", {"email": "b@x.test", "name": "B", "currency": "USD"}, catalog.user).body
+
+    reply = api.post("/v1/events", _event(bare["id"], "unbillable"), catalog.user)
+
+    assert reply.status == 422
+    assert _issues(reply) == ["the account has no subscription"]
+    assert _stored(catalog.id) == []

@@ -112,6 +112,7 @@ DEFAULTS_OK = {
     "MOCK_PAYMENT_OUTCOME": "mock gateway only",
     "MOCK_PAYMENT_DECLINE_PERCENT": "mock gateway only",
     "REBILL_CATCH_UP_PERIODS": "default 12",
+    "PAYMENT_CLAIM_LEASE_S": "default 60 s, longer than every function's timeout (lambda_timeout 30 s)",
     "REBILL_SCHEDULE": "read at packaging time into the schedule rule",
     "LOG_LEVEL": "set in .chalice/config.json",
     "LOG_FORMAT": "Lambda always logs JSON",

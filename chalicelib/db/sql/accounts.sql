@@ -33,6 +33,3 @@ UPDATE accounts
        billing_anchor = COALESCE(billing_anchor, :anchor),
        next_billing_at = :next_billing_at
  WHERE id = :id;
-
--- name: stop_billing
-UPDATE accounts SET next_billing_at = NULL WHERE id = :id;

@@ -25,3 +25,14 @@ VALUES (:account_id, :entry_type, :amount, :currency, :invoice_id, :period_start
         :description, CAST(:metadata AS jsonb))
 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
 RETURNING id;
+
+-- name: post_many
+-- Set-based posting; a key already posted is skipped.
+INSERT INTO ledger_entries (account_id, entry_type, amount, currency, invoice_id, period_start, idempotency_key,
+                            description, metadata)
+SELECT v.account_id, v.entry_type, v.amount, v.currency, v.invoice_id, v.period_start, v.idempotency_key,
+       v.description, COALESCE(v.metadata, '{}')
+  FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+       AS v(account_id uuid, entry_type text, amount bigint, currency text, invoice_id uuid,
+            period_start timestamptz, idempotency_key text, description text, metadata jsonb)
+ON CONFLICT (tenant_id, idempotency_key) DO NOTHING;

@@ -8,7 +8,7 @@ SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
        CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'
                        WHEN 'month' THEN 'monthly' ELSE 'yearly' END AS billing_cycle,
        p.amount, p.currency, s.billing_anchor, s.current_period_start, s.current_period_end,
-       s.cancel_at_period_end, s.canceled_at, s.created_at
+       s.cancel_at_period_end, s.canceled_at, s.ended_at, s.created_at
   FROM subscriptions s
   JOIN plans p ON p.id = s.plan_id
  WHERE s.id = :id;
@@ -19,9 +19,6 @@ SELECT id FROM subscriptions WHERE account_id = :account_id AND status <> 'cance
 -- name: lock
 SELECT id, account_id, status, cancel_at_period_end FROM subscriptions WHERE id = :id FOR UPDATE;
 
--- name: cancel_now
-UPDATE subscriptions SET status = 'canceled', canceled_at = now(), cancel_at_period_end = false WHERE id = :id;
-
 -- name: cancel_at_period_end
 UPDATE subscriptions SET cancel_at_period_end = true WHERE id = :id;
 
@@ -30,7 +27,7 @@ SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
        CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'
                        WHEN 'month' THEN 'monthly' ELSE 'yearly' END AS billing_cycle,
        p.amount, p.currency, s.billing_anchor, s.current_period_start, s.current_period_end,
-       s.cancel_at_period_end, s.canceled_at, s.created_at
+       s.cancel_at_period_end, s.canceled_at, s.ended_at, s.created_at
   FROM subscriptions s
   JOIN plans p ON p.id = s.plan_id
  WHERE (CAST(:account_id AS uuid) IS NULL OR s.account_id = CAST(:account_id AS uuid))

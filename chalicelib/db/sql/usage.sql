@@ -1,9 +1,17 @@
 -- name: known_accounts
--- With the start of the period still open for usage: anything earlier has been invoiced.
-SELECT a.id,
-       (SELECT max(s.current_period_start) FROM subscriptions s
-         WHERE s.account_id = a.id AND s.status IN ('active', 'past_due')) AS open_since
+-- Each account with the window its usage may still be billed in: from the start of
+-- the live subscription's current period (anything earlier is invoiced) until it
+-- ends (a cancel at period end), and when it started; or, with no live
+-- subscription, when the last one ended.
+SELECT a.id, a.status, live.current_period_start AS open_since, live.billing_anchor AS started_at,
+       CASE WHEN live.cancel_at_period_end THEN live.current_period_end END AS open_until,
+       (SELECT max(COALESCE(s.ended_at, s.canceled_at, s.updated_at)) FROM subscriptions s
+         WHERE s.account_id = a.id AND s.status NOT IN ('active', 'past_due')) AS ended_at
   FROM accounts a
+  LEFT JOIN LATERAL (SELECT s.current_period_start, s.current_period_end, s.billing_anchor, s.cancel_at_period_end
+                       FROM subscriptions s
+                      WHERE s.account_id = a.id AND s.status IN ('active', 'past_due')
+                      ORDER BY s.created_at DESC LIMIT 1) live ON true
  WHERE a.id = ANY(CAST(:ids AS uuid[]));
 
 -- name: insert_batch

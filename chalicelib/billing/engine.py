@@ -1,0 +1,157 @@
+"""The billing engine: every billing instant of every subscription goes through here, once.
+
+Top to bottom, one flow for a subscription's first period, its renewals, its final
+invoice and a batch of a hundred renewals alike (a single account is a batch of one):
+
+1. load the state under the account's row lock (``billing_state``; locked in id order);
+2. compute what is billed (``periods``: pure functions);
+3. write it (``invoicing.issue``: the one writer, set-based);
+4. after commit, collect it (``collection.settle_many``: one settler per attempt).
+
+A renewal is due when the account's ``next_billing_at`` has come and is not earlier
+than the period its message names; the lock and the advanced ``next_billing_at``
+make a duplicate, a second run or a redelivery find nothing due, and the ledger's
+one charge per account and boundary backs that up. A subscription set to cancel at
+period end gets its final invoice (the last period's metered usage, no new fee) at
+that boundary instead of a renewal, then ends.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from chalicelib import audit
+from chalicelib.billing import collection, invoicing, periods
+from chalicelib.config import get_settings
+from chalicelib.db import transaction
+from chalicelib.db.queries import load
+from chalicelib.observability import emit_metric
+
+Q = load("engine")
+# What an account's renewal came to. Recorded outcomes: succeeded (paid or nothing to
+# pay), invoiced (in dunning: its retry collects), declined, inactive, canceled (the
+# final invoice was issued and the subscription ended); nothing written: not_due,
+# no_subscription; payment unresolved: timeout, in_progress (retry later).
+BILLED = ("succeeded", "invoiced", "declined", "inactive", "canceled")
+
+
+@dataclass(frozen=True)
+class Renewal:
+    outcome: str
+    next_billing_at: datetime | None = None  # after this renewal, when it was billed and goes on
+
+
+def renew(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[str, Renewal]:
+    """Bill each account's due renewal (``due``: account id -> the period start its message names),
+    then keep billing accounts still overdue (a scheduler outage), up to REBILL_CATCH_UP_PERIODS each."""
+    results = bill_due(tenant_id, due, now)
+    for _ in range(get_settings().rebill_catch_up_periods - 1):
+        behind = {
+            account_id: result.next_billing_at
+            for account_id, result in results.items()
+            if result.outcome in ("succeeded", "invoiced") and result.next_billing_at and result.next_billing_at <= now
+        }
+        if not behind:
+            break
+        results.update(bill_due(tenant_id, behind, now))
+    return results
+
+
+def bill_due(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[str, Renewal]:
+    """One round: every due account's bill in one transaction, then their payments."""
+    with transaction(tenant_id=tenant_id) as tx:
+        rows = tx.all(Q["billing_state"], ids=sorted(due))
+        results = {account_id: Renewal("not_due") for account_id in due}
+        live = [row for row in rows if _is_due(row, due[str(row["account_key"])], now)]
+        orphans = sorted(str(row["account_key"]) for row in live if row["id"] is None)
+        if orphans:
+            tx.run(Q["stop_billing"], ids=orphans)
+            results.update({account_id: Renewal("no_subscription") for account_id in orphans})
+        bills = _bills(tx, [row for row in live if row["id"] is not None])
+        issued = invoicing.issue(tx, tenant_id, bills)
+        for bill in (b for b in bills if b.ends):
+            audit.record(tx, "system:rebill", "subscription.ended", "subscription", bill.subscription.id)
+    settled = collection.settle_many(tenant_id, [i.intent for i in issued.values() if i.intent], now)
+    for account_id, item in issued.items():
+        results[account_id] = _result(item, settled)
+        if results[account_id].outcome not in BILLED:
+            emit_metric("rebill_failures", 1, TenantId=tenant_id)
+    return results
+
+
+def bill_first_period(tx, tenant_id: str, subscription_id: str) -> invoicing.Issued | None:
+    """The new subscription's first invoice (its plan price, in advance), in the caller's transaction."""
+    state = invoicing.subscription_state(tx, subscription_id)
+    if state is None:
+        return None
+    account = collection.lock_account(tx, str(state["account_id"]))
+    if account is None or account["status"] == "INACTIVE" or state["status"] not in ("active", "past_due"):
+        return None
+    bill = periods.first(periods.Subscription.of(state), account["status"])
+    return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]
+
+
+def end_now(tx, tenant_id: str, subscription_id: str, now: datetime) -> invoicing.Issued:
+    """End a live subscription now: its final invoice for the usage since its period began.
+
+    In the caller's transaction; the payment it opens is settled after commit
+    (``collection.settle_pending``) or by the daily run.
+    """
+    state = invoicing.subscription_state(tx, subscription_id)
+    account = collection.lock_account(tx, str(state["account_id"]))
+    sub = periods.Subscription.of(state)
+    usage = invoicing.usage_totals(tx, [(sub.account_id, *periods.usage_window(sub, now))])[sub.account_id]
+    bill = periods.final(sub, account["status"], now, usage)
+    return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]
+
+
+def preview(tenant_id: str, due: dict[str, datetime], now: datetime) -> list[periods.Bill]:
+    """The bills a round would write, computed exactly as ``bill_due`` does, then rolled back."""
+
+    class _Preview(Exception):
+        pass
+
+    bills: list[periods.Bill] = []
+    try:
+        with transaction(tenant_id=tenant_id) as tx:
+            rows = tx.all(Q["billing_state"], ids=sorted(due))
+            live = [row for row in rows if row["id"] is not None and _is_due(row, due[str(row["account_key"])], now)]
+            bills = _bills(tx, live)
+            raise _Preview
+    except _Preview:
+        return bills
+
+
+def _is_due(row: dict, named: datetime, now: datetime) -> bool:
+    next_at = row["next_billing_at"]
+    return row["account_status"] != "INACTIVE" and next_at is not None and named <= next_at <= now
+
+
+def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
+    subs = [(periods.Subscription.of(row), row) for row in rows]
+    windows = [
+        (sub.account_id, *periods.usage_window(sub, row["next_billing_at"])) for sub, row in subs if sub.usage_prices
+    ]
+    usage = invoicing.usage_totals(tx, windows)
+    bills = []
+    for sub, row in subs:
+        status, boundary, totals = row["account_status"], row["next_billing_at"], usage.get(sub.account_id, {})
+        if sub.cancel_at_period_end:
+            bills.append(periods.final(sub, status, boundary, totals))
+        else:
+            bills.append(periods.renewal(sub, status, boundary, totals))
+    return bills
+
+
+def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:
+    bill = item.bill
+    next_at = bill.next_period[1] if bill.next_period else None
+    if item.intent is not None:
+        outcome = settled[item.intent.attempt_id]
+        if bill.ends and outcome in BILLED:
+            outcome = "canceled"
+        return Renewal(outcome, next_at)
+    if bill.ends:
+        return Renewal("canceled")
+    if item.invoice_id is None and bill.lines:
+        return Renewal("not_due")  # already invoiced: a retry that found the work done
+    return Renewal("succeeded" if bill.collect or item.bill.total == 0 else "invoiced", next_at)

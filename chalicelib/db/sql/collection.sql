@@ -1,0 +1,86 @@
+-- Collecting invoices (chalicelib/billing/collection.py): payment attempts, their claims, dunning.
+
+-- name: lock_account
+SELECT id, currency, status, next_billing_at, payment_retry_at, failure_count
+  FROM accounts WHERE id = :id FOR UPDATE;
+
+-- name: open_intents
+-- A batch of first attempts for newly issued invoices (keys built in periods.payment_key).
+INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency, outcome)
+SELECT v.account_id, v.invoice_id, v.attempt, v.idempotency_key, v.amount, v.currency, 'pending'
+  FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+       AS v(account_id uuid, invoice_id uuid, attempt integer, idempotency_key text, amount bigint, currency text)
+RETURNING id, account_id, invoice_id, idempotency_key, amount, currency;
+
+-- name: pending_for_invoice
+SELECT id, account_id, invoice_id, idempotency_key, amount, currency
+  FROM payment_attempts WHERE invoice_id = :invoice_id AND outcome = 'pending';
+
+-- name: pending_for_account
+SELECT id, account_id, invoice_id, idempotency_key, amount, currency
+  FROM payment_attempts WHERE account_id = :account_id AND outcome = 'pending'
+ ORDER BY created_at;
+
+-- name: attempts_for_invoice
+SELECT count(*) FROM payment_attempts WHERE invoice_id = :invoice_id;
+
+-- name: accounts_with_pending
+SELECT DISTINCT account_id FROM payment_attempts
+ WHERE account_id = ANY(CAST(:ids AS uuid[])) AND outcome = 'pending';
+
+-- name: claim_attempts
+-- One settler per attempt: a pending attempt nobody holds (or whose holder's lease
+-- lapsed) is taken for :lease_s seconds of the database's clock; the rest are someone else's.
+UPDATE payment_attempts SET claimed_until = now() + make_interval(secs => :lease_s)
+ WHERE id = ANY(CAST(:ids AS uuid[])) AND outcome = 'pending'
+   AND (claimed_until IS NULL OR claimed_until < now())
+RETURNING id;
+
+-- name: release_attempt
+UPDATE payment_attempts SET claimed_until = NULL WHERE id = :id AND outcome = 'pending';
+
+-- name: lock_pending
+SELECT id FROM payment_attempts WHERE id = ANY(CAST(:ids AS uuid[])) AND outcome = 'pending' ORDER BY id FOR UPDATE;
+
+-- name: resolve_attempt
+UPDATE payment_attempts
+   SET outcome = :outcome, gateway_reference = :reference, decline_code = :decline_code, resolved_at = now(),
+       claimed_until = NULL
+ WHERE id = :id;
+
+-- name: resolve_paid
+WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                  AS v(attempt_id uuid, reference text, invoice_id uuid)),
+     resolved AS (UPDATE payment_attempts p SET outcome = 'succeeded', gateway_reference = v.reference,
+                         resolved_at = now(), claimed_until = NULL
+                    FROM v WHERE p.id = v.attempt_id)
+UPDATE invoices i SET status = 'paid', amount_paid = total, amount_due = 0, paid_at = now()
+  FROM v WHERE i.id = v.invoice_id;
+
+-- name: mark_paid
+UPDATE invoices SET status = 'paid', amount_paid = total, amount_due = 0, paid_at = now() WHERE id = :id;
+
+-- name: mark_uncollectible
+UPDATE invoices SET status = 'uncollectible' WHERE account_id = :account_id AND status = 'open';
+
+-- name: oldest_open_invoice
+SELECT id, amount_due, currency, subscription_id, billing_reason, period_start FROM invoices
+ WHERE account_id = :account_id AND status = 'open' AND amount_due > 0
+ ORDER BY period_start, id
+ LIMIT 1;
+
+-- name: set_dunning
+UPDATE accounts
+   SET status = :status, failure_count = :failure_count, payment_retry_at = :retry_at,
+       next_billing_at = CASE WHEN :status = 'INACTIVE' THEN NULL ELSE next_billing_at END
+ WHERE id = :id;
+
+-- name: set_subscription_status
+UPDATE subscriptions SET status = :status WHERE account_id = :account_id AND status IN ('active', 'past_due');
+
+-- name: in_dunning
+-- Of these accounts, the ones a payment may return to ACTIVE (usually none).
+SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) AND (status <> 'ACTIVE' OR failure_count > 0);
+
+-- name: lease_retry
+UPDATE accounts SET payment_retry_at = :lease_until WHERE id = :id;

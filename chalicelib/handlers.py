@@ -1,0 +1,38 @@
+"""What each queue does with each domain event: the consumers' handler tables, in one place.
+
+app.py's SQS handlers pass their records to ``consumers.process_batch`` with one of
+these tables. Every handler is idempotent: one that writes claims ``{consumer}:{eventId}``
+in the transaction of its write (``idempotency.consume_once``); settling a payment claims
+the attempt and calls the gateway under the attempt's own key, so a redelivery has no
+further effect. An unresolved payment fails the record, which SQS redelivers.
+"""
+
+from chalicelib import audit, idempotency, notifications
+from chalicelib.billing import calendar, collection
+
+
+def settle_account(event: dict) -> bool:
+    """generate-invoice: collect what the event's change invoiced (a new subscription's first invoice,
+    a canceled one's final invoice). Settling is idempotent: one settler per attempt, the same key."""
+    outcome = collection.settle_pending(event["tenantId"], event["accountId"], calendar.utcnow())
+    return collection.resolved(outcome) is not None
+
+
+def record_audit(event: dict) -> bool:
+    """audit-log: one audit row per domain event, whatever the redeliveries."""
+    entity_id = event.get("subscriptionId") or event.get("accountId")
+
+    def work(tx):
+        audit.record(
+            tx, "system:events", event["eventType"], "event", entity_id, {"eventId": event["eventId"], **event}
+        )
+
+    return idempotency.consume_once(event["tenantId"], "audit-log", event["eventId"], work)
+
+
+GENERATE_INVOICE = {
+    "subscription.created": settle_account,
+    "subscription.canceled": settle_account,
+}
+SEND_NOTIFICATION = {"subscription.created": notifications.on_subscription_created}
+AUDIT_LOG = {"subscription.created": record_audit, "subscription.canceled": record_audit}
