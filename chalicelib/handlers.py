@@ -8,7 +8,25 @@ further effect. An unresolved payment fails the record, which SQS redelivers.
 """
 
 from chalicelib import audit, idempotency, notifications
-from chalicelib.billing import calendar, collection
+from chalicelib.billing import calendar, collection, engine
+
+
+def invoice_new_subscription(event: dict) -> bool:
+    """generate-invoice: the new subscription's first invoice, then its payment.
+
+    The invoice, its charge and a pending payment intent commit under the event's
+    claim; the payment is settled afterwards. A redelivery after a timeout finds the
+    claim done and settles the pending intent with the same gateway key.
+    """
+    tenant_id = event["tenantId"]
+    done = idempotency.consume_once(
+        tenant_id,
+        "generate-invoice",
+        event["eventId"],
+        lambda tx: engine.bill_first_period(tx, tenant_id, event["subscriptionId"]),
+    )
+    settled = settle_account(event)
+    return done or settled
 
 
 def settle_account(event: dict) -> bool:
@@ -31,7 +49,7 @@ def record_audit(event: dict) -> bool:
 
 
 GENERATE_INVOICE = {
-    "subscription.created": settle_account,
+    "subscription.created": invoice_new_subscription,
     "subscription.canceled": settle_account,
 }
 SEND_NOTIFICATION = {"subscription.created": notifications.on_subscription_created}

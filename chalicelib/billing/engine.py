@@ -79,12 +79,17 @@ def bill_due(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[st
 
 
 def bill_first_period(tx, tenant_id: str, subscription_id: str) -> invoicing.Issued | None:
-    """The new subscription's first invoice (its plan price, in advance), in the caller's transaction."""
+    """The new subscription's first invoice (its plan price, in advance), in the caller's transaction.
+
+    Issued even when the subscription was canceled before this ran: the first period was
+    owed when it was created, so what is billed does not depend on when the event arrived.
+    Nothing for an account billing has stopped for (INACTIVE).
+    """
     state = invoicing.subscription_state(tx, subscription_id)
     if state is None:
         return None
     account = collection.lock_account(tx, str(state["account_id"]))
-    if account is None or account["status"] == "INACTIVE" or state["status"] not in ("active", "past_due"):
+    if account is None or account["status"] == "INACTIVE":
         return None
     bill = periods.first(periods.Subscription.of(state), account["status"])
     return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]

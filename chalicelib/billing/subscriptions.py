@@ -36,10 +36,6 @@ def create(tx, request) -> tuple[int, dict]:
     end = calendar.period_boundary(start, plan["interval"], plan["interval_count"], 1)
     subscription_id = tx.scalar(Q["create"], account_id=account["id"], plan_id=plan["id"], start=start, end=end)
     accounts.start_billing(tx, account["id"], plan["id"], anchor=start, next_billing_at=end)
-    # The first period's invoice commits with the subscription (its payment is collected
-    # when subscription.created reaches the generate-invoice consumer), so what is billed
-    # never depends on when an event is delivered.
-    engine.bill_first_period(tx, request.principal.tenant_id, str(subscription_id))
     audit.record(tx, request.principal, "subscription.created", "subscription", subscription_id)
     subscription = get(tx, subscription_id)
     outbox.add(

@@ -230,8 +230,8 @@ def test_a_subscription_canceled_before_its_event_arrives_is_billed_the_same_and
             for message in _receive_all(queue["url"]):
                 client.lambda_.invoke("generate_invoice", lambda_event([message, message], queue["arn"]))
 
-    # The first invoice committed with the subscription: what is billed does not depend
-    # on when its event arrives. No usage, so no final invoice.
+    # The first period was owed when the subscription was made: what is billed does not
+    # depend on when its event arrives. No usage, so no final invoice.
     assert _counts(catalog.id) == {"invoices": 1, "lines": 1, "charges": 1, "payments": 1, "audit": 0}
     assert [c[2] for c in gateway.charges] == [4900]
 
