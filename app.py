@@ -19,6 +19,7 @@ from chalicelib.billing import (
     tenants,
     usage,
 )
+from chalicelib.db.scope import tenant_transaction
 from chalicelib.http import api
 
 app = Chalice(app_name="billing-platform")
@@ -60,14 +61,20 @@ def health():
 @api(app)
 def create_tenant():
     request = http.read(app, ADMIN, "tenant_create")
-    return http.outcome_response(idempotency.run(request, tenants.create))
+    command = tenants.NewTenant(**request.body)
+    return http.outcome_response(
+        idempotency.run(request, lambda tx: tenants.create(tx, request.principal, command), status=201)
+    )
 
 
 @app.route("/v1/plans", methods=["POST"], **AUTH)
 @api(app)
 def create_plan():
     request = http.read(app, ADMIN, "plan_create")
-    return http.outcome_response(idempotency.run(request, plans.create))
+    command = plans.NewPlan(**request.body)
+    return http.outcome_response(
+        idempotency.run(request, lambda tx: plans.create(tx, request.principal, command), status=201)
+    )
 
 
 @app.route("/v1/plans", methods=["GET"], **AUTH)
@@ -75,7 +82,7 @@ def create_plan():
 def list_plans():
     request = http.read(app, USER)
     page = pagination.page_request(request.query)
-    with tenants.active(request.principal.tenant_id) as tx:
+    with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(plans.list_page(tx, page))
 
 
@@ -83,7 +90,10 @@ def list_plans():
 @api(app)
 def create_account():
     request = http.read(app, USER, "account_create")
-    return http.outcome_response(idempotency.run(request, accounts.create))
+    command = accounts.NewAccount(**request.body)
+    return http.outcome_response(
+        idempotency.run(request, lambda tx: accounts.create(tx, request.principal, command), status=201)
+    )
 
 
 @app.route("/v1/accounts", methods=["GET"], **AUTH)
@@ -91,7 +101,7 @@ def create_account():
 def list_accounts():
     request = http.read(app, USER)
     page = pagination.page_request(request.query)
-    with tenants.active(request.principal.tenant_id) as tx:
+    with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(accounts.list_page(tx, page))
 
 
@@ -99,7 +109,8 @@ def list_accounts():
 @api(app)
 def get_account(account_id):
     request = http.read(app, USER)
-    with tenants.active(request.principal.tenant_id) as tx:
+    account_id = pagination.parse_id(account_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(accounts.get(tx, account_id))
 
 
@@ -107,8 +118,8 @@ def get_account(account_id):
 @api(app)
 def get_account_ledger(account_id):
     request = http.read(app, USER)
-    page = pagination.page_request(request.query)
-    with tenants.active(request.principal.tenant_id) as tx:
+    account_id, page = pagination.parse_id(account_id, "id"), pagination.page_request(request.query)
+    with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(ledger.list_page(tx, account_id, page))
 
 
@@ -117,18 +128,20 @@ def get_account_ledger(account_id):
 def rebill_account_now(account_id):
     request = http.read(app, ADMIN, "rebill_now", body_required=False)
     account_id = pagination.parse_id(account_id, "id")
-
-    def work(_request):
-        return 200, rebill.rebill_now(request.principal.tenant_id, account_id, request.principal)
-
-    return http.outcome_response(idempotency.run(request, work, own_transactions=True))
+    outcome = idempotency.run(
+        request,
+        lambda: rebill.rebill_now(request.principal.tenant_id, account_id, request.principal),
+        own_transactions=True,
+    )
+    return http.outcome_response(outcome)
 
 
 @app.route("/v1/subscriptions", methods=["POST"], **AUTH)
 @api(app)
 def create_subscription():
     request = http.read(app, USER, "subscription_create")
-    outcome = idempotency.run(request, subscriptions.create)
+    command = subscriptions.NewSubscription(**request.body)
+    outcome = idempotency.run(request, lambda tx: subscriptions.create(tx, request.principal, command), status=201)
     outbox.flush_quietly(request.principal.tenant_id)
     return http.outcome_response(outcome)
 
@@ -138,15 +151,17 @@ def create_subscription():
 def list_subscriptions():
     request = http.read(app, USER)
     page = pagination.page_request(request.query)
-    with tenants.active(request.principal.tenant_id) as tx:
-        return http.json_response(subscriptions.list_page(tx, page, request.query))
+    filters = pagination.filters(request.query, subscriptions.STATUSES)
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(subscriptions.list_page(tx, page, **filters))
 
 
 @app.route("/v1/subscriptions/{subscription_id}", methods=["GET"], **AUTH)
 @api(app)
 def get_subscription(subscription_id):
     request = http.read(app, USER)
-    with tenants.active(request.principal.tenant_id) as tx:
+    subscription_id = pagination.parse_id(subscription_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(subscriptions.get(tx, subscription_id))
 
 
@@ -154,7 +169,8 @@ def get_subscription(subscription_id):
 @api(app)
 def cancel_subscription(subscription_id):
     request = http.read(app, USER, "subscription_cancel", body_required=False)
-    outcome = idempotency.run(request, subscriptions.cancel)
+    command = subscriptions.Cancel(pagination.parse_id(subscription_id, "id"), **request.body)
+    outcome = idempotency.run(request, lambda tx: subscriptions.cancel(tx, request.principal, command))
     outbox.flush_quietly(request.principal.tenant_id)
     return http.outcome_response(outcome)
 
@@ -164,15 +180,17 @@ def cancel_subscription(subscription_id):
 def list_invoices():
     request = http.read(app, USER)
     page = pagination.page_request(request.query)
-    with tenants.active(request.principal.tenant_id) as tx:
-        return http.json_response(invoices.list_page(tx, page, request.query))
+    filters = pagination.filters(request.query, invoices.STATUSES, ("period_start_gte", "period_start_lt"))
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(invoices.list_page(tx, page, **filters))
 
 
 @app.route("/v1/invoices/{invoice_id}", methods=["GET"], **AUTH)
 @api(app)
 def get_invoice(invoice_id):
     request = http.read(app, USER)
-    with tenants.active(request.principal.tenant_id) as tx:
+    invoice_id = pagination.parse_id(invoice_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(invoices.get(tx, invoice_id))
 
 
@@ -180,7 +198,8 @@ def get_invoice(invoice_id):
 @api(app)
 def record_usage():
     request = http.read(app, USER, usage.schema_for)
-    return http.outcome_response(idempotency.run(request, usage.record))
+    batch = usage.UsageBatch.of(request.body)
+    return http.outcome_response(idempotency.run(request, lambda tx: usage.record(tx, request.principal, batch)))
 
 
 # --- events: SNS fan-out to SQS consumers ---------------------------------------------

@@ -1,4 +1,5 @@
-"""Domain events on the wire: the envelope consumers receive, and how a bad one is refused.
+"""Messages on the wire: the domain-event envelope consumers receive, the rebill queue's
+messages, and how a bad one is refused.
 
 An event is one JSON object with ``eventId`` (the outbox row's id: stable across
 re-publishes), ``eventType``, ``tenantId`` and the type's own fields. Each known
@@ -40,3 +41,25 @@ def parse(body: str) -> dict:
         details = getattr(exc, "details", None) or str(exc)
         raise PoisonMessage(f"{event_type} fails its schema: {details}") from exc
     return event
+
+
+REBILL_KINDS = ("renewal", "retry", "settle")
+
+
+def parse_rebill(body: str) -> dict:
+    """A rebill queue message ``{tenantId, accountId, kind, dueAt}``, ``dueAt`` as an aware datetime."""
+    from datetime import datetime
+
+    try:
+        message = json.loads(body)
+        if message["kind"] not in REBILL_KINDS:
+            raise ValueError(f"unknown kind {message['kind']!r}")
+        due_at = datetime.fromisoformat(message["dueAt"].replace("Z", "+00:00"))
+        if due_at.tzinfo is None:
+            raise ValueError("timestamp without offset")
+        message["dueAt"] = due_at
+        for key in ("tenantId", "accountId"):
+            uuid.UUID(message[key])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise PoisonMessage(f"not a rebill message: {exc}") from exc
+    return message

@@ -143,7 +143,13 @@ def api(app):
                 return error_response(errors.InvalidRequest("a value is invalid or out of range"), request_id_of(app))
             except db_errors.DatabaseUnavailable:
                 log.exception("database unavailable")
-                return error_response(errors.ServiceUnavailable("the database is unavailable, retry shortly"))
+                unavailable = errors.ServiceUnavailable("the database is unavailable, retry shortly")
+                return error_response(unavailable, request_id_of(app))
+            except (db_errors.RetryableError, db_errors.QueryTimeout) as exc:
+                # Retried once in the unit of work already (idempotency.in_tenant_scope): still busy.
+                log.warning("database busy: %s", exc)
+                busy = errors.ServiceUnavailable("the database is busy, retry shortly", code="database_busy")
+                return error_response(busy, request_id_of(app))
             except Exception:
                 request_id = request_id_of(app)
                 log.exception("unhandled error in %s (request %s)", view.__name__, request_id)

@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass
 
 from chalicelib import encoding, errors
-from chalicelib.billing import tenants
+from chalicelib.db import errors as db_errors
 from chalicelib.db.queries import load
+from chalicelib.db.scope import tenant_transaction
 
 Q = load("idempotency")
 # Part of every stored fingerprint: changing it invalidates every stored key.
@@ -38,58 +39,59 @@ def fingerprint(method: str, path: str, body) -> str:
     return hashlib.sha256(f"{KEY_VERSION}\n{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-def run(request, action, *, own_transactions: bool = False) -> Outcome:
-    """Run ``action(tx, request) -> (status, body)`` at most once per Idempotency-Key.
+def run(request, work, *, status: int = 200, own_transactions: bool = False) -> Outcome:
+    """Run ``work`` at most once per Idempotency-Key; the body it returns is answered with ``status``.
 
-    With ``own_transactions`` the action is ``action(request)`` and commits its own
-    work (the rebill settles a payment between transactions); the key is then
-    completed in a transaction of its own afterwards.
+    ``work(tx)`` runs in the request's tenant transaction and the key completes in the
+    same one. With ``own_transactions`` it is ``work()`` and commits its own work (the
+    rebill settles a payment between transactions); the key is then completed in a
+    transaction of its own afterwards.
     """
-    tenant_id = request.principal.tenant_id
-    key = request.idempotency_key
-    if own_transactions:
-        return _run_outside(request, action)
+    tenant_id, key = request.principal.tenant_id, request.idempotency_key
     if key is None:
-        with tenants.active(tenant_id) as tx:
-            status, body = action(tx, request)
+        body = work() if own_transactions else in_tenant_scope(tenant_id, work)
         return Outcome(status, body)
     _check_key(key)
     # The route template alone would let one key replay across different ids
     # (cancel A, then cancel B with the same key): the resolved path counts.
     path = request.path.format(**request.path_params) if request.path_params else request.path
-    digest = fingerprint(request.method, path, request.body)
-    claimed = _claim(tenant_id, key, request.method, path, digest)
-    if isinstance(claimed, Outcome):
-        return claimed
-    try:
-        with tenants.active(tenant_id) as tx:
-            status, body = action(tx, request)
-            if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(body)):
-                # Our claim was taken over as stale; the new owner's result stands.
-                raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry")
-    except BaseException:
-        _release(tenant_id, key, claimed)
-        raise
-    return Outcome(status, body)
-
-
-def _run_outside(request, action) -> Outcome:
-    tenant_id, key = request.principal.tenant_id, request.idempotency_key
-    if key is None:
-        return Outcome(*action(request))
-    _check_key(key)
-    path = request.path.format(**request.path_params) if request.path_params else request.path
     claimed = _claim(tenant_id, key, request.method, path, fingerprint(request.method, path, request.body))
     if isinstance(claimed, Outcome):
         return claimed
+
+    def complete(tx, body) -> None:
+        if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(body)):
+            # Our claim was taken over as stale; the new owner's result stands.
+            raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry")
+
     try:
-        status, body = action(request)
+        if own_transactions:
+            body = work()
+            in_tenant_scope(tenant_id, lambda tx: complete(tx, body))
+        else:
+            body = in_tenant_scope(tenant_id, lambda tx: _then(work(tx), complete, tx))
     except BaseException:
         _release(tenant_id, key, claimed)
         raise
-    with tenants.active(tenant_id) as tx:
-        tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(body))
     return Outcome(status, body)
+
+
+def in_tenant_scope(tenant_id: str, work):
+    """``work(tx)`` in the tenant's scope; retried once if the database asks for it (a serialization
+    failure, a deadlock or a lock timeout roll the whole transaction back, so nothing is half done)."""
+    for attempt in (1, 2):
+        try:
+            with tenant_transaction(tenant_id) as tx:
+                return work(tx)
+        except db_errors.RetryableError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _then(body, complete, tx):
+    complete(tx, body)
+    return body
 
 
 def _check_key(key: str) -> None:
@@ -102,7 +104,7 @@ def _check_key(key: str) -> None:
 
 def _claim(tenant_id: str, key: str, method: str, path: str, digest: str):
     """The claim's token (its locked_at) when this request now owns the key, else the Outcome to replay."""
-    with tenants.active(tenant_id) as tx:
+    with tenant_transaction(tenant_id) as tx:
         claimed = tx.run(Q["claim"], key=key, method=method, path=path, hash=digest, stale_after_s=STALE_AFTER_S)
         if claimed:
             return claimed[0][0]
@@ -124,7 +126,7 @@ def _claim(tenant_id: str, key: str, method: str, path: str, digest: str):
 
 def _release(tenant_id: str, key: str, locked_at) -> None:
     try:
-        with tenants.active(tenant_id) as tx:
+        with tenant_transaction(tenant_id) as tx:
             tx.run(Q["release"], key=key, locked_at=locked_at)
     except Exception:  # noqa: BLE001 - the claim goes stale and is taken over after STALE_AFTER_S
         pass

@@ -1,30 +1,22 @@
-"""Cursor pagination, Stripe-style: ``limit`` (1-100, default 20) and ``starting_after``.
+"""List requests at the HTTP edge, Stripe-style: ``limit`` (1-100, default 20), ``starting_after``,
+and the filters lists share, parsed from the query string into typed values.
 
-Queries fetch ``limit + 1`` rows in a stable keyset order (an index, never OFFSET);
-the extra row only says whether there is more.
+Invalid values are a 400 with one field detail each; the paging itself (keyset, a
+cursor naming nothing is a 404) is ``chalicelib.db.paging``'s.
 """
 
 import re
 import uuid
-from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from chalicelib import errors
-from chalicelib.db.queries import load
-
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    limit: int
-    starting_after: str | None
+from chalicelib.db.paging import MAX_LIMIT, PageRequest
 
 
 def page_request(query: dict | None) -> PageRequest:
     query = query or {}
     details = []
-    limit = DEFAULT_LIMIT
+    limit = PageRequest().limit
     raw_limit = query.get("limit")
     if raw_limit is not None:
         if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
@@ -51,41 +43,34 @@ def parse_id(value: str, field: str, details: list | None = None) -> str | None:
         return None
 
 
-def page(rows: list[dict], request: PageRequest, url: str) -> dict:
-    has_more = len(rows) > request.limit
-    data = rows[: request.limit]
-    return {
-        "object": "list",
-        "url": url,
-        "data": data,
-        "has_more": has_more,
-        "next_cursor": str(data[-1]["id"]) if has_more and data else None,
+def filters(query: dict, statuses: tuple[str, ...], timestamps: tuple[str, ...] = ()) -> dict:
+    """The ``account_id`` and ``status`` filters (and any timestamp bounds named), or one 400 with every problem."""
+    details = []
+    values = {
+        "account_id": parse_id(query["account_id"], "account_id", details) if "account_id" in query else None,
+        "status": query.get("status"),
     }
-
-
-def common_filters(query: dict, statuses: tuple[str, ...], details: list) -> tuple[str | None, str | None]:
-    """The ``account_id`` and ``status`` list filters, problems appended to ``details``."""
-    account_id = parse_id(query["account_id"], "account_id", details) if "account_id" in query else None
-    status = query.get("status")
-    if status is not None and status not in statuses:
+    if values["status"] is not None and values["status"] not in statuses:
         details.append({"field": "status", "issue": f"must be one of {', '.join(statuses)}"})
-    return account_id, status
+    for name in timestamps:
+        values[name] = _timestamp(query, name, details)
+    if details:
+        raise errors.InvalidRequest("invalid filters", details=details)
+    return values
 
 
-def check_cursor(tx, exists_sql: str, page: PageRequest, noun: str, **scope) -> None:
-    """A ``starting_after`` that names nothing visible is a 404, not a silently empty page."""
-    check_exists(tx, exists_sql, page.starting_after, "starting_after", noun, **scope)
-
-
-def check_account_filter(tx, account_id: str | None) -> None:
-    """An ``account_id`` filter naming no visible account is a 404, as the account's own URL is."""
-    check_exists(tx, _ACCOUNT_EXISTS, account_id, "account_id", "account")
-
-
-def check_exists(tx, exists_sql: str, value: str | None, field: str, noun: str, **scope) -> None:
-    """An id parameter naming nothing visible, absent or another tenant's alike, is a 404 resource_missing."""
-    if value and not tx.run(exists_sql, id=value, **scope):
-        raise errors.NotFound(f"no such {noun}", details=[{"field": field, "issue": f"no such {noun}"}])
-
-
-_ACCOUNT_EXISTS = load("accounts")["exists"]
+def _timestamp(query: dict, name: str, details: list) -> datetime | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        value = value.astimezone(UTC) if value.tzinfo else None
+        if value is not None and not 1970 <= value.year <= 9998:
+            value = None
+    except (ValueError, OverflowError):
+        value = None
+    if value is None:
+        details.append({"field": name, "issue": "must be an RFC 3339 timestamp with offset, years 1970-9998"})
+        return None
+    return value

@@ -1,22 +1,32 @@
 """Accounts: a tenant's billable customers, their status and when they are next billed."""
 
 import json
+from dataclasses import dataclass, field
 
-from chalicelib import audit, errors, pagination
+from chalicelib import audit, errors
 from chalicelib.billing import plans
+from chalicelib.db import paging
 from chalicelib.db.queries import load
 
 Q = load("accounts")
 
 
-def create(tx, request) -> tuple[int, dict]:
-    body = request.body
+@dataclass(frozen=True)
+class NewAccount:
+    email: str
+    name: str
+    currency: str
+    plan: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def create(tx, actor, command: NewAccount) -> dict:
     plan_id = None
-    if body.get("plan"):
-        plan = plans.find(tx, body["plan"])
+    if command.plan:
+        plan = plans.find(tx, command.plan)
         if plan is None:
             raise errors.InvalidRequest("no such plan", details=[{"field": "plan", "issue": "no such plan"}])
-        if plan["currency"] != body["currency"]:
+        if plan["currency"] != command.currency:
             raise errors.InvalidRequest(
                 "the plan is priced in another currency",
                 details=[{"field": "currency", "issue": f"plan {plan['code']!r} is priced in {plan['currency']}"}],
@@ -24,18 +34,18 @@ def create(tx, request) -> tuple[int, dict]:
         plan_id = plan["id"]
     account_id = tx.scalar(
         Q["create"],
-        email=body["email"],
-        name=body["name"],
-        currency=body["currency"],
+        email=command.email,
+        name=command.name,
+        currency=command.currency,
         plan_id=plan_id,
-        metadata=json.dumps(body.get("metadata", {})),
+        metadata=json.dumps(command.metadata),
     )
-    audit.record(tx, request.principal, "account.created", "account", account_id)
-    return 201, get(tx, account_id)
+    audit.record(tx, actor, "account.created", "account", account_id)
+    return get(tx, account_id)
 
 
 def get(tx, account_id: str) -> dict:
-    account = tx.one(Q["get"], id=pagination.parse_id(account_id, "id"))
+    account = tx.one(Q["get"], id=account_id)
     if account is None:
         raise errors.NotFound("no such account")
     return account
@@ -49,12 +59,17 @@ def lock(tx, account_id: str) -> dict:
     return account
 
 
+def check_visible(tx, account_id: str | None, field_name: str = "account_id") -> None:
+    """An account id (a list filter) naming no visible account is a 404, as the account's own URL is."""
+    paging.check_exists(tx, Q["exists"], account_id, field_name, "account")
+
+
 def start_billing(tx, account_id, plan_id, *, anchor, next_billing_at) -> None:
     """A new subscription bills the account from ``anchor``; its first renewal is ``next_billing_at``."""
     tx.run(Q["start_billing"], id=account_id, plan_id=plan_id, anchor=anchor, next_billing_at=next_billing_at)
 
 
-def list_page(tx, page: pagination.PageRequest) -> dict:
-    pagination.check_cursor(tx, Q["exists"], page, "account")
+def list_page(tx, page: paging.PageRequest) -> dict:
+    paging.check_cursor(tx, Q["exists"], page, "account")
     rows = tx.all(Q["list"], after=page.starting_after, limit=page.limit + 1)
-    return pagination.page(rows, page, "/v1/accounts")
+    return paging.page(rows, page, "/v1/accounts")

@@ -4,18 +4,19 @@ A charge is positive (the account owes more), a payment or credit negative; the
 account's balance is the sum of its entries.
 """
 
-from chalicelib import encoding, pagination
+from chalicelib import encoding
 from chalicelib.billing import accounts
+from chalicelib.db import paging
 from chalicelib.db.queries import load
 
 Q = load("ledger")
 
 
-def list_page(tx, account_id: str, page: pagination.PageRequest) -> dict:
+def list_page(tx, account_id: str, page: paging.PageRequest) -> dict:
     account = accounts.get(tx, account_id)
-    pagination.check_cursor(tx, Q["exists"], page, "ledger entry", account_id=account["id"])
+    paging.check_cursor(tx, Q["exists"], page, "ledger entry", account_id=account["id"])
     rows = tx.all(Q["entries"], account_id=account["id"], after=page.starting_after, limit=page.limit + 1)
-    result = pagination.page(rows, page, f"/v1/accounts/{account['id']}/ledger")
+    result = paging.page(rows, page, f"/v1/accounts/{account['id']}/ledger")
     result["balance"] = tx.scalar(Q["balance"], account_id=account["id"])
     result["currency"] = account["currency"]
     return result

@@ -1,9 +1,11 @@
 """Plans: a tenant's price list. A code may have one price per interval (pro monthly, pro yearly)."""
 
 import json
+from dataclasses import dataclass, field
 
-from chalicelib import audit, errors, pagination
+from chalicelib import audit, errors
 from chalicelib.db import errors as db_errors
+from chalicelib.db import paging
 from chalicelib.db.queries import load
 
 Q = load("plans")
@@ -25,34 +27,48 @@ def _check_tiers(usage_prices: list[dict]) -> None:
         raise errors.InvalidRequest("invalid tiers", details=details)
 
 
-def create(tx, request) -> tuple[int, dict]:
-    body = request.body
-    _check_tiers(body.get("usage_prices", []))
+@dataclass(frozen=True)
+class NewPlan:
+    """One price of a plan code: a flat ``amount`` per interval plus metered ``usage_prices`` (minor units)."""
+
+    code: str
+    name: str
+    interval: str
+    amount: int
+    currency: str
+    interval_count: int = 1
+    features: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)
+    usage_prices: list = field(default_factory=list)
+
+
+def create(tx, actor, command: NewPlan) -> dict:
+    _check_tiers(command.usage_prices)
     try:
         plan = tx.one(
             Q["create"],
-            code=body["code"],
-            name=body["name"],
-            interval=body["interval"],
-            interval_count=body.get("interval_count", 1),
-            amount=body["amount"],
-            currency=body["currency"],
-            features=json.dumps(body.get("features", {})),
-            limits=json.dumps(body.get("limits", {})),
-            usage_prices=json.dumps(body.get("usage_prices", [])),
+            code=command.code,
+            name=command.name,
+            interval=command.interval,
+            interval_count=command.interval_count,
+            amount=command.amount,
+            currency=command.currency,
+            features=json.dumps(command.features),
+            limits=json.dumps(command.limits),
+            usage_prices=json.dumps(command.usage_prices),
         )
     except db_errors.UniqueViolation as exc:
         raise errors.Conflict(
-            f"plan {body['code']!r} already has a {body['interval']} price", code="plan_exists"
+            f"plan {command.code!r} already has a {command.interval} price", code="plan_exists"
         ) from exc
-    audit.record(tx, request.principal, "plan.created", "plan", plan["id"], {"code": plan["code"]})
-    return 201, plan
+    audit.record(tx, actor, "plan.created", "plan", plan["id"], {"code": plan["code"]})
+    return plan
 
 
-def list_page(tx, page: pagination.PageRequest) -> dict:
-    pagination.check_cursor(tx, Q["exists"], page, "plan")
+def list_page(tx, page: paging.PageRequest) -> dict:
+    paging.check_cursor(tx, Q["exists"], page, "plan")
     rows = tx.all(Q["list"], after=page.starting_after, limit=page.limit + 1)
-    return pagination.page(rows, page, "/v1/plans")
+    return paging.page(rows, page, "/v1/plans")
 
 
 def find(tx, code: str, interval: str | None = None) -> dict | None:

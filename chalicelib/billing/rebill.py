@@ -15,7 +15,6 @@ so the message comes back and settles it under the same key.
 
 import json
 import logging
-import uuid
 from datetime import datetime, timedelta
 
 from chalicelib import audit, aws, errors, events
@@ -24,6 +23,7 @@ from chalicelib.billing.collection import PaymentUnresolved  # noqa: F401 - rais
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
+from chalicelib.db.scope import tenant_transaction
 from chalicelib.observability import emit_metric
 
 Q = load("rebill")
@@ -101,23 +101,10 @@ def queue_url() -> str:
 # --- processing -------------------------------------------------------------------------
 
 
-def parse(body: str) -> dict:
-    try:
-        message = json.loads(body)
-        if message["kind"] not in ("renewal", "retry", "settle"):
-            raise ValueError(f"unknown kind {message['kind']!r}")
-        message["dueAt"] = _parse_ts(message["dueAt"])
-        for key in ("tenantId", "accountId"):
-            uuid.UUID(message[key])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise events.PoisonMessage(f"not a rebill message: {exc}") from exc
-    return message
-
-
 def handle(body: str, now: datetime | None = None) -> bool:
     """One rebill message on its own, through the same engine as a batch: True when something was
     billed or collected. A payment left unresolved raises (GatewayTimeout, PaymentUnresolved)."""
-    message = parse(body)
+    message = events.parse_rebill(body)
     now = now or calendar.utcnow()
     tenant_id, account_id = message["tenantId"], message["accountId"]
     # Whatever the message says, first resolve payments a crash or timeout left pending.
@@ -160,10 +147,10 @@ def rebill_now(tenant_id: str, account_id: str, actor, now: datetime | None = No
     final answer is ServiceUnavailable (the pending payment is settled by the retry,
     or by the next daily run).
     """
-    from chalicelib.billing import accounts, tenants
+    from chalicelib.billing import accounts
 
     now = now or calendar.utcnow()
-    with tenants.active(tenant_id) as tx:
+    with tenant_transaction(tenant_id) as tx:
         account = accounts.get(tx, account_id)
     try:
         settled = collection.resolved(collection.settle_pending(tenant_id, account_id, now))
@@ -181,17 +168,10 @@ def rebill_now(tenant_id: str, account_id: str, actor, now: datetime | None = No
         ) from exc
     except payments.RetryableGatewayError as exc:
         raise errors.ServiceUnavailable("the payment gateway did not answer; retry the request") from exc
-    with tenants.active(tenant_id) as tx:
+    with tenant_transaction(tenant_id) as tx:
         audit.record(tx, actor, "account.rebilled", "account", account_id, {"outcome": outcome})
         return {"object": "rebill", "outcome": outcome, "account": accounts.get(tx, account_id)}
 
 
 def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
-
-
-def _parse_ts(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp without offset")
-    return parsed

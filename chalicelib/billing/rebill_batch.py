@@ -31,7 +31,7 @@ def process(records: list[dict], now: datetime | None = None) -> dict:
     for record in records:
         message_id, body = record.get("messageId", ""), record.get("body", "")
         try:
-            message = rebill.parse(body)
+            message = events.parse_rebill(body)
         except events.PoisonMessage as exc:
             log.error("rebill: poison message %s: %s", message_id, exc)
             failures.append(message_id)

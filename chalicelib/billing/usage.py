@@ -9,6 +9,7 @@ is reported as a duplicate and counted once. Quantities are integers.
 """
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib import audit, errors
@@ -24,9 +25,19 @@ def schema_for(body) -> str:
     return "usage_event_batch" if isinstance(body, dict) and "events" in body else "usage_event"
 
 
-def record(tx, request) -> tuple[int, dict]:
-    body = request.body
-    events = body["events"] if "events" in body else [body]
+@dataclass(frozen=True)
+class UsageBatch:
+    """Usage events as the API takes them (``{"events": [...]}`` or one event), each judged alone."""
+
+    events: tuple[dict, ...]
+
+    @classmethod
+    def of(cls, body: dict) -> "UsageBatch":
+        return cls(tuple(body["events"] if "events" in body else [body]))
+
+
+def record(tx, actor, batch: UsageBatch) -> dict:
+    events = batch.events
     settings = get_settings()
     now = calendar.utcnow()
     oldest = now - timedelta(days=settings.usage_max_age_days)
@@ -62,14 +73,14 @@ def record(tx, request) -> tuple[int, dict]:
         "data": results,
     }
     if summary["accepted"]:
-        audit.record(tx, request.principal, "usage.recorded", "usage_batch", None, {"accepted": summary["accepted"]})
+        audit.record(tx, actor, "usage.recorded", "usage_batch", None, {"accepted": summary["accepted"]})
     if summary["rejected"] == len(results):
         raise errors.UnprocessableState(
             "no event was accepted",
             code="usage_rejected",
             details=[{"field": f"events.{i}", "issue": "; ".join(r["reasons"])} for i, r in enumerate(results)],
         )
-    return 200, summary
+    return summary
 
 
 def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, settings) -> list[str]:

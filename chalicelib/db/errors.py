@@ -36,8 +36,16 @@ class InvalidValue(DatabaseError):
     """The value did not fit its column type (bad uuid text, integer overflow)."""
 
 
-class SerializationFailure(DatabaseError):
-    """Serialization failure or deadlock: the whole transaction may be retried."""
+class RetryableError(DatabaseError):
+    """The transaction was rolled back for a reason of the moment: it may be retried whole."""
+
+
+class SerializationFailure(RetryableError):
+    """Serialization failure or deadlock."""
+
+
+class LockNotAvailable(RetryableError):
+    """A lock was not granted within lock_timeout."""
 
 
 class QueryTimeout(DatabaseError):
@@ -70,6 +78,7 @@ _BY_CODE = {
     "22P05": InvalidValue,
     "40001": SerializationFailure,
     "40P01": SerializationFailure,
+    "55P03": LockNotAvailable,
     "57014": QueryTimeout,
     "P0001": RaisedByTrigger,
     "42501": InsufficientPrivilege,

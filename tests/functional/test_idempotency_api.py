@@ -100,7 +100,8 @@ def test_50_concurrent_identical_posts_with_one_key_create_exactly_one_row(datab
     def post():
         start.wait()
         try:
-            outcomes.append(idempotency.run(request, accounts.create))
+            command = accounts.NewAccount(**request.body)
+            outcomes.append(idempotency.run(request, lambda tx: accounts.create(tx, principal, command), status=201))
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             failures.append(exc)
         finally:

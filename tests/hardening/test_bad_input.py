@@ -210,6 +210,10 @@ def _with(body: dict, field: str, value) -> dict:
 def test_hostile_values_in_every_field_are_stored_verbatim_or_rejected_with_nothing_stored(
     api, account, catalog, make_tenant, cognito, owner_conn, figures
 ):
+    # Usage is billable only on a subscription: without one, odd but valid events would be refused
+    # for that reason and never reach storage.
+    subscribed = api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user)
+    assert subscribed.status == 201, subscribed.body
     tokens = {
         "operator": cognito.token(make_tenant("Ops", operator=True), "ADMIN"),
         "admin": catalog.admin,

@@ -1,7 +1,3 @@
--- name: status
--- Under RLS this sees the current tenant's row only.
-SELECT status FROM tenants;
-
 -- name: create
 INSERT INTO tenants (id, name, email, plan_tier)
 VALUES (:id, :name, :email, :plan)

@@ -1,0 +1,5 @@
+-- The tenant scope (chalicelib/db/scope.py).
+
+-- name: tenant_status
+-- Under RLS this sees the current tenant's row only.
+SELECT status FROM tenants;
