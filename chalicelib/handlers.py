@@ -36,6 +36,17 @@ def settle_account(event: dict) -> bool:
     return collection.resolved(outcome) is not None
 
 
+def email_new_subscription(event: dict) -> bool:
+    """send-notification: the customer's email, once per event (claim, send, mark done)."""
+    return idempotency.consume_with_side_effect(
+        event["tenantId"],
+        "send-notification",
+        event["eventId"],
+        lambda tx: notifications.recipient_of(tx, event["subscriptionId"]),
+        notifications.send_subscription_created,
+    )
+
+
 def record_audit(event: dict) -> bool:
     """audit-log: one audit row per domain event, whatever the redeliveries."""
     entity_id = event.get("subscriptionId") or event.get("accountId")
@@ -52,5 +63,5 @@ GENERATE_INVOICE = {
     "subscription.created": invoice_new_subscription,
     "subscription.canceled": settle_account,
 }
-SEND_NOTIFICATION = {"subscription.created": notifications.on_subscription_created}
+SEND_NOTIFICATION = {"subscription.created": email_new_subscription}
 AUDIT_LOG = {"subscription.created": record_audit, "subscription.canceled": record_audit}

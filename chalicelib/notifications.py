@@ -1,20 +1,19 @@
-"""Customer email through SES: plain-text and HTML bodies, sent once per event."""
+"""Customer email through SES: plain-text and HTML bodies (the send-notification consumer is in handlers)."""
 
 import html
-import logging
 
-from chalicelib import aws, errors, idempotency
+from chalicelib import aws, errors
+from chalicelib.billing import currencies
 from chalicelib.config import get_settings
 from chalicelib.db.queries import load
 
 Q = load("notifications")
-log = logging.getLogger("billing.notifications")
-CONSUMER = "send-notification"
 
 
 def format_amount(amount: int, currency: str) -> str:
-    """Display only: minor units to a decimal string (2-decimal currencies; JPY and co. have 0)."""
-    exponent = 0 if currency in {"JPY", "KRW", "VND", "CLP", "ISK", "UGX"} else 2
+    """Display only: minor units to a decimal string with the currency's ISO 4217 exponent
+    (JPY 0, USD 2, BHD 3; 2 for a code ISO does not list). Exact: integer division, no rounding."""
+    exponent = currencies.exponent(currency) if currencies.is_known(currency) else 2
     if exponent == 0:
         return f"{amount} {currency}"
     sign = "-" if amount < 0 else ""
@@ -40,20 +39,17 @@ def subscription_created_email(recipient: dict) -> dict:
     }
 
 
-def on_subscription_created(event: dict) -> bool:
-    """send-notification consumer."""
+def recipient_of(tx, subscription_id: str) -> dict:
+    """Who a subscription's email goes to, and what it says."""
+    recipient = tx.one(Q["subscription_recipient"], subscription_id=subscription_id)
+    if recipient is None:
+        raise errors.NotFound(f"no such subscription {subscription_id}")
+    return recipient
 
-    def prepare(tx):
-        recipient = tx.one(Q["subscription_recipient"], subscription_id=event["subscriptionId"])
-        if recipient is None:
-            raise errors.NotFound(f"no such subscription {event['subscriptionId']}")
-        return recipient
 
-    def send(recipient):
-        aws.client("ses").send_email(
-            Source=get_settings().ses_sender,
-            Destination={"ToAddresses": [recipient["email"]]},
-            Message=subscription_created_email(recipient),
-        )
-
-    return idempotency.consume_with_side_effect(event["tenantId"], CONSUMER, event["eventId"], prepare, send)
+def send_subscription_created(recipient: dict) -> None:
+    aws.client("ses").send_email(
+        Source=get_settings().ses_sender,
+        Destination={"ToAddresses": [recipient["email"]]},
+        Message=subscription_created_email(recipient),
+    )

@@ -46,7 +46,7 @@ def resolved(outcome: str | None) -> str | None:
     """A settling outcome, or the exception that sends the message (or the request) back for later."""
     if outcome == "timeout":
         raise payments.GatewayTimeout("the gateway gave no final answer; the payment stays pending")
-    if outcome == "in_progress":
+    if outcome in ("in_progress", "unsettled"):
         raise PaymentUnresolved("another settler holds this payment")
     return outcome
 
@@ -64,8 +64,13 @@ class Intent:
 # --- opening attempts (in the billing transaction) ----------------------------------------
 
 
-def open_intents(tx, invoices: list) -> dict[str, Intent]:
-    """First attempts for newly issued ``(bill, invoice_id)`` pairs, by account id: one statement."""
+def open_intents(tx, invoices: list, *, claim: bool) -> dict[str, Intent]:
+    """First attempts for newly issued ``(bill, invoice_id)`` pairs, by account id: one statement.
+
+    With ``claim`` they are born claimed by this transaction's caller, which settles them
+    right after commit (``settle_many(..., claimed=True)``); if it dies first, the claim
+    lapses. Without, whoever settles them later claims them then.
+    """
     rows = [
         {
             "account_id": bill.account_id,
@@ -79,7 +84,9 @@ def open_intents(tx, invoices: list) -> dict[str, Intent]:
     ]
     if not rows:
         return {}
-    return {intent.account_id: intent for intent in map(_intent, tx.all(Q["open_intents"], rows=encoding.dumps(rows)))}
+    lease_s = get_settings().payment_claim_lease_s
+    opened = tx.all(Q["open_intents"], rows=encoding.dumps(rows), lease_s=lease_s, claim=claim)
+    return {intent.account_id: intent for intent in map(_intent, opened)}
 
 
 def _open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
@@ -102,25 +109,24 @@ def _open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
         "amount": invoice["amount_due"],
         "currency": invoice["currency"],
     }
-    return _intent(tx.one(Q["open_intents"], rows=encoding.dumps([row])))
+    # Unclaimed: ``settle`` claims it like any pending attempt it finds.
+    return _intent(tx.one(Q["open_intents"], rows=encoding.dumps([row]), lease_s=0, claim=False))
 
 
 # --- settling: one settler per attempt --------------------------------------------------------
 
 
-def settle_many(tenant_id: str, intents: list[Intent], now: datetime) -> dict[str, str]:
+def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed: bool = False) -> dict[str, str]:
     """Charge each intent once and record it; outcome by attempt id.
 
     ``succeeded``, ``declined`` or ``inactive`` (recorded), ``timeout`` (no answer
     or the gateway was busy with this key: still pending, retry later) or
-    ``in_progress`` (another settler holds it, or resolved it meanwhile).
+    ``in_progress`` (another settler holds it, or resolved it meanwhile). With
+    ``claimed`` the caller already holds every intent's claim (it opened them).
     """
     if not intents:
         return {}
-    with transaction(tenant_id=tenant_id) as tx:
-        ids = sorted(intent.attempt_id for intent in intents)
-        lease_s = get_settings().payment_claim_lease_s
-        claimed = {str(row[0]) for row in tx.run(Q["claim_attempts"], ids=ids, lease_s=lease_s)}
+    claimed = {i.attempt_id for i in intents} if claimed else _claim(tenant_id, intents)
     outcomes = {i.attempt_id: "in_progress" for i in intents if i.attempt_id not in claimed}
     answers = {}
     gateway = payments.get_gateway()
@@ -135,6 +141,14 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime) -> dict[st
     return outcomes
 
 
+def _claim(tenant_id: str, intents: list[Intent]) -> set[str]:
+    """Claim the intents no live settler holds, in a short transaction of its own; the ids claimed."""
+    with transaction(tenant_id=tenant_id) as tx:
+        ids = sorted(intent.attempt_id for intent in intents)
+        lease_s = get_settings().payment_claim_lease_s
+        return {str(row[0]) for row in tx.run(Q["claim_attempts"], ids=ids, lease_s=lease_s)}
+
+
 def settle(tenant_id: str, intent: Intent, now: datetime) -> str:
     """Charge one intent and record the outcome (see ``settle_many``)."""
     return settle_many(tenant_id, [intent], now)[intent.attempt_id]
@@ -146,11 +160,6 @@ def settle_pending(tenant_id: str, account_id: str, now: datetime) -> str | None
         intents = [_intent(row) for row in tx.all(Q["pending_for_account"], account_id=account_id)]
     outcomes = settle_many(tenant_id, intents, now)
     return outcomes[intents[-1].attempt_id] if intents else None
-
-
-def accounts_with_pending(tx, account_ids: list[str]) -> set[str]:
-    """Which of these accounts have an attempt still pending."""
-    return {str(row[0]) for row in tx.run(Q["accounts_with_pending"], ids=sorted(account_ids))}
 
 
 def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
@@ -197,10 +206,11 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
     paid = {a: (i, r) for a, (i, r) in answers.items() if r.succeeded}
     if paid:
         with transaction(tenant_id=tenant_id) as tx:
-            still = {str(row[0]) for row in tx.run(Q["lock_pending"], ids=sorted(paid))}
+            pending = tx.all(Q["lock_pending"], ids=sorted(paid))
+            still = {str(row["id"]) for row in pending}
             _record_paid(tx, [paid[a] for a in sorted(still)])
-            accounts = sorted({paid[a][0].account_id for a in still})
-            for account_id in (str(row[0]) for row in tx.run(Q["in_dunning"], ids=accounts)):
+            dunning = {paid[str(row["id"])][0].account_id for row in pending if row["in_dunning"]}
+            for account_id in sorted(dunning):
                 _reactivate_if_clear(tx, tenant_id, account_id)
         outcomes.update({a: "succeeded" if a in still else "in_progress" for a in paid})
     for attempt_id, (intent, result) in answers.items():

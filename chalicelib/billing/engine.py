@@ -30,7 +30,8 @@ Q = load("engine")
 # What an account's renewal came to. Recorded outcomes: succeeded (paid or nothing to
 # pay), invoiced (in dunning: its retry collects), declined, inactive, canceled (the
 # final invoice was issued and the subscription ended); nothing written: not_due,
-# no_subscription; payment unresolved: timeout, in_progress (retry later).
+# no_subscription; payment unresolved: timeout, in_progress, unsettled (an earlier payment
+# is still pending: settle it first, then bill).
 BILLED = ("succeeded", "invoiced", "declined", "inactive", "canceled")
 
 
@@ -61,16 +62,19 @@ def bill_due(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[st
     with transaction(tenant_id=tenant_id) as tx:
         rows = tx.all(Q["billing_state"], ids=sorted(due))
         results = {account_id: Renewal("not_due") for account_id in due}
-        live = [row for row in rows if _is_due(row, due[str(row["account_key"])], now)]
+        # A payment still pending (a timeout, a crash) is settled first, message by message
+        # (rebill.handle), whether or not a period is due.
+        results.update({str(row["account_key"]): Renewal("unsettled") for row in rows if row["unsettled"]})
+        live = [row for row in rows if not row["unsettled"] and _is_due(row, due[str(row["account_key"])], now)]
         orphans = sorted(str(row["account_key"]) for row in live if row["id"] is None)
         if orphans:
             tx.run(Q["stop_billing"], ids=orphans)
             results.update({account_id: Renewal("no_subscription") for account_id in orphans})
         bills = _bills(tx, [row for row in live if row["id"] is not None])
-        issued = invoicing.issue(tx, tenant_id, bills)
+        issued = invoicing.issue(tx, tenant_id, bills, settle_now=True)
         for bill in (b for b in bills if b.ends):
             audit.record(tx, "system:rebill", "subscription.ended", "subscription", bill.subscription.id)
-    settled = collection.settle_many(tenant_id, [i.intent for i in issued.values() if i.intent], now)
+    settled = collection.settle_many(tenant_id, [i.intent for i in issued.values() if i.intent], now, claimed=True)
     for account_id, item in issued.items():
         results[account_id] = _result(item, settled)
         if results[account_id].outcome not in BILLED:
@@ -110,20 +114,11 @@ def end_now(tx, tenant_id: str, subscription_id: str, now: datetime) -> invoicin
 
 
 def preview(tenant_id: str, due: dict[str, datetime], now: datetime) -> list[periods.Bill]:
-    """The bills a round would write, computed exactly as ``bill_due`` does, then rolled back."""
-
-    class _Preview(Exception):
-        pass
-
-    bills: list[periods.Bill] = []
-    try:
-        with transaction(tenant_id=tenant_id) as tx:
-            rows = tx.all(Q["billing_state"], ids=sorted(due))
-            live = [row for row in rows if row["id"] is not None and _is_due(row, due[str(row["account_key"])], now)]
-            bills = _bills(tx, live)
-            raise _Preview
-    except _Preview:
-        return bills
+    """The bills a round would write, computed exactly as ``bill_due`` computes them; writes nothing."""
+    with transaction(tenant_id=tenant_id) as tx:
+        rows = tx.all(Q["billing_state"], ids=sorted(due))
+        live = [row for row in rows if row["id"] is not None and _is_due(row, due[str(row["account_key"])], now)]
+        return _bills(tx, live)
 
 
 def _is_due(row: dict, named: datetime, now: datetime) -> bool:
@@ -159,4 +154,5 @@ def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:
         return Renewal("canceled")
     if item.invoice_id is None and bill.lines:
         return Renewal("not_due")  # already invoiced: a retry that found the work done
-    return Renewal("succeeded" if bill.collect or item.bill.total == 0 else "invoiced", next_at)
+    # Nothing to pay (paid on issue), or an account in dunning whose retry collects it.
+    return Renewal("invoiced" if bill.total else "succeeded", next_at)

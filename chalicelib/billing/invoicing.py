@@ -33,8 +33,12 @@ class Issued:
         return self.bill.total
 
 
-def issue(tx, tenant_id: str, bills: list[Bill]) -> dict[str, Issued]:
-    """Write ``bills`` (at most one per account); what was issued, by account id."""
+def issue(tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False) -> dict[str, Issued]:
+    """Write ``bills`` (at most one per account); what was issued, by account id.
+
+    ``settle_now``: the caller settles the payments right after commit, so they are opened
+    already claimed by it (``collection.open_intents``).
+    """
     started = time.perf_counter()
     if len({bill.account_id for bill in bills}) != len(bills):
         raise ValueError("one bill per account per call")
@@ -44,7 +48,8 @@ def issue(tx, tenant_id: str, bills: list[Bill]) -> dict[str, Issued]:
     _write_lines(tx, written, invoice_ids)
     ledger.post_many(tx, [_charge(bill, invoice_ids[bill.account_id]) for bill in written])
     _move_periods(tx, bills)
-    intents = collection.open_intents(tx, [(bill, invoice_ids[bill.account_id]) for bill in written if bill.collect])
+    to_collect = [(bill, invoice_ids[bill.account_id]) for bill in written if bill.collect]
+    intents = collection.open_intents(tx, to_collect, claim=settle_now)
     elapsed_ms = (time.perf_counter() - started) * 1000
     for bill in written:
         emit_metric("invoice_amount", bill.total, "None", TenantId=tenant_id, PlanId=bill.subscription.plan_id)

@@ -19,6 +19,7 @@ Money is integer minor units of the plan's currency. Usage is priced per line by
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 from chalicelib.billing import calendar, usage_charges
 from chalicelib.billing.lines import Line, total_of
@@ -78,7 +79,7 @@ class Bill:
     def currency(self) -> str:
         return self.subscription.currency
 
-    @property
+    @cached_property
     def total(self) -> int:
         return total_of(self.lines)
 

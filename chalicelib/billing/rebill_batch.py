@@ -2,8 +2,8 @@
 
 A rebill SQS batch (up to 100 messages) is grouped by tenant. Each group's renewals
 go to ``engine.renew`` together: one transaction with one set-based statement per
-table, then the payments. Accounts with a payment still pending, dunning retries
-and settle messages go one message at a time (``rebill.handle``, the same engine
+table, then the payments. Accounts the round finds with a payment still pending,
+dunning retries and settle messages go one message at a time (``rebill.handle``, the same engine
 with a batch of one), and so does the whole group if the set-based round fails, so
 a failure is reported for its own record only.
 """
@@ -13,8 +13,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from chalicelib import events
-from chalicelib.billing import calendar, collection, engine, rebill
-from chalicelib.db import transaction
+from chalicelib.billing import calendar, engine, rebill
 
 log = logging.getLogger("billing.rebill")
 # Outcomes whose record must come back: the payment is still unresolved.
@@ -44,15 +43,18 @@ def process(records: list[dict], now: datetime | None = None) -> dict:
 
 def _process_group(tenant_id: str, group: list, now: datetime) -> list[str]:
     renewals = [item for item in group if item[2]["kind"] == "renewal"]
-    with transaction(tenant_id=tenant_id) as tx:
-        unsettled = collection.accounts_with_pending(tx, [m["accountId"] for _id, _body, m in renewals])
-    together = [item for item in renewals if item[2]["accountId"] not in unsettled]
-    one_by_one = [item for item in group if item not in together]
-    failures, failed_group = [], _renew_together(tenant_id, together, now)
-    if failed_group is None:
-        one_by_one += together
-    else:
-        failures += failed_group
+    one_by_one = [item for item in group if item[2]["kind"] != "renewal"]
+    results = _renew_together(tenant_id, renewals, now)
+    if results is None:  # the round failed: every renewal alone
+        one_by_one += renewals
+        results = {}
+    failures = []
+    for item in renewals:
+        outcome = results.get(item[2]["accountId"])
+        if outcome == "unsettled":
+            one_by_one.append(item)  # settle its pending payment first, then bill
+        elif outcome in UNRESOLVED:
+            failures.append(item[0])
     for message_id, body, _message in one_by_one:
         try:
             rebill.handle(body, now=now)
@@ -62,10 +64,10 @@ def _process_group(tenant_id: str, group: list, now: datetime) -> list[str]:
     return failures
 
 
-def _renew_together(tenant_id: str, renewals: list, now: datetime) -> list[str] | None:
-    """Bill the group's renewals in one round; the failed message ids, or None when the round failed."""
+def _renew_together(tenant_id: str, renewals: list, now: datetime) -> dict[str, str] | None:
+    """Bill the group's renewals in one round; each account's outcome, or None when the round failed."""
     if not renewals:
-        return []
+        return {}
     due: dict[str, datetime] = {}
     for _message_id, _body, message in renewals:
         account_id = message["accountId"]
@@ -75,5 +77,4 @@ def _renew_together(tenant_id: str, renewals: list, now: datetime) -> list[str] 
     except Exception:  # noqa: BLE001 - retried one message at a time, failures reported per record
         log.exception("rebill: batch round failed for tenant %s; falling back to one by one", tenant_id)
         return None
-    failed = {account_id for account_id, result in results.items() if result.outcome in UNRESOLVED}
-    return [message_id for message_id, _body, message in renewals if message["accountId"] in failed]
+    return {account_id: result.outcome for account_id, result in results.items()}

@@ -5,9 +5,13 @@ SELECT id, currency, status, next_billing_at, payment_retry_at, failure_count
   FROM accounts WHERE id = :id FOR UPDATE;
 
 -- name: open_intents
--- A batch of first attempts for newly issued invoices (keys built in periods.payment_key).
-INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency, outcome)
-SELECT v.account_id, v.invoice_id, v.attempt, v.idempotency_key, v.amount, v.currency, 'pending'
+-- A batch of first attempts for newly issued invoices (keys built in periods.payment_key),
+-- with :claim, claimed by the transaction that opens them (:lease_s seconds), so no other
+-- settler takes them before their creator has called the gateway.
+INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency, outcome,
+                              claimed_until)
+SELECT v.account_id, v.invoice_id, v.attempt, v.idempotency_key, v.amount, v.currency, 'pending',
+       CASE WHEN CAST(:claim AS boolean) THEN now() + make_interval(secs => :lease_s) END
   FROM jsonb_to_recordset(CAST(:rows AS jsonb))
        AS v(account_id uuid, invoice_id uuid, attempt integer, idempotency_key text, amount bigint, currency text)
 RETURNING id, account_id, invoice_id, idempotency_key, amount, currency;
@@ -24,10 +28,6 @@ SELECT id, account_id, invoice_id, idempotency_key, amount, currency
 -- name: attempts_for_invoice
 SELECT count(*) FROM payment_attempts WHERE invoice_id = :invoice_id;
 
--- name: accounts_with_pending
-SELECT DISTINCT account_id FROM payment_attempts
- WHERE account_id = ANY(CAST(:ids AS uuid[])) AND outcome = 'pending';
-
 -- name: claim_attempts
 -- One settler per attempt: a pending attempt nobody holds (or whose holder's lease
 -- lapsed) is taken for :lease_s seconds of the database's clock; the rest are someone else's.
@@ -40,7 +40,14 @@ RETURNING id;
 UPDATE payment_attempts SET claimed_until = NULL WHERE id = :id AND outcome = 'pending';
 
 -- name: lock_pending
-SELECT id FROM payment_attempts WHERE id = ANY(CAST(:ids AS uuid[])) AND outcome = 'pending' ORDER BY id FOR UPDATE;
+-- The attempts still pending, locked, each with whether its account is in dunning (a payment may
+-- return it to ACTIVE).
+SELECT pa.id, (a.status <> 'ACTIVE' OR a.failure_count > 0) AS in_dunning
+  FROM payment_attempts pa
+  JOIN accounts a ON a.id = pa.account_id
+ WHERE pa.id = ANY(CAST(:ids AS uuid[])) AND pa.outcome = 'pending'
+ ORDER BY pa.id
+   FOR UPDATE OF pa;
 
 -- name: resolve_attempt
 UPDATE payment_attempts
@@ -77,10 +84,6 @@ UPDATE accounts
 
 -- name: set_subscription_status
 UPDATE subscriptions SET status = :status WHERE account_id = :account_id AND status IN ('active', 'past_due');
-
--- name: in_dunning
--- Of these accounts, the ones a payment may return to ACTIVE (usually none).
-SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) AND (status <> 'ACTIVE' OR failure_count > 0);
 
 -- name: lease_retry
 UPDATE accounts SET payment_retry_at = :lease_until WHERE id = :id;

@@ -7,7 +7,8 @@
 SELECT a.id AS account_key, a.status AS account_status, a.next_billing_at,
        s.id, s.account_id, s.plan_id, p.code AS plan_code, p.name AS plan_name, p.interval, p.interval_count,
        p.amount, p.currency, p.usage_prices, s.billing_anchor, s.current_period_start, s.current_period_end,
-       s.cancel_at_period_end
+       s.cancel_at_period_end,
+       EXISTS (SELECT 1 FROM payment_attempts pa WHERE pa.account_id = a.id AND pa.outcome = 'pending') AS unsettled
   FROM accounts a
   LEFT JOIN subscriptions s ON s.account_id = a.id AND s.status IN ('active', 'past_due')
   LEFT JOIN plans p ON p.id = s.plan_id
