@@ -1,10 +1,11 @@
 """Helpers that put accounts into billable states directly in the database (tenant-scoped)."""
 
 import json
+import threading
 from datetime import datetime
 
 from chalicelib.billing import calendar
-from chalicelib.db import transaction
+from chalicelib.db import reset_connection, transaction
 
 METERED = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}]
 
@@ -48,6 +49,22 @@ def subscribed_account(
         )
         tx.run("UPDATE accounts SET next_billing_at = :e WHERE id = :a", e=end, a=account)
     return str(account)
+
+
+def in_threads(*targets) -> None:
+    """Run each target on its own thread (each with its own database connection) and wait for all."""
+
+    def run(target):
+        try:
+            target()
+        finally:
+            reset_connection()
+
+    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def usage(tenant_id: str, account_id: str, at: datetime, quantity: int, event_id: str, metric="api_calls") -> None:

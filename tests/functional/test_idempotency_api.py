@@ -4,6 +4,7 @@ from chalicelib import auth, idempotency
 from chalicelib.billing import accounts
 from chalicelib.db import transaction
 from chalicelib.http import ApiRequest
+from tests import billing
 
 BODY = {"email": "ada@customer.test", "name": "Ada", "currency": "USD"}
 
@@ -104,16 +105,8 @@ def test_50_concurrent_identical_posts_with_one_key_create_exactly_one_row(datab
             outcomes.append(idempotency.run(request, lambda tx: accounts.create(tx, principal, command), status=201))
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             failures.append(exc)
-        finally:
-            from chalicelib.db import reset_connection
 
-            reset_connection()
-
-    threads = [threading.Thread(target=post) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    billing.in_threads(*[post] * 50)
 
     assert _count_accounts(tenant_id) == 1
     assert len(outcomes) + len(failures) == 50

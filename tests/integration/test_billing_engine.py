@@ -1,6 +1,5 @@
 """The one billing engine: final invoices when a subscription ends, and one settler per payment attempt."""
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -104,16 +103,8 @@ def test_concurrent_admin_rebills_call_the_gateway_once_and_the_rest_agree(tenan
                 answers.append(rebill.rebill_now(tenant, account, "test:admin", now=FEB_28)["outcome"])
             except errors.BillingError as exc:
                 answers.append((type(exc).__name__, exc.code))
-            finally:
-                from chalicelib.db import reset_connection
 
-                reset_connection()
-
-        threads = [threading.Thread(target=rebill_now) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        billing.in_threads(*[rebill_now] * 8)
     finally:
         payments.set_gateway(None)
 

@@ -2,7 +2,6 @@
 timeouts, every due account ends with exactly one charge for its period, its balance
 is the sum of its entries, the gateway charged it at most once, and nobody is skipped."""
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.billing import collection, invoicing, payments, rebill, rebill_batch
-from chalicelib.db import reset_connection, transaction
+from chalicelib.db import transaction
 from tests import billing
 
 ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
@@ -64,20 +63,6 @@ def _deliver(message) -> bool:
         return True
     except (Crash, payments.GatewayTimeout, rebill.PaymentUnresolved):
         return False
-
-
-def _in_threads(*targets):
-    def run(target):
-        try:
-            target()
-        finally:
-            reset_connection()
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
 
 steps = st.lists(
@@ -134,14 +119,14 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
             if step[0] == "schedule":
                 _schedule(tenant, queue)
             elif step[0] == "concurrent_schedule":
-                _in_threads(lambda: _schedule(tenant, queue), lambda: _schedule(tenant, queue))
+                billing.in_threads(lambda: _schedule(tenant, queue), lambda: _schedule(tenant, queue))
             elif queue and step[0] == "deliver":
                 index = step[1] % len(queue)
                 if _deliver(queue[index]) and not step[2]:  # step[2]: the ack is lost, SQS redelivers
                     queue.pop(index)
             elif queue and step[0] == "concurrent_deliver":
                 message = queue[step[1] % len(queue)]
-                _in_threads(lambda m=message: _deliver(m), lambda m=message: _deliver(m))
+                billing.in_threads(lambda m=message: _deliver(m), lambda m=message: _deliver(m))
             elif queue and step[0] == "batch":
                 _deliver_batch(queue, step[1] % len(queue), step[2], step[3])
             elif queue and step[0] == "crash":
