@@ -3,7 +3,8 @@
 Top to bottom, one flow for a subscription's first period, its renewals, its final
 invoice and a batch of a hundred renewals alike (a single account is a batch of one):
 
-1. load the state under the account's row lock (``billing_state``; locked in id order);
+1. load the state under the accounts' row locks (``billing_state``, locked in id order;
+   the first and final bills lock their account before they write);
 2. compute what is billed (``periods``: pure functions);
 3. write it (``invoicing.issue``: the one writer, set-based);
 4. after commit, collect it (``collection.settle_many``: one settler per attempt).
@@ -102,13 +103,15 @@ def bill_first_period(tx, tenant_id: str, subscription_id: str) -> invoicing.Iss
 def end_now(tx, tenant_id: str, subscription_id: str, now: datetime) -> invoicing.Issued:
     """End a live subscription now: its final invoice for the usage since its period began.
 
-    In the caller's transaction; the payment it opens is settled after commit
-    (``collection.settle_pending``) or by the daily run.
+    In the caller's transaction, which holds the account's lock (subscriptions.cancel).
+    The payment it opens is collected when ``subscription.canceled`` reaches the
+    generate-invoice consumer, or by the daily settle.
     """
     state = invoicing.subscription_state(tx, subscription_id)
     account = collection.lock_account(tx, str(state["account_id"]))
     sub = periods.Subscription.of(state)
-    usage = invoicing.usage_totals(tx, [(sub.account_id, *periods.usage_window(sub, now))])[sub.account_id]
+    window = periods.final_usage_window(sub, now, now=True)
+    usage = invoicing.usage_totals(tx, [(sub.account_id, *window)])[sub.account_id]
     bill = periods.final(sub, account["status"], now, usage)
     return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]
 
@@ -128,9 +131,7 @@ def _is_due(row: dict, named: datetime, now: datetime) -> bool:
 
 def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
     subs = [(periods.Subscription.of(row), row) for row in rows]
-    windows = [
-        (sub.account_id, *periods.usage_window(sub, row["next_billing_at"])) for sub, row in subs if sub.usage_prices
-    ]
+    windows = [(sub.account_id, *_window(sub, row["next_billing_at"])) for sub, row in subs if sub.usage_prices]
     usage = invoicing.usage_totals(tx, windows)
     bills = []
     for sub, row in subs:
@@ -140,6 +141,12 @@ def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
         else:
             bills.append(periods.renewal(sub, status, boundary, totals))
     return bills
+
+
+def _window(sub: periods.Subscription, boundary: datetime) -> tuple[datetime, datetime]:
+    if sub.cancel_at_period_end:
+        return periods.final_usage_window(sub, boundary, now=False)
+    return periods.usage_window(sub, boundary)
 
 
 def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:

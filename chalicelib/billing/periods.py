@@ -24,6 +24,7 @@ from functools import cached_property
 from chalicelib.billing import calendar, usage_charges
 from chalicelib.billing.lines import Line, total_of
 
+_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 # Invoices issued at a subscription's own billing instants keep the key format that
 # attempts already recorded use; any other reason names itself in the key.
 _PERIOD_REASONS = ("subscription_create", "subscription_cycle")
@@ -147,13 +148,25 @@ def renewal(sub: Subscription, account_status: str, start: datetime, usage_total
 
 
 def final(sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict) -> Bill:
-    """The last bill: usage since the current period began, no flat fee; no invoice without usage."""
-    usage = usage_charges.lines(sub.usage_prices, usage_totals, *usage_window(sub, ends_at))
+    """The last bill: usage since the current period began, no flat fee; no invoice without usage.
+
+    ``usage_totals`` covers ``final_usage_window``. An INACTIVE account's billing has
+    stopped (its open invoices are uncollectible): it ends without a final invoice.
+    """
+    usage = usage_charges.lines(sub.usage_prices, usage_totals, sub.current_period_start, ends_at)
+    billable = account_status != "INACTIVE" and any(line.quantity for line in usage)
     # Usage stamped in [period start, ends_at) exists only when ends_at is later, so an
     # invoice (which needs a non-empty period) is written only then.
-    lines = tuple(usage) if any(line.quantity for line in usage) else ()
+    lines = tuple(usage) if billable else ()
     collect = _collects(account_status, lines)
     return Bill(sub, "subscription_cancel", ends_at, sub.current_period_start, ends_at, lines, collect, ends=True)
+
+
+def final_usage_window(sub: Subscription, ends_at: datetime, *, now: bool) -> tuple[datetime, datetime]:
+    """The usage a final bill prices. Ending now, every event recorded since the period began,
+    also those stamped up to USAGE_MAX_FUTURE_S ahead that were accepted before the cancel; ending
+    at a boundary, the period (later events were refused, or belong to nobody)."""
+    return sub.current_period_start, (_END_OF_TIME if now else ends_at)
 
 
 def _flat_fee(sub: Subscription) -> Line:

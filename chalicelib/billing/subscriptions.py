@@ -86,9 +86,12 @@ def get(tx, subscription_id: str) -> dict:
 
 
 def cancel(tx, actor, command: Cancel) -> dict:
-    row = tx.one(Q["lock"], id=command.subscription_id)
-    if row is None:
+    account_id = tx.scalar(Q["account_of"], id=command.subscription_id)
+    if account_id is None:
         raise errors.NotFound("no such subscription")
+    # The account first, then the subscription: the order every billing path locks them in.
+    accounts.lock(tx, account_id)
+    row = tx.one(Q["lock"], id=command.subscription_id)
     if row["status"] == "canceled":
         raise errors.UnprocessableState("the subscription is already canceled", code="already_canceled")
     if command.at_period_end:

@@ -55,25 +55,27 @@ def test_cancel_at_period_end_bills_the_last_periods_usage_on_a_final_invoice_th
     assert [c[2] for c in gateway.charges] == [1000]
 
 
-def test_ending_a_subscription_now_bills_its_usage_up_to_that_instant(tenant, gateway):
+def test_ending_a_subscription_now_bills_every_event_recorded_in_its_last_period(tenant, gateway):
     account = billing.subscribed_account(tenant, billing.plan(tenant), ANCHOR)
-    billing.usage(tenant, account, ANCHOR + timedelta(days=1), 40, "before-the-cancel")
     cancel_at = ANCHOR + timedelta(days=10)
-    billing.usage(tenant, account, cancel_at + timedelta(hours=1), 999, "after-the-cancel")
+    billing.usage(tenant, account, ANCHOR + timedelta(days=1), 40, "before-the-cancel")
+    # Accepted before the cancel, stamped just after it (the API takes events up to 300 s ahead).
+    billing.usage(tenant, account, cancel_at + timedelta(minutes=2), 7, "stamped-ahead")
+    billing.usage(tenant, account, ANCHOR - timedelta(days=1), 999, "an-invoiced-period")
     with transaction(tenant_id=tenant) as tx:
         subscription = tx.scalar("SELECT id FROM subscriptions WHERE account_id = :a", a=account)
         issued = engine.end_now(tx, tenant, str(subscription), cancel_at)
 
-    assert issued.intent is not None and issued.total == 80
+    assert issued.intent is not None and issued.total == 94
     [final] = _invoices(tenant, account)
     assert (final["billing_reason"], final["period_end"], final["lines"]) == (
         "subscription_cancel",
         cancel_at,
-        [("usage", 40, 80)],
+        [("usage", 47, 94)],
     )
     assert rebill.handle(_settle_message(tenant, account, cancel_at), now=cancel_at)
     state = billing.state(tenant, account)
-    assert state["entries"] == [("charge", 80), ("payment", -80)]
+    assert state["entries"] == [("charge", 94), ("payment", -94)]
     assert (state["subscription"], state["next_billing_at"]) == ("canceled", None)
 
 

@@ -57,6 +57,17 @@ def test_a_final_bill_has_no_flat_fee_and_no_invoice_without_usage():
     assert without.lines == () and without.ends and not without.collect
 
 
+def test_an_inactive_account_ends_without_a_final_invoice():
+    bill = periods.final(_sub(), "INACTIVE", FEB_28, {"api_calls": {"sum": 5}})
+    assert bill.lines == () and bill.ends and not bill.collect
+
+
+def test_ending_now_prices_every_recorded_event_and_ending_at_a_boundary_only_the_period():
+    assert periods.final_usage_window(_sub(), FEB_28, now=False) == (ANCHOR, FEB_28)
+    start, end = periods.final_usage_window(_sub(), FEB_28, now=True)
+    assert start == ANCHOR and end.year == 9999
+
+
 def test_the_first_bill_is_the_anchors_period_whenever_it_is_written():
     late = _sub(current_period_start=FEB_28, current_period_end=MAR_31)
     bill = periods.first(late, "ACTIVE")

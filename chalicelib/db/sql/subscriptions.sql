@@ -16,6 +16,9 @@ SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
 -- name: live_for_account
 SELECT id FROM subscriptions WHERE account_id = :account_id AND status <> 'canceled' LIMIT 1;
 
+-- name: account_of
+SELECT account_id FROM subscriptions WHERE id = :id;
+
 -- name: lock
 SELECT id, account_id, status, cancel_at_period_end FROM subscriptions WHERE id = :id FOR UPDATE;
 

@@ -1,4 +1,7 @@
 -- name: known_accounts
+-- FOR KEY SHARE waits for a billing transaction holding the account (a renewal, a
+-- cancel) and holds it off until this batch commits: an event is judged against the
+-- window as it is after that billing, never stored just behind it, unbilled.
 -- Each account with the window its usage may still be billed in: from the start of
 -- the live subscription's current period (anything earlier is invoiced) until it
 -- ends (a cancel at period end), and when it started; or, with no live
@@ -12,7 +15,9 @@ SELECT a.id, a.status, live.current_period_start AS open_since, live.billing_anc
                        FROM subscriptions s
                       WHERE s.account_id = a.id AND s.status IN ('active', 'past_due')
                       ORDER BY s.created_at DESC LIMIT 1) live ON true
- WHERE a.id = ANY(CAST(:ids AS uuid[]));
+ WHERE a.id = ANY(CAST(:ids AS uuid[]))
+ ORDER BY a.id
+   FOR KEY SHARE OF a;
 
 -- name: insert_batch
 -- Set-based; a resent event_id is skipped, and is absent from RETURNING.
