@@ -64,12 +64,17 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False) -> 
             # Our claim was taken over as stale; the new owner's result stands.
             raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry")
 
+    def work_and_complete(tx):
+        body = work(tx)
+        complete(tx, body)
+        return body
+
     try:
         if own_transactions:
             body = work()
             in_tenant_scope(tenant_id, lambda tx: complete(tx, body))
         else:
-            body = in_tenant_scope(tenant_id, lambda tx: _then(work(tx), complete, tx))
+            body = in_tenant_scope(tenant_id, work_and_complete)
     except BaseException:
         _release(tenant_id, key, claimed)
         raise
@@ -87,11 +92,6 @@ def in_tenant_scope(tenant_id: str, work):
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
-
-
-def _then(body, complete, tx):
-    complete(tx, body)
-    return body
 
 
 def _check_key(key: str) -> None:

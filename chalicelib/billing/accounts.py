@@ -51,9 +51,14 @@ def get(tx, account_id: str) -> dict:
     return account
 
 
+def find_locked(tx, account_id: str) -> dict | None:
+    """The account's billing state, locked for this transaction; None when absent (or another tenant's)."""
+    return tx.one(Q["get_for_update"], id=account_id)
+
+
 def lock(tx, account_id: str) -> dict:
     """The account row, locked for this transaction; 404 when absent (or another tenant's)."""
-    account = tx.one(Q["get_for_update"], id=account_id)
+    account = find_locked(tx, account_id)
     if account is None:
         raise errors.NotFound("no such account")
     return account

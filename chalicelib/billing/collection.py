@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib import audit, encoding, tracing
-from chalicelib.billing import ledger, payments, periods
+from chalicelib.billing import accounts, ledger, payments, periods
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
@@ -42,11 +42,16 @@ class PaymentUnresolved(Exception):
     """Another settler holds the account's payment: try again once it is done (or its claim lapsed)."""
 
 
+# Outcomes that leave a payment pending: the message (or request) must come back for it.
+# ``unsettled`` is the engine's: an earlier payment of the account is still pending.
+UNRESOLVED = ("timeout", "in_progress", "unsettled")
+
+
 def resolved(outcome: str | None) -> str | None:
     """A settling outcome, or the exception that sends the message (or the request) back for later."""
     if outcome == "timeout":
         raise payments.GatewayTimeout("the gateway gave no final answer; the payment stays pending")
-    if outcome in ("in_progress", "unsettled"):
+    if outcome in UNRESOLVED:
         raise PaymentUnresolved("another settler holds this payment")
     return outcome
 
@@ -167,7 +172,7 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
     outcome = "succeeded"
     while outcome == "succeeded":
         with transaction(tenant_id=tenant_id) as tx:
-            tx.one(Q["lock_account"], id=account_id)
+            accounts.find_locked(tx, account_id)
             invoice = tx.one(Q["oldest_open_invoice"], account_id=account_id)
             if invoice is None:
                 _reactivate_if_clear(tx, tenant_id, account_id)
@@ -181,10 +186,6 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
 def lease_retry(tx, account_id: str, until: datetime) -> None:
     """Hold a dunning retry until ``until``: a duplicate message finds it not due meanwhile."""
     tx.run(Q["lease_retry"], id=account_id, lease_until=until)
-
-
-def lock_account(tx, account_id: str) -> dict | None:
-    return tx.one(Q["lock_account"], id=account_id)
 
 
 def _charge(gateway, intent: Intent) -> payments.PaymentResult:
@@ -245,7 +246,7 @@ def _record_paid(tx, paid: list) -> None:
 
 def _record_decline(tenant_id: str, intent: Intent, result, now: datetime) -> str:
     with transaction(tenant_id=tenant_id) as tx:
-        account = tx.one(Q["lock_account"], id=intent.account_id)
+        account = accounts.find_locked(tx, intent.account_id)
         if not tx.run(Q["lock_pending"], ids=[intent.attempt_id]):
             return "in_progress"  # resolved by a settler that took over a lapsed claim
         tx.run(
@@ -283,7 +284,7 @@ def _dun(tx, account: dict, now: datetime) -> str:
 
 
 def _reactivate_if_clear(tx, tenant_id, account_id) -> None:
-    account = tx.one(Q["lock_account"], id=account_id)
+    account = accounts.find_locked(tx, account_id)
     if account is None or (account["status"] == "ACTIVE" and not account["failure_count"]):
         return
     if account["status"] == "INACTIVE" or tx.one(Q["oldest_open_invoice"], account_id=account_id):

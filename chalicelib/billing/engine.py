@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib import audit
-from chalicelib.billing import collection, invoicing, periods
+from chalicelib.billing import accounts, collection, invoicing, periods
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
@@ -93,7 +93,7 @@ def bill_first_period(tx, tenant_id: str, subscription_id: str) -> invoicing.Iss
     state = invoicing.subscription_state(tx, subscription_id)
     if state is None:
         return None
-    account = collection.lock_account(tx, str(state["account_id"]))
+    account = accounts.find_locked(tx, str(state["account_id"]))
     if account is None or account["status"] == "INACTIVE":
         return None
     bill = periods.first(periods.Subscription.of(state), account["status"])
@@ -108,9 +108,9 @@ def end_now(tx, tenant_id: str, subscription_id: str, now: datetime) -> invoicin
     generate-invoice consumer, or by the daily settle.
     """
     state = invoicing.subscription_state(tx, subscription_id)
-    account = collection.lock_account(tx, str(state["account_id"]))
+    account = accounts.find_locked(tx, str(state["account_id"]))
     sub = periods.Subscription.of(state)
-    window = periods.final_usage_window(sub, now, now=True)
+    window = periods.usage_window(sub, now, ending_now=True)
     usage = invoicing.usage_totals(tx, [(sub.account_id, *window)])[sub.account_id]
     bill = periods.final(sub, account["status"], now, usage)
     return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]
@@ -131,7 +131,9 @@ def _is_due(row: dict, named: datetime, now: datetime) -> bool:
 
 def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
     subs = [(periods.Subscription.of(row), row) for row in rows]
-    windows = [(sub.account_id, *_window(sub, row["next_billing_at"])) for sub, row in subs if sub.usage_prices]
+    windows = [
+        (sub.account_id, *periods.usage_window(sub, row["next_billing_at"])) for sub, row in subs if sub.usage_prices
+    ]
     usage = invoicing.usage_totals(tx, windows)
     bills = []
     for sub, row in subs:
@@ -141,12 +143,6 @@ def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
         else:
             bills.append(periods.renewal(sub, status, boundary, totals))
     return bills
-
-
-def _window(sub: periods.Subscription, boundary: datetime) -> tuple[datetime, datetime]:
-    if sub.cancel_at_period_end:
-        return periods.final_usage_window(sub, boundary, now=False)
-    return periods.usage_window(sub, boundary)
 
 
 def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:

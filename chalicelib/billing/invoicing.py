@@ -133,10 +133,14 @@ def _charge(bill: Bill, invoice_id: str) -> dict:
 def _move_periods(tx, bills: list[Bill]) -> None:
     """Advance renewed subscriptions to their next period; end the ones whose last bill this was."""
     advancing = [
-        {"account_id": b.account_id, "subscription_id": b.subscription.id, "period_start": s, "period_end": e}
+        {
+            "account_id": b.account_id,
+            "subscription_id": b.subscription.id,
+            "period_start": b.next_period[0],
+            "period_end": b.next_period[1],
+        }
         for b in bills
         if b.next_period
-        for s, e in [b.next_period]
     ]
     if advancing:
         tx.run(Q["advance_periods"], rows=encoding.dumps(advancing))

@@ -126,9 +126,11 @@ def period_end(sub: Subscription, start: datetime) -> datetime:
     return grid_end
 
 
-def usage_window(sub: Subscription, boundary: datetime) -> tuple[datetime, datetime]:
-    """The metered usage a bill at ``boundary`` prices: since the current period began."""
-    return sub.current_period_start, boundary
+def usage_window(sub: Subscription, boundary: datetime, *, ending_now: bool = False) -> tuple[datetime, datetime]:
+    """The metered usage a bill at ``boundary`` prices: since the current period began, up to the
+    boundary. Ending now, every event recorded since the period began, also those stamped up to
+    USAGE_MAX_FUTURE_S ahead that were accepted before the cancel (no later one is accepted)."""
+    return sub.current_period_start, (_END_OF_TIME if ending_now else boundary)
 
 
 def first(sub: Subscription, account_status: str) -> Bill:
@@ -150,23 +152,15 @@ def renewal(sub: Subscription, account_status: str, start: datetime, usage_total
 def final(sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict) -> Bill:
     """The last bill: usage since the current period began, no flat fee; no invoice without usage.
 
-    ``usage_totals`` covers ``final_usage_window``. An INACTIVE account's billing has
-    stopped (its open invoices are uncollectible): it ends without a final invoice.
+    ``usage_totals`` covers ``usage_window`` (with ``ending_now`` for a cancel now). An
+    INACTIVE account's billing has stopped (its open invoices are uncollectible): it ends
+    without a final invoice.
     """
     usage = usage_charges.lines(sub.usage_prices, usage_totals, sub.current_period_start, ends_at)
     billable = account_status != "INACTIVE" and any(line.quantity for line in usage)
-    # Usage stamped in [period start, ends_at) exists only when ends_at is later, so an
-    # invoice (which needs a non-empty period) is written only then.
     lines = tuple(usage) if billable else ()
     collect = _collects(account_status, lines)
     return Bill(sub, "subscription_cancel", ends_at, sub.current_period_start, ends_at, lines, collect, ends=True)
-
-
-def final_usage_window(sub: Subscription, ends_at: datetime, *, now: bool) -> tuple[datetime, datetime]:
-    """The usage a final bill prices. Ending now, every event recorded since the period began,
-    also those stamped up to USAGE_MAX_FUTURE_S ahead that were accepted before the cancel; ending
-    at a boundary, the period (later events were refused, or belong to nobody)."""
-    return sub.current_period_start, (_END_OF_TIME if now else ends_at)
 
 
 def _flat_fee(sub: Subscription) -> Line:

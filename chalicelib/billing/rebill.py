@@ -18,8 +18,7 @@ import logging
 from datetime import datetime, timedelta
 
 from chalicelib import audit, aws, errors, events
-from chalicelib.billing import calendar, collection, engine, payments
-from chalicelib.billing.collection import PaymentUnresolved  # noqa: F401 - raised here, caught by callers
+from chalicelib.billing import accounts, calendar, collection, engine, payments
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
@@ -103,7 +102,7 @@ def queue_url() -> str:
 
 def handle(body: str, now: datetime | None = None) -> bool:
     """One rebill message on its own, through the same engine as a batch: True when something was
-    billed or collected. A payment left unresolved raises (GatewayTimeout, PaymentUnresolved)."""
+    billed or collected. A payment left unresolved raises (GatewayTimeout, collection.PaymentUnresolved)."""
     message = events.parse_rebill(body)
     now = now or calendar.utcnow()
     tenant_id, account_id = message["tenantId"], message["accountId"]
@@ -112,11 +111,10 @@ def handle(body: str, now: datetime | None = None) -> bool:
     if message["kind"] == "settle":
         return settled is not None
     if message["kind"] == "retry":
-        return collection.resolved(retry_payment(tenant_id, account_id, message["dueAt"], now)) != "not_due" or bool(
-            settled
-        )
-    outcome = collection.resolved(engine.renew(tenant_id, {account_id: message["dueAt"]}, now)[account_id].outcome)
-    return outcome != "not_due" or settled is not None
+        outcome = retry_payment(tenant_id, account_id, message["dueAt"], now)
+    else:
+        outcome = engine.renew(tenant_id, {account_id: message["dueAt"]}, now)[account_id].outcome
+    return collection.resolved(outcome) != "not_due" or settled is not None
 
 
 def renew(tenant_id: str, account_id: str, period_start: datetime, now: datetime) -> str:
@@ -127,7 +125,7 @@ def renew(tenant_id: str, account_id: str, period_start: datetime, now: datetime
 def retry_payment(tenant_id: str, account_id: str, due_at: datetime, now: datetime) -> str:
     """A dunning retry: collect the account's open invoices, oldest first, if the retry is still due."""
     with transaction(tenant_id=tenant_id) as tx:
-        account = collection.lock_account(tx, account_id)
+        account = accounts.find_locked(tx, account_id)
         if account is None or account["status"] != "PENDING":
             return "not_due"
         if account["payment_retry_at"] is None or account["payment_retry_at"] != due_at or due_at > now:
@@ -147,8 +145,6 @@ def rebill_now(tenant_id: str, account_id: str, actor, now: datetime | None = No
     final answer is ServiceUnavailable (the pending payment is settled by the retry,
     or by the next daily run).
     """
-    from chalicelib.billing import accounts
-
     now = now or calendar.utcnow()
     with tenant_transaction(tenant_id) as tx:
         account = accounts.get(tx, account_id)

@@ -13,11 +13,9 @@ from collections import defaultdict
 from datetime import datetime
 
 from chalicelib import events
-from chalicelib.billing import calendar, engine, rebill
+from chalicelib.billing import calendar, collection, engine, rebill
 
 log = logging.getLogger("billing.rebill")
-# Outcomes whose record must come back: the payment is still unresolved.
-UNRESOLVED = ("timeout", "in_progress")
 
 
 def process(records: list[dict], now: datetime | None = None) -> dict:
@@ -53,7 +51,7 @@ def _process_group(tenant_id: str, group: list, now: datetime) -> list[str]:
         outcome = results.get(item[2]["accountId"])
         if outcome == "unsettled":
             one_by_one.append(item)  # settle its pending payment first, then bill
-        elif outcome in UNRESOLVED:
+        elif outcome in collection.UNRESOLVED:
             failures.append(item[0])
     for message_id, body, _message in one_by_one:
         try:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chalicelib import errors
-from chalicelib.billing import engine, payments, rebill
+from chalicelib.billing import collection, engine, payments, rebill
 from chalicelib.db import transaction
 from tests import billing
 
@@ -142,7 +142,7 @@ def test_a_claim_left_by_a_crashed_settler_lapses_and_the_next_settler_takes_ove
     with transaction(tenant_id=tenant) as tx:  # as a settler that died mid-call leaves it
         tx.run("UPDATE payment_attempts SET claimed_until = now() + interval '1 second'")
 
-    with pytest.raises(rebill.PaymentUnresolved):
+    with pytest.raises(collection.PaymentUnresolved):
         rebill.handle(_settle_message(tenant, account, FEB_28), now=FEB_28)
     time.sleep(1.2)
     assert rebill.handle(_settle_message(tenant, account, FEB_28), now=FEB_28)

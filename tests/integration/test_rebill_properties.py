@@ -61,7 +61,7 @@ def _deliver(message) -> bool:
     try:
         rebill.handle(message, now=NOW)
         return True
-    except (Crash, payments.GatewayTimeout, rebill.PaymentUnresolved):
+    except (Crash, payments.GatewayTimeout, collection.PaymentUnresolved):
         return False
 
 

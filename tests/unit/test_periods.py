@@ -63,8 +63,8 @@ def test_an_inactive_account_ends_without_a_final_invoice():
 
 
 def test_ending_now_prices_every_recorded_event_and_ending_at_a_boundary_only_the_period():
-    assert periods.final_usage_window(_sub(), FEB_28, now=False) == (ANCHOR, FEB_28)
-    start, end = periods.final_usage_window(_sub(), FEB_28, now=True)
+    assert periods.usage_window(_sub(), FEB_28) == (ANCHOR, FEB_28)
+    start, end = periods.usage_window(_sub(), FEB_28, ending_now=True)
     assert start == ANCHOR and end.year == 9999
 
 

@@ -12,7 +12,7 @@ SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a
  WHERE a.id = :id;
 
 -- name: get_for_update
-SELECT id, currency, status, next_billing_at FROM accounts WHERE id = :id FOR UPDATE;
+SELECT id, currency, status, next_billing_at, payment_retry_at, failure_count FROM accounts WHERE id = :id FOR UPDATE;
 
 -- name: list
 SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a.status,

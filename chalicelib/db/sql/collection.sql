@@ -1,9 +1,5 @@
 -- Collecting invoices (chalicelib/billing/collection.py): payment attempts, their claims, dunning.
 
--- name: lock_account
-SELECT id, currency, status, next_billing_at, payment_retry_at, failure_count
-  FROM accounts WHERE id = :id FOR UPDATE;
-
 -- name: open_intents
 -- A batch of first attempts for newly issued invoices (keys built in periods.payment_key),
 -- with :claim, claimed by the transaction that opens them (:lease_s seconds), so no other
