@@ -4,10 +4,31 @@ import json
 import threading
 from datetime import datetime
 
-from chalicelib.billing import calendar
+from chalicelib.billing import calendar, periods
 from chalicelib.db import reset_connection, transaction
 
 METERED = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}]
+
+
+def subscription_state(anchor: datetime, interval: str = "month", interval_count: int = 1, **changes):
+    """A ``periods.Subscription`` on a 49.00 USD "pro" price with METERED usage, in its first period
+    from ``anchor`` (no database): what the pure billing functions are computed from."""
+    values = dict(
+        id="11111111-2222-3333-4444-555555555555",
+        account_id="a",
+        plan_id="p",
+        plan_code="pro",
+        plan_name="Pro",
+        interval=interval,
+        interval_count=interval_count,
+        amount=4900,
+        currency="USD",
+        usage_prices=METERED,
+        billing_anchor=anchor,
+        current_period_start=anchor,
+        current_period_end=calendar.period_boundary(anchor, interval, interval_count, 1),
+    )
+    return periods.Subscription(**{**values, **changes})
 
 
 def plan(tenant_id: str, code="pro", amount=4900, interval="month", currency="USD", usage_prices=METERED) -> str:

@@ -6,30 +6,15 @@ import pytest
 
 from chalicelib import errors
 from chalicelib.billing import periods
+from tests import billing
 
 ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
 FEB_28 = datetime(2027, 2, 28, 9, tzinfo=UTC)
 MAR_31 = datetime(2027, 3, 31, 9, tzinfo=UTC)
-METERED = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}]
 
 
 def _sub(**changes) -> periods.Subscription:
-    values = dict(
-        id="11111111-2222-3333-4444-555555555555",
-        account_id="a",
-        plan_id="p",
-        plan_code="pro",
-        plan_name="Pro",
-        interval="month",
-        interval_count=1,
-        amount=4900,
-        currency="USD",
-        usage_prices=METERED,
-        billing_anchor=ANCHOR,
-        current_period_start=ANCHOR,
-        current_period_end=FEB_28,
-    )
-    return periods.Subscription(**{**values, **changes})
+    return billing.subscription_state(ANCHOR, **changes)
 
 
 def test_a_renewal_bills_the_new_period_in_advance_and_the_closed_periods_usage_in_arrears():

@@ -9,30 +9,14 @@ from hypothesis import strategies as st
 
 from chalicelib.billing import periods
 from chalicelib.billing.lines import MAX_AMOUNT
+from tests import billing
 
 METERED = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 3}]
 FUTURE_S = 300  # USAGE_MAX_FUTURE_S: how far ahead an accepted event may be stamped
 
 
 def _subscription(anchor: datetime, interval: str, count: int) -> periods.Subscription:
-    first_end = periods.period_end(
-        periods.Subscription("s", "a", "p", "pro", "Pro", interval, count, 0, "USD", [], anchor), anchor
-    )
-    return periods.Subscription(
-        id="11111111-2222-3333-4444-555555555555",
-        account_id="a",
-        plan_id="p",
-        plan_code="pro",
-        plan_name="Pro",
-        interval=interval,
-        interval_count=count,
-        amount=4900,
-        currency="USD",
-        usage_prices=METERED,
-        billing_anchor=anchor,
-        current_period_start=anchor,
-        current_period_end=first_end,
-    )
+    return billing.subscription_state(anchor, interval, count, usage_prices=METERED)
 
 
 def _life(sub: periods.Subscription, renewals: int, cancel_fraction: float | None):
@@ -59,14 +43,19 @@ anchors = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2030, 
     lambda d: d.replace(tzinfo=UTC)
 )
 intervals = st.sampled_from([("day", 1), ("week", 1), ("week", 2), ("month", 1), ("month", 3), ("year", 1)])
-
-
-@settings(max_examples=300, deadline=None)
-@given(
+# One subscription's life: when it started, its interval, how many renewals, and how it ended
+# (None: at the end of its last period; a fraction: cancelled that far into it).
+LIFE = dict(
     anchor=anchors,
     interval=intervals,
     renewals=st.integers(0, 14),
     cancel_fraction=st.one_of(st.none(), st.floats(0.0001, 0.9999)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    **LIFE,
     offsets=st.lists(st.floats(0, 1), min_size=1, max_size=20),
     ahead_s=st.lists(st.floats(0, FUTURE_S), max_size=5),
 )
@@ -87,12 +76,7 @@ def test_every_accepted_usage_event_is_priced_by_exactly_one_bill(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    anchor=anchors,
-    interval=intervals,
-    renewals=st.integers(0, 14),
-    cancel_fraction=st.one_of(st.none(), st.floats(0.0001, 0.9999)),
-)
+@given(**LIFE)
 def test_every_bill_of_a_life_has_its_own_charge_key_gateway_key_and_number(
     anchor, interval, renewals, cancel_fraction
 ):
