@@ -70,7 +70,7 @@ class Intent:
 
 
 def open_intents(tx, invoices: list, *, claim: bool) -> dict[str, Intent]:
-    """First attempts for newly issued ``(bill, invoice_id)`` pairs, by account id: one statement.
+    """First attempts for newly issued ``(bill, invoice_id, amount_due)``, by account id: one statement.
 
     With ``claim`` they are born claimed by this transaction's caller, which settles them
     right after commit (``settle_many(..., claimed=True)``); if it dies first, the claim
@@ -82,10 +82,10 @@ def open_intents(tx, invoices: list, *, claim: bool) -> dict[str, Intent]:
             "invoice_id": invoice_id,
             "attempt": 0,
             "idempotency_key": periods.payment_key(invoice_id, bill.subscription.id, bill.reason, bill.period_start, 0),
-            "amount": bill.total,
+            "amount": amount_due,
             "currency": bill.currency,
         }
-        for bill, invoice_id in invoices
+        for bill, invoice_id, amount_due in invoices
     ]
     if not rows:
         return {}

@@ -17,11 +17,12 @@ period end gets its final invoice (the last period's metered usage, no new fee) 
 that boundary instead of a renewal, then ends.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib import audit
-from chalicelib.billing import accounts, collection, invoicing, periods
+from chalicelib.billing import accounts, changes, collection, invoicing, periods
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
@@ -88,32 +89,49 @@ def bill_first_period(tx, tenant_id: str, subscription_id: str) -> invoicing.Iss
 
     Issued even when the subscription was canceled before this ran: the first period was
     owed when it was created, so what is billed does not depend on when the event arrived.
-    Nothing for an account billing has stopped for (INACTIVE).
+    Nothing for a subscription that started with a trial, one whose first invoice exists
+    (a change bills it first, on the terms it started with), or an account billing has
+    stopped for (INACTIVE).
     """
     state = invoicing.subscription_state(tx, subscription_id)
-    if state is None:
+    if state is None or state["first_invoiced"]:
         return None
     account = accounts.find_locked(tx, str(state["account_id"]))
     if account is None or account["status"] == "INACTIVE":
         return None
     bill = periods.first(periods.Subscription.of(state), account["status"])
-    return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]
+    return invoicing.issue(tx, tenant_id, [bill])[bill.account_id] if bill else None
 
 
-def end_now(tx, tenant_id: str, subscription_id: str, now: datetime) -> invoicing.Issued:
-    """End a live subscription now: its final invoice for the usage since its period began.
+Compute = Callable[[periods.Subscription, str, dict], periods.Bill]
 
-    In the caller's transaction, which holds the account's lock (subscriptions.cancel).
-    The payment it opens is collected when ``subscription.canceled`` reaches the
-    generate-invoice consumer, or by the daily settle.
+
+def change(tx, tenant_id: str, subscription_id: str, at: datetime, compute: Compute, *, ending_now=False):
+    """Bill a change to a live subscription at ``at``, in the caller's transaction: ``compute``
+    (``changes``, ``periods.final``) gets the subscription, its account's status and the metered
+    usage of its period so far, and returns the bill; the one writer writes it.
+
+    The account is locked first, the order every billing path takes. The payment a bill
+    opens is collected when the change's event reaches the generate-invoice consumer, or
+    by the daily settle.
     """
-    state = invoicing.subscription_state(tx, subscription_id)
-    account = accounts.find_locked(tx, str(state["account_id"]))
-    sub = periods.Subscription.of(state)
-    window = periods.usage_window(sub, now, ending_now=True)
+    account_id = str(invoicing.subscription_state(tx, subscription_id)["account_id"])
+    account = accounts.find_locked(tx, account_id)
+    sub = periods.Subscription.of(invoicing.subscription_state(tx, subscription_id))
+    window = periods.usage_window(sub, at, ending_now=ending_now)
     usage = invoicing.usage_totals(tx, [(sub.account_id, *window)])[sub.account_id]
-    bill = periods.final(sub, account["status"], now, usage)
+    bill = compute(sub, account["status"], usage)
     return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]
+
+
+def end_now(tx, tenant_id: str, subscription_id: str, now: datetime, *, prorate: bool = False) -> invoicing.Issued:
+    """End a live subscription now: its final invoice for the usage since its period began and,
+    with ``prorate``, a credit for the flat fee's unused time."""
+
+    def final(sub, status, usage):
+        return periods.final(sub, status, now, usage, credit=changes.unused(sub, now) if prorate else ())
+
+    return change(tx, tenant_id, subscription_id, now, final, ending_now=True)
 
 
 def preview(tenant_id: str, due: dict[str, datetime], now: datetime) -> list[periods.Bill]:
@@ -138,7 +156,9 @@ def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
     bills = []
     for sub, row in subs:
         status, boundary, totals = row["account_status"], row["next_billing_at"], usage.get(sub.account_id, {})
-        if sub.cancel_at_period_end:
+        if sub.status == "paused":  # a scheduled resume
+            bills.append(changes.resume(sub, boundary))
+        elif sub.cancel_at_period_end:
             bills.append(periods.final(sub, status, boundary, totals))
         else:
             bills.append(periods.renewal(sub, status, boundary, totals))
@@ -147,7 +167,7 @@ def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
 
 def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:
     bill = item.bill
-    next_at = bill.next_period[1] if bill.next_period else None
+    next_at = bill.then.next_billing_at if bill.then else None
     if item.intent is not None:
         outcome = settled[item.intent.attempt_id]
         if bill.ends and outcome in BILLED:
@@ -158,4 +178,4 @@ def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:
     if item.invoice_id is None and bill.lines:
         return Renewal("not_due")  # already invoiced: a retry that found the work done
     # Nothing to pay (paid on issue), or an account in dunning whose retry collects it.
-    return Renewal("invoiced" if bill.total else "succeeded", next_at)
+    return Renewal("invoiced" if item.amount_due else "succeeded", next_at)

@@ -1,4 +1,4 @@
-"""The one writer of bills: invoices, their lines, ledger charges, period changes and payment intents.
+"""The one writer of bills: invoices, their lines, ledger entries, subscription state and payment intents.
 
 ``periods`` computes what each billing instant bills; ``issue`` writes a list of those
 bills in the caller's transaction with one set-based statement per table, so a batch
@@ -8,13 +8,18 @@ unique per subscription, reason and period, and a charge's ledger key is
 ``periods.charge_key``, so a retry of any step adds nothing. Amounts are integer minor
 units in the plan's currency. The payment intents it opens are settled after commit
 by ``collection``.
+
+A bill's total is posted to the ledger: a charge, or a credit when its credits exceed its
+charges (a negative total). An invoice uses the account's credit balance before
+anything is collected (``write_invoices``), so balance = sum(ledger) always, and
+what the gateway is asked for is the amount due. A draft posts nothing.
 """
 
 import time
 from dataclasses import dataclass
 
 from chalicelib import encoding, outbox
-from chalicelib.billing import collection, ledger
+from chalicelib.billing import collection, ledger, periods
 from chalicelib.billing.periods import Bill
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
@@ -27,6 +32,7 @@ class Issued:
     bill: Bill
     invoice_id: str | None  # None: nothing to invoice, or already invoiced (a retry)
     intent: collection.Intent | None  # the payment to settle after commit
+    amount_due: int = 0  # what is left to collect once the account's credit balance was used
 
     @property
     def total(self) -> int:
@@ -43,21 +49,26 @@ def issue(tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False) ->
     if len({bill.account_id for bill in bills}) != len(bills):
         raise ValueError("one bill per account per call")
     invoiced = [bill for bill in bills if bill.lines]
-    invoice_ids = _write_invoices(tx, invoiced)
-    written = [bill for bill in invoiced if bill.account_id in invoice_ids]
-    _write_lines(tx, written, invoice_ids)
-    ledger.post_many(tx, [_charge(bill, invoice_ids[bill.account_id]) for bill in written])
-    _move_periods(tx, bills)
-    to_collect = [(bill, invoice_ids[bill.account_id]) for bill in written if bill.collect]
-    intents = collection.open_intents(tx, to_collect, claim=settle_now)
+    written = _write_invoices(tx, invoiced)
+    bills_written = [bill for bill in invoiced if bill.account_id in written]
+    invoice_ids = {account_id: invoice_id for account_id, (invoice_id, _due) in written.items()}
+    _write_lines(tx, bills_written, invoice_ids)
+    ledger.post_many(tx, [_entry(bill, invoice_ids[bill.account_id]) for bill in bills_written if not bill.draft])
+    _restate(tx, [bill for bill in bills if bill.then is not None and not bill.ends])
+    _end(tx, [bill for bill in bills if bill.ends])
+    to_collect = [(bill, *written[bill.account_id]) for bill in bills_written if bill.collect and not bill.draft]
+    intents = collection.open_intents(tx, [item for item in to_collect if item[2] > 0], claim=settle_now)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    for bill in written:
+    for bill in bills_written:
         emit_metric("invoice_amount", bill.total, "None", TenantId=tenant_id, PlanId=bill.subscription.plan_id)
-    if written:
-        emit_metric("invoice_generation_time", elapsed_ms / len(written), "Milliseconds", TenantId=tenant_id)
-    return {
-        bill.account_id: Issued(bill, invoice_ids.get(bill.account_id), intents.get(bill.account_id)) for bill in bills
-    }
+    if bills_written:
+        emit_metric("invoice_generation_time", elapsed_ms / len(bills_written), "Milliseconds", TenantId=tenant_id)
+    return {bill.account_id: _issued(bill, written, intents) for bill in bills}
+
+
+def _issued(bill: Bill, written: dict, intents: dict) -> Issued:
+    invoice_id, amount_due = written.get(bill.account_id, (None, 0))
+    return Issued(bill, invoice_id, intents.get(bill.account_id), 0 if bill.draft else amount_due)
 
 
 def usage_totals(tx, windows: list[tuple[str, object, object]]) -> dict[str, dict]:
@@ -75,7 +86,8 @@ def subscription_state(tx, subscription_id: str) -> dict | None:
     return tx.one(Q["subscription_state"], subscription_id=subscription_id)
 
 
-def _write_invoices(tx, bills: list[Bill]) -> dict[str, str]:
+def _write_invoices(tx, bills: list[Bill]) -> dict[str, tuple[str, int]]:
+    """The invoices written (a retry writes none), by account id: (invoice id, amount due)."""
     if not bills:
         return {}
     rows = [
@@ -89,10 +101,12 @@ def _write_invoices(tx, bills: list[Bill]) -> dict[str, str]:
             "period_start": bill.period_start,
             "period_end": bill.period_end,
             "boundary": bill.boundary,
+            "draft": bill.draft,
         }
         for bill in bills
     ]
-    return {str(row["account_id"]): str(row["id"]) for row in tx.all(Q["write_invoices"], rows=encoding.dumps(rows))}
+    written = tx.all(Q["write_invoices"], rows=encoding.dumps(rows))
+    return {str(row["account_id"]): (str(row["id"]), row["amount_due"]) for row in written}
 
 
 def _write_lines(tx, bills: list[Bill], invoice_ids: dict[str, str]) -> None:
@@ -117,10 +131,11 @@ def _write_lines(tx, bills: list[Bill], invoice_ids: dict[str, str]) -> None:
         tx.run(Q["write_lines"], rows=encoding.dumps(rows))
 
 
-def _charge(bill: Bill, invoice_id: str) -> dict:
+def _entry(bill: Bill, invoice_id: str) -> dict:
+    """The bill's ledger entry: its total as a charge, or as a credit when negative (one key either way)."""
     return {
         "account_id": bill.account_id,
-        "entry_type": "charge",
+        "entry_type": "charge" if bill.total >= 0 else "credit",
         "amount": bill.total,
         "currency": bill.currency,
         "invoice_id": invoice_id,
@@ -130,26 +145,41 @@ def _charge(bill: Bill, invoice_id: str) -> dict:
     }
 
 
-def _move_periods(tx, bills: list[Bill]) -> None:
-    """Advance renewed subscriptions to their next period; end the ones whose last bill this was."""
-    advancing = [
-        {
-            "account_id": b.account_id,
-            "subscription_id": b.subscription.id,
-            "period_start": b.next_period[0],
-            "period_end": b.next_period[1],
-        }
-        for b in bills
-        if b.next_period
-    ]
-    if advancing:
-        tx.run(Q["advance_periods"], rows=encoding.dumps(advancing))
-    ending = [b for b in bills if b.ends]
-    if ending:
-        rows = [
-            {"account_id": b.account_id, "subscription_id": b.subscription.id, "ended_at": b.boundary} for b in ending
-        ]
-        tx.run(Q["end_subscriptions"], rows=encoding.dumps(rows))
+def _restate(tx, bills: list[Bill]) -> None:
+    """Each subscription as its bill leaves it (``Bill.then``), and when its account is next billed."""
+    rows = [_state_row(bill.then) for bill in bills]
+    if rows:
+        tx.run(Q["restate"], rows=encoding.dumps(rows))
+
+
+def _state_row(sub) -> dict:
+    return {
+        "account_id": sub.account_id,
+        "subscription_id": sub.id,
+        "plan_id": sub.plan_id,
+        "quantity": sub.quantity,
+        "status": sub.status,
+        "billing_anchor": sub.billing_anchor,
+        "period_start": sub.current_period_start,
+        "period_end": sub.current_period_end,
+        "paused_s": sub.current_period_paused_s,
+        "trial_end": sub.trial_end,
+        "cancel_at_period_end": sub.cancel_at_period_end,
+        "paused_at": sub.paused_at,
+        "pause_behavior": sub.pause_behavior,
+        "resumes_at": sub.resumes_at,
+        "pending_change": sub.pending_change,
+        "pending_prorations": [periods.line_json(line) for line in sub.pending_prorations],
+        "next_billing_at": sub.next_billing_at,
+    }
+
+
+def _end(tx, ending: list[Bill]) -> None:
+    """End the subscriptions whose last bill this was; their accounts are billed no more."""
+    if not ending:
+        return
+    rows = [{"account_id": b.account_id, "subscription_id": b.subscription.id, "ended_at": b.boundary} for b in ending]
+    tx.run(Q["end_subscriptions"], rows=encoding.dumps(rows))
     for bill in ending:
         outbox.add(
             tx,

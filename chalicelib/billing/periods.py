@@ -6,7 +6,13 @@ Every invoice a subscription gets is computed here and nowhere else, as a ``Bill
 - ``renewal``: at each period boundary, the plan price for the new period (in advance) and
   the closed period's metered usage (in arrears);
 - ``final``: when it ends (the cancel instant, or the end of its last period for a cancel at
-  period end), the metered usage since the last boundary and no new flat fee.
+  period end), the metered usage since the last boundary and no new flat fee;
+- and, in ``changes``, what a plan or quantity change, a trial's end, a pause or a resume bills.
+
+A bill also says what the subscription is after it (``Bill.then``): its terms, period and
+status. ``invoicing.issue`` writes both, so the subscription moves only with its bill.
+A change scheduled for the period end is applied by the renewal at that boundary, and
+proration lines waiting for the next invoice go on whichever bill comes next.
 
 A bill is keyed by its *boundary*, the instant it is issued for: the ledger allows one
 charge per account and boundary (``charge_key``), and the gateway's idempotency key
@@ -14,11 +20,13 @@ charge per account and boundary (``charge_key``), and the gateway's idempotency 
 retry of any step can never charge twice. ``invoicing.issue`` is the one writer of bills.
 
 Money is integer minor units of the plan's currency. Usage is priced per line by
-``usage_charges`` (integer arithmetic, no rounding); ``lines.total_of`` is the one total rule.
+``usage_charges`` (integer arithmetic, no rounding); ``lines.total_of`` is the one total rule
+and ``lines.prorate`` the one rounding rule. Metered usage is priced on the terms in force
+when its period closes; a change that ends the period early (a new interval) closes it.
 """
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from chalicelib.billing import calendar, usage_charges
@@ -28,6 +36,11 @@ _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 # Invoices issued at a subscription's own billing instants keep the key format that
 # attempts already recorded use; any other reason names itself in the key.
 _PERIOD_REASONS = ("subscription_create", "subscription_cycle")
+
+
+# The price terms a change replaces (a plan price and a quantity): what ``pending_change`` stores.
+TERMS = ("plan_id", "plan_code", "plan_name", "interval", "interval_count", "amount", "currency", "usage_prices")
+TERMS += ("trial_usage", "quantity")
 
 
 @dataclass(frozen=True)
@@ -48,29 +61,57 @@ class Subscription:
     current_period_start: datetime | None = None
     current_period_end: datetime | None = None
     cancel_at_period_end: bool = False
+    quantity: int = 1
+    status: str = "active"  # trialing | active | past_due | paused
+    trial_end: datetime | None = None  # set once a subscription had a trial (its first paid period starts there)
+    trial_usage: str = "free"  # usage during a trial: free | billed (the plan's choice)
+    paused_at: datetime | None = None
+    pause_behavior: str | None = None  # void | keep_as_draft
+    resumes_at: datetime | None = None
+    current_period_paused_s: int = 0  # time paused within the current period: not paid for
+    pending_change: dict | None = None  # TERMS applied at the end of the current period
+    pending_prorations: tuple[Line, ...] = ()  # lines waiting for the next invoice
 
     @classmethod
     def of(cls, row: dict) -> "Subscription":
         """From a row that names every field (``engine.sql``'s ``billing_state``, ``invoicing.sql``'s state)."""
         values = {name: row[name] for name in cls.__dataclass_fields__}
-        return cls(
-            **{**values, "id": str(row["id"]), "account_id": str(row["account_id"]), "plan_id": str(row["plan_id"])}
-        )
+        ids = {"id": str(row["id"]), "account_id": str(row["account_id"]), "plan_id": str(row["plan_id"])}
+        prorations = tuple(_line_of(item) for item in row["pending_prorations"] or ())
+        return cls(**{**values, **ids, "pending_prorations": prorations})
+
+    @property
+    def next_billing_at(self) -> datetime | None:
+        """When the daily run next bills it: the end of its period (or trial), or a paused one's resume date."""
+        return self.resumes_at if self.status == "paused" else self.current_period_end
+
+    @property
+    def trialing(self) -> bool:
+        return self.status == "trialing"
+
+    @property
+    def paid_length(self) -> timedelta:
+        """The time the current period's flat fee paid for: its length less any time paused in it."""
+        return self.current_period_end - self.current_period_start - timedelta(seconds=self.current_period_paused_s)
+
+    def terms(self) -> dict:
+        return {name: getattr(self, name) for name in TERMS}
 
 
 @dataclass(frozen=True)
 class Bill:
-    """One billing instant of one subscription: the invoice (if any) and what follows it."""
+    """One billing instant of one subscription: the invoice (if any) and the subscription after it."""
 
     subscription: Subscription
-    reason: str  # subscription_create | subscription_cycle | subscription_cancel
+    reason: str  # subscription_create | subscription_cycle | subscription_update | subscription_cancel
     boundary: datetime  # the instant billed: one charge per account and boundary
     period_start: datetime  # the invoice's period
     period_end: datetime
     lines: tuple[Line, ...]
     collect: bool  # open a payment attempt (an ACTIVE account with something to pay)
-    next_period: tuple[datetime, datetime] | None = None  # the subscription moves on to this period
+    then: Subscription | None = None  # the subscription as it goes on (None: unchanged, or it ends)
     ends: bool = False  # the subscription ends at ``boundary``
+    draft: bool = False  # a draft invoice: no number, no charge, no payment until finalized
 
     @property
     def account_id(self) -> str:
@@ -89,14 +130,20 @@ class Bill:
         return charge_key(self.account_id, self.boundary)
 
     @property
-    def number(self) -> str:
-        suffix = "" if self.reason in _PERIOD_REASONS else "-F"
+    def number(self) -> str | None:
+        if self.draft:
+            return None
         compact = self.subscription.id.replace("-", "")[:10].upper()
-        return f"INV-{self.boundary.astimezone(UTC):%Y%m%d}-{compact}{suffix}"
+        day = f"INV-{self.boundary.astimezone(UTC):%Y%m%d}-{compact}"
+        if self.reason in _PERIOD_REASONS:
+            return day
+        if self.reason == "subscription_update":
+            return f"{day}-U{self.boundary.astimezone(UTC):%H%M%S%f}"
+        return f"{day}-F"
 
     @property
     def description(self) -> str:
-        kind = "Final invoice" if self.ends else "Invoice"
+        kind = {"subscription_update": "Prorations", "subscription_cancel": "Final invoice"}.get(self.reason, "Invoice")
         return f"{kind} for {self.period_start:%Y-%m-%d} to {self.period_end:%Y-%m-%d}"
 
 
@@ -133,40 +180,81 @@ def usage_window(sub: Subscription, boundary: datetime, *, ending_now: bool = Fa
     return sub.current_period_start, (_END_OF_TIME if ending_now else boundary)
 
 
-def first(sub: Subscription, account_status: str) -> Bill:
-    """The first period's plan price, whenever the first bill is written: the anchor fixes the period."""
+def first(sub: Subscription, account_status: str) -> Bill | None:
+    """The first period's plan price, whenever the first bill is written: the anchor fixes the period.
+    None for a subscription that started with a trial: its first paid period is billed at trial end."""
+    if sub.trial_end is not None:
+        return None
     start = sub.billing_anchor
     end = period_end(sub, start)
-    lines = (_flat_fee(sub),)
-    return Bill(sub, "subscription_create", start, start, end, lines, _collects(account_status, lines))
+    lines = (*sub.pending_prorations, flat_fee(sub))
+    then = replace(sub, pending_prorations=()) if sub.pending_prorations else None
+    return Bill(sub, "subscription_create", start, start, end, lines, collects(account_status, lines), then=then)
 
 
 def renewal(sub: Subscription, account_status: str, start: datetime, usage_totals: dict) -> Bill:
-    end = period_end(sub, start)
-    usage = usage_charges.lines(sub.usage_prices, usage_totals, *usage_window(sub, start))
-    lines = (_flat_fee(sub), *usage)
-    collect = _collects(account_status, lines)
-    return Bill(sub, "subscription_cycle", start, start, end, lines, collect, next_period=(start, end))
+    """At a period boundary: the closed period's usage on the terms it was used under, then the new
+    period in advance on the terms from here (a scheduled change applies now; a trial ends)."""
+    terms = _terms_from(sub, start)
+    end = period_end(terms, start)
+    usage = usage_charges.lines(sub.usage_prices, usage_totals, *usage_window(sub, start)) if _bills_usage(sub) else []
+    lines = (*sub.pending_prorations, flat_fee(terms), *usage)
+    then = replace(terms, current_period_start=start, current_period_end=end, current_period_paused_s=0)
+    return Bill(sub, "subscription_cycle", start, start, end, lines, collects(account_status, lines), then=then)
 
 
-def final(sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict) -> Bill:
-    """The last bill: usage since the current period began, no flat fee; no invoice without usage.
+def final(
+    sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict, *, credit: tuple = ()
+) -> Bill:
+    """The last bill: usage since the current period began, no flat fee, and what ``credit``s the
+    unused time if the cancel prorates (``changes.unused``); no invoice with nothing on it.
 
     ``usage_totals`` covers ``usage_window`` (with ``ending_now`` for a cancel now). An
     INACTIVE account's billing has stopped (its open invoices are uncollectible): it ends
     without a final invoice.
     """
     usage = usage_charges.lines(sub.usage_prices, usage_totals, sub.current_period_start, ends_at)
-    billable = account_status != "INACTIVE" and any(line.quantity for line in usage)
-    lines = tuple(usage) if billable else ()
-    collect = _collects(account_status, lines)
-    return Bill(sub, "subscription_cancel", ends_at, sub.current_period_start, ends_at, lines, collect, ends=True)
+    usage = usage if _bills_usage(sub) and any(line.quantity for line in usage) else []
+    lines = (*sub.pending_prorations, *credit, *usage)
+    lines = lines if account_status != "INACTIVE" and any(line.amount or line.quantity for line in lines) else ()
+    start = min(sub.current_period_start, ends_at)
+    return Bill(sub, "subscription_cancel", ends_at, start, ends_at, lines, collects(account_status, lines), ends=True)
 
 
-def _flat_fee(sub: Subscription) -> Line:
-    return Line("subscription", f"{sub.plan_name} ({sub.plan_code})", 1, sub.amount, sub.amount)
+def flat_fee(sub: Subscription) -> Line:
+    """The plan price times the quantity, for the period the bill covers."""
+    return Line("subscription", f"{sub.plan_name} ({sub.plan_code})", sub.quantity, sub.amount, sub.amount * sub.quantity)
 
 
-def _collects(account_status: str, lines) -> bool:
-    # A PENDING account (in dunning) is invoiced only: its retry collects every open invoice.
+def line_json(line: Line) -> dict:
+    """A line as ``pending_prorations`` stores it (``Subscription.of`` reads it back)."""
+    return asdict(line)
+
+
+def _line_of(item: dict) -> Line:
+    stamps = {k: datetime.fromisoformat(item[k].replace("Z", "+00:00")) for k in ("period_start", "period_end") if item[k]}
+    return Line(**{**item, **stamps})
+
+
+def _terms_from(sub: Subscription, start: datetime) -> Subscription:
+    """The subscription from boundary ``start``: its scheduled change applied (a new interval starts
+    a new anchor there), its trial over; the change and the waiting prorations consumed."""
+    after = replace(sub, pending_change=None, pending_prorations=())
+    if sub.trialing:
+        after = replace(after, status="active")
+    if sub.pending_change:
+        after = replace(after, **sub.pending_change)
+        if (after.interval, after.interval_count) != (sub.interval, sub.interval_count):
+            after = replace(after, billing_anchor=start)
+    return after
+
+
+def _bills_usage(sub: Subscription) -> bool:
+    return not (sub.trialing and sub.trial_usage == "free")
+
+
+def collects(account_status: str, lines) -> bool:
+    """Open a payment attempt: an ACTIVE account with something to pay (what is left once its credit
+    balance is used is known when the invoice is written). A PENDING account (in dunning) is
+    invoiced only: its retry collects every open invoice."""
     return account_status == "ACTIVE" and total_of(lines) > 0

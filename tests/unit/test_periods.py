@@ -20,7 +20,7 @@ def _sub(**changes) -> periods.Subscription:
 def test_a_renewal_bills_the_new_period_in_advance_and_the_closed_periods_usage_in_arrears():
     bill = periods.renewal(_sub(), "ACTIVE", FEB_28, {"api_calls": {"sum": 300}})
 
-    assert (bill.period_start, bill.period_end, bill.next_period) == (FEB_28, MAR_31, (FEB_28, MAR_31))
+    assert (bill.period_start, bill.period_end, (bill.then.current_period_start, bill.then.current_period_end)) == (FEB_28, MAR_31, (FEB_28, MAR_31))
     assert [(line.kind, line.amount, line.period_start) for line in bill.lines] == [
         ("subscription", 4900, None),
         ("usage", 600, ANCHOR),
@@ -37,7 +37,7 @@ def test_a_final_bill_has_no_flat_fee_and_no_invoice_without_usage():
     without = periods.final(_sub(), "ACTIVE", FEB_28, {})
 
     assert [(line.kind, line.amount) for line in with_usage.lines] == [("usage", 10)]
-    assert (with_usage.reason, with_usage.ends, with_usage.next_period) == ("subscription_cancel", True, None)
+    assert (with_usage.reason, with_usage.ends, with_usage.then) == ("subscription_cancel", True, None)
     assert (with_usage.period_start, with_usage.period_end) == (ANCHOR, FEB_28)
     assert without.lines == () and without.ends and not without.collect
 

@@ -28,7 +28,7 @@ def _life(sub: periods.Subscription, renewals: int, cancel_fraction: float | Non
         boundary = sub.current_period_end
         bill = periods.renewal(sub, "ACTIVE", boundary, {})
         bills.append((bill, periods.usage_window(sub, boundary)))
-        sub = replace(sub, current_period_start=bill.next_period[0], current_period_end=bill.next_period[1])
+        sub = bill.then
     if cancel_fraction is None:
         ends_at, ending_now = sub.current_period_end, False
     else:

@@ -57,11 +57,11 @@ WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
      resolved AS (UPDATE payment_attempts p SET outcome = 'succeeded', gateway_reference = v.reference,
                          resolved_at = now(), claimed_until = NULL
                     FROM v WHERE p.id = v.attempt_id)
-UPDATE invoices i SET status = 'paid', amount_paid = total, amount_due = 0, paid_at = now()
+UPDATE invoices i SET status = 'paid', amount_paid = amount_paid + amount_due, amount_due = 0, paid_at = now()
   FROM v WHERE i.id = v.invoice_id;
 
 -- name: mark_paid
-UPDATE invoices SET status = 'paid', amount_paid = total, amount_due = 0, paid_at = now() WHERE id = :id;
+UPDATE invoices SET status = 'paid', amount_paid = amount_paid + amount_due, amount_due = 0, paid_at = now() WHERE id = :id;
 
 -- name: mark_uncollectible
 UPDATE invoices SET status = 'uncollectible' WHERE account_id = :account_id AND status = 'open';

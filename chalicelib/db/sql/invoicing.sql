@@ -4,17 +4,35 @@
 
 -- name: write_invoices
 -- One invoice per subscription, reason and period: a retry finds the first one and
--- writes nothing (absent from RETURNING). A zero total is paid on issue.
+-- writes nothing (absent from RETURNING). A draft is neither due nor numbered. An
+-- invoice whose credits exceed its charges (a negative total) is paid on issue and
+-- its credit joins the account's credit balance; an invoice with a positive total uses
+-- that balance first (credit_applied). The credit balance is what the ledger owes the
+-- account beyond its open and uncollectible invoices: their amount due less the balance.
+WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                  AS v(account_id uuid, subscription_id uuid, billing_reason text, number text, currency text,
+                       total bigint, period_start timestamptz, period_end timestamptz, boundary timestamptz,
+                       draft boolean)),
+     credit AS (SELECT v.account_id,
+                       CASE WHEN v.draft OR v.total <= 0 THEN 0
+                            ELSE LEAST(v.total, GREATEST(0,
+                                 (SELECT COALESCE(sum(i.amount_due), 0) FROM invoices i
+                                   WHERE i.account_id = v.account_id AND i.status IN ('open', 'uncollectible'))
+                                 - (SELECT COALESCE(sum(l.amount), 0) FROM ledger_entries l
+                                     WHERE l.account_id = v.account_id))) END AS applied
+                  FROM v)
 INSERT INTO invoices (account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
-                      amount_due, amount_paid, period_start, period_end, due_at, finalized_at, paid_at)
+                      credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at,
+                      paid_at)
 SELECT v.account_id, v.subscription_id, v.billing_reason, v.number,
-       CASE WHEN v.total = 0 THEN 'paid' ELSE 'open' END, v.currency, v.total, v.total,
-       v.total, 0, v.period_start, v.period_end, v.boundary, now(), CASE WHEN v.total = 0 THEN now() END
-  FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-       AS v(account_id uuid, subscription_id uuid, billing_reason text, number text, currency text, total bigint,
-            period_start timestamptz, period_end timestamptz, boundary timestamptz)
+       CASE WHEN v.draft THEN 'draft' WHEN v.total - c.applied <= 0 THEN 'paid' ELSE 'open' END,
+       v.currency, v.total, v.total, c.applied,
+       CASE WHEN v.draft THEN GREATEST(v.total, 0) ELSE GREATEST(v.total - c.applied, 0) END, 0,
+       v.period_start, v.period_end, v.boundary,
+       CASE WHEN NOT v.draft THEN now() END, CASE WHEN NOT v.draft AND v.total - c.applied <= 0 THEN now() END
+  FROM v JOIN credit c ON c.account_id = v.account_id
 ON CONFLICT (tenant_id, subscription_id, billing_reason, period_start) DO NOTHING
-RETURNING id, account_id;
+RETURNING id, account_id, amount_due;
 
 -- name: write_lines
 INSERT INTO invoice_lines (invoice_id, kind, description, metric, quantity, unit_amount, amount, currency,
@@ -25,12 +43,28 @@ SELECT v.invoice_id, v.kind, v.description, v.metric, v.quantity, v.unit_amount,
        AS v(invoice_id uuid, kind text, description text, metric text, quantity bigint, unit_amount bigint,
             amount bigint, currency text, period_start timestamptz, period_end timestamptz, position integer);
 
--- name: advance_periods
+-- name: restate
+-- A subscription as it goes on after a bill (its terms, period, status, scheduled change and
+-- waiting prorations) and when its account is next billed. A status dunning set (past_due)
+-- stays unless the bill changes it to something else than active.
 WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                  AS v(account_id uuid, subscription_id uuid, period_start timestamptz, period_end timestamptz)),
-     subs AS (UPDATE subscriptions s SET current_period_start = v.period_start, current_period_end = v.period_end
+                  AS v(account_id uuid, subscription_id uuid, plan_id uuid, quantity integer, status text,
+                       billing_anchor timestamptz, period_start timestamptz, period_end timestamptz,
+                       paused_s bigint, trial_end timestamptz, cancel_at_period_end boolean, paused_at timestamptz,
+                       pause_behavior text, resumes_at timestamptz, pending_change jsonb,
+                       pending_prorations jsonb, next_billing_at timestamptz)),
+     subs AS (UPDATE subscriptions s
+                 SET plan_id = v.plan_id, quantity = v.quantity,
+                     status = CASE WHEN s.status = 'past_due' AND v.status = 'active' THEN s.status
+                                   ELSE v.status END,
+                     billing_anchor = v.billing_anchor, current_period_start = v.period_start,
+                     current_period_end = v.period_end, current_period_paused_s = v.paused_s,
+                     trial_end = v.trial_end, cancel_at_period_end = v.cancel_at_period_end,
+                     paused_at = v.paused_at, pause_behavior = v.pause_behavior, resumes_at = v.resumes_at,
+                     pending_change = v.pending_change, pending_prorations = v.pending_prorations,
+                     updated_at = now()
                 FROM v WHERE s.id = v.subscription_id)
-UPDATE accounts a SET next_billing_at = v.period_end FROM v WHERE a.id = v.account_id;
+UPDATE accounts a SET next_billing_at = v.next_billing_at, plan_id = v.plan_id FROM v WHERE a.id = v.account_id;
 
 -- name: end_subscriptions
 -- The subscription ends at the bill's boundary and its account is billed no more.
@@ -52,8 +86,11 @@ SELECT u.account_id, u.metric, CAST(sum(u.quantity) AS bigint) AS sum, count(*) 
 -- name: subscription_state
 -- A subscription with its plan price, as periods.Subscription reads it, and its account's status.
 SELECT s.id, s.account_id, s.plan_id, p.code AS plan_code, p.name AS plan_name, p.interval, p.interval_count,
-       p.amount, p.currency, p.usage_prices, s.billing_anchor, s.current_period_start, s.current_period_end,
-       s.cancel_at_period_end, s.status
+       p.amount, p.currency, p.usage_prices, p.trial_usage, s.billing_anchor, s.current_period_start,
+       s.current_period_end, s.cancel_at_period_end, s.quantity, s.status, s.trial_end, s.paused_at,
+       s.pause_behavior, s.resumes_at, s.current_period_paused_s, s.pending_change, s.pending_prorations,
+       EXISTS (SELECT 1 FROM invoices i WHERE i.subscription_id = s.id AND i.billing_reason = 'subscription_create')
+         AS first_invoiced
   FROM subscriptions s
   JOIN plans p ON p.id = s.plan_id
  WHERE s.id = :subscription_id;
