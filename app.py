@@ -12,6 +12,7 @@ from chalicelib.billing import (
     accounts,
     invoices,
     ledger,
+    lifecycle,
     plans,
     rebill,
     rebill_batch,
@@ -140,7 +141,7 @@ def rebill_account_now(account_id):
 @api(app)
 def create_subscription():
     request = http.read(app, USER, "subscription_create")
-    command = subscriptions.NewSubscription(**request.body)
+    command = subscriptions.NewSubscription.of(request.body)
     outcome = idempotency.run(request, lambda tx: subscriptions.create(tx, request.principal, command), status=201)
     outbox.flush_quietly(request.principal.tenant_id)
     return http.outcome_response(outcome)
@@ -171,6 +172,48 @@ def cancel_subscription(subscription_id):
     request = http.read(app, USER, "subscription_cancel", body_required=False)
     command = subscriptions.Cancel(pagination.parse_id(subscription_id, "id"), **request.body)
     outcome = idempotency.run(request, lambda tx: subscriptions.cancel(tx, request.principal, command))
+    outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
+
+
+@app.route("/v1/subscriptions/{subscription_id}", methods=["POST"], **AUTH)
+@api(app)
+def update_subscription(subscription_id):
+    request = http.read(app, USER, "subscription_update")
+    command = lifecycle.Update.of(pagination.parse_id(subscription_id, "id"), request.body)
+    outcome = idempotency.run(request, lambda tx: lifecycle.update(tx, request.principal, command))
+    outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
+
+
+@app.route("/v1/subscriptions/{subscription_id}/pending_change", methods=["DELETE"], **AUTH)
+@api(app)
+def cancel_pending_change(subscription_id):
+    request = http.read(app, USER)
+    subscription_id = pagination.parse_id(subscription_id, "id")
+    outcome = idempotency.run(
+        request, lambda tx: lifecycle.cancel_pending_change(tx, request.principal, subscription_id)
+    )
+    outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
+
+
+@app.route("/v1/subscriptions/{subscription_id}/pause", methods=["POST"], **AUTH)
+@api(app)
+def pause_subscription(subscription_id):
+    request = http.read(app, USER, "subscription_pause", body_required=False)
+    command = lifecycle.Pause.of(pagination.parse_id(subscription_id, "id"), request.body)
+    outcome = idempotency.run(request, lambda tx: lifecycle.pause(tx, request.principal, command))
+    outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
+
+
+@app.route("/v1/subscriptions/{subscription_id}/resume", methods=["POST"], **AUTH)
+@api(app)
+def resume_subscription(subscription_id):
+    request = http.read(app, USER, "subscription_resume", body_required=False)
+    command = lifecycle.Resume.of(pagination.parse_id(subscription_id, "id"), request.body)
+    outcome = idempotency.run(request, lambda tx: lifecycle.resume(tx, request.principal, command))
     outbox.flush_quietly(request.principal.tenant_id)
     return http.outcome_response(outcome)
 
@@ -242,9 +285,10 @@ REBILL_SCHEDULE = os.environ.get("REBILL_SCHEDULE", "cron(0 6 * * ? *)")
 
 @app.schedule(REBILL_SCHEDULE, name="rebill_schedule")
 def rebill_schedule(event):
-    from chalicelib.billing import calendar
+    from chalicelib.billing import calendar, trials
 
-    return {"enqueued": rebill.enqueue_due(calendar.utcnow(), rebill.queue_url())}
+    now = calendar.utcnow()
+    return {"enqueued": rebill.enqueue_due(now, rebill.queue_url()), "trials_ending": trials.remind(now)}
 
 
 # Up to 100 accounts per invocation: renewals are billed set-based per tenant.

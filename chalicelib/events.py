@@ -12,7 +12,14 @@ import uuid
 
 from chalicelib import validation
 
-KNOWN_TYPES = ("subscription.created", "subscription.canceled")
+KNOWN_TYPES = (
+    "subscription.created",
+    "subscription.canceled",
+    "subscription.updated",
+    "subscription.paused",
+    "subscription.resumed",
+    "subscription.trial_will_end",
+)
 
 
 class PoisonMessage(Exception):

@@ -7,7 +7,7 @@ the attempt and calls the gateway under the attempt's own key, so a redelivery h
 further effect. An unresolved payment fails the record, which SQS redelivers.
 """
 
-from chalicelib import audit, idempotency, notifications
+from chalicelib import audit, events, idempotency, notifications
 from chalicelib.billing import calendar, collection, engine
 
 
@@ -31,7 +31,8 @@ def invoice_new_subscription(event: dict) -> bool:
 
 def settle_account(event: dict) -> bool:
     """generate-invoice: collect what the event's change invoiced (a new subscription's first invoice,
-    a canceled one's final invoice). Settling is idempotent: one settler per attempt, the same key."""
+    a canceled one's final invoice, a change invoiced now).
+    Settling is idempotent: one settler per attempt, the same key."""
     outcome = collection.settle_pending(event["tenantId"], event["accountId"], calendar.utcnow())
     return collection.resolved(outcome) is not None
 
@@ -62,6 +63,7 @@ def record_audit(event: dict) -> bool:
 GENERATE_INVOICE = {
     "subscription.created": invoice_new_subscription,
     "subscription.canceled": settle_account,
+    "subscription.updated": settle_account,
 }
 SEND_NOTIFICATION = {"subscription.created": email_new_subscription}
-AUDIT_LOG = {"subscription.created": record_audit, "subscription.canceled": record_audit}
+AUDIT_LOG = {event_type: record_audit for event_type in events.KNOWN_TYPES}

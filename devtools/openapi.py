@@ -65,6 +65,8 @@ RESPONSES = {
             "features": {"type": "object"},
             "limits": {"type": "object"},
             "usage_prices": {"type": "array"},
+            "trial_days": {"type": "integer", "description": "a subscription's default trial (0: none)"},
+            "trial_usage": {"enum": ["free", "billed"], "description": "whether usage during a trial is billed"},
             "active": {"type": "boolean"},
             "created_at": TS,
         },
@@ -91,16 +93,47 @@ RESPONSES = {
             "id": ID,
             "account_id": ID,
             "plan": {"type": "string"},
-            "status": {"enum": ["active", "past_due", "canceled", "unpaid"]},
+            "status": {"enum": list(subscriptions.STATUSES)},
             "billing_cycle": {"enum": ["daily", "weekly", "monthly", "yearly"]},
-            "amount": MONEY,
+            "amount": {**MONEY, "description": "the plan price per period, per unit of quantity (minor units)"},
+            "quantity": {"type": "integer", "description": "seats: the plan price is billed times the quantity"},
             "currency": CURRENCY,
             "billing_anchor": TS,
-            "current_period_start": TS,
+            "current_period_start": {**TS, "description": "the period (or trial) in progress"},
             "current_period_end": TS,
             "cancel_at_period_end": {"type": "boolean"},
             "canceled_at": TS_OR_NULL,
             "ended_at": {**TS_OR_NULL, "description": "when service ended and the final invoice was issued"},
+            "trial_start": TS_OR_NULL,
+            "trial_end": {
+                **TS_OR_NULL,
+                "description": "where the first paid period starts, for one started on a trial",
+            },
+            "pause": {
+                "type": ["object", "null"],
+                "description": "while paused: how resuming treats the paused time, and a scheduled resume",
+                "properties": {
+                    "behavior": {"enum": ["void", "keep_as_draft"]},
+                    "paused_at": TS,
+                    "resumes_at": TS_OR_NULL,
+                },
+            },
+            "pending_change": {
+                "type": ["object", "null"],
+                "description": "a change scheduled for the period end (cancel it with DELETE .../pending_change)",
+                "properties": {
+                    "plan": {"type": "string"},
+                    "billing_cycle": {"enum": ["daily", "weekly", "monthly", "yearly"]},
+                    "quantity": {"type": "integer"},
+                    "amount": MONEY,
+                    "effective_at": TS,
+                },
+            },
+            "pending_prorations": {
+                "type": "array",
+                "description": "proration lines waiting for the next invoice (a credit is negative)",
+                "items": {"type": "object"},
+            },
             "created_at": TS,
         },
     ),
@@ -108,7 +141,10 @@ RESPONSES = {
         "line_item",
         {
             "id": ID,
-            "kind": {"enum": ["subscription", "usage", "adjustment"]},
+            "kind": {
+                "enum": ["subscription", "usage", "proration", "adjustment"],
+                "description": "a proration is signed: a credit for unused time is negative",
+            },
             "description": {"type": "string"},
             "metric": {"type": ["string", "null"]},
             "quantity": {"type": "integer"},
@@ -126,16 +162,23 @@ RESPONSES = {
             "account_id": ID,
             "subscription_id": ID_OR_NULL,
             "billing_reason": {
-                "enum": ["subscription_create", "subscription_cycle", "subscription_cancel", "manual"],
+                "enum": [
+                    "subscription_create",
+                    "subscription_cycle",
+                    "subscription_update",
+                    "subscription_cancel",
+                    "manual",
+                ],
                 "description": "the billing instant that issued it: a subscription's first period, a renewal, "
-                "or its final invoice (the last period's metered usage)",
+                "a change invoiced now, or its final invoice (the last period's metered usage)",
             },
             "number": {"type": ["string", "null"]},
             "status": {"enum": ["draft", "open", "paid", "void", "uncollectible"]},
             "currency": CURRENCY,
             "subtotal": MONEY,
-            "total": MONEY,
-            "amount_due": MONEY,
+            "total": {**MONEY, "description": "the sum of the lines; negative when credits exceed charges"},
+            "credit_applied": {**MONEY, "description": "the account's credit balance this invoice used"},
+            "amount_due": {**MONEY, "description": "total less credit_applied: what is collected"},
             "amount_paid": MONEY,
             "period_start": TS,
             "period_end": TS,
@@ -240,9 +283,33 @@ ROUTES = {
         "post": ("Subscribe an account to a plan", "subscription_create", 201, "Subscription", False),
         "get": ("List subscriptions", None, 200, "Subscription", True),
     },
-    "/v1/subscriptions/{subscription_id}": {"get": ("Retrieve a subscription", None, 200, "Subscription", False)},
+    "/v1/subscriptions/{subscription_id}": {
+        "get": ("Retrieve a subscription", None, 200, "Subscription", False),
+        "post": (
+            "Change plan, interval, quantity (prorated), trial end, or cancel at period end",
+            "subscription_update",
+            200,
+            "Subscription",
+            False,
+        ),
+    },
     "/v1/subscriptions/{subscription_id}/cancel": {
-        "post": ("Cancel now, or at period end", "subscription_cancel", 200, "Subscription", False)
+        "post": (
+            "Cancel now (optionally prorated), or at period end",
+            "subscription_cancel",
+            200,
+            "Subscription",
+            False,
+        )
+    },
+    "/v1/subscriptions/{subscription_id}/pending_change": {
+        "delete": ("Cancel the change scheduled for the period end", None, 200, "Subscription", False)
+    },
+    "/v1/subscriptions/{subscription_id}/pause": {
+        "post": ("Pause billing (not during a trial)", "subscription_pause", 200, "Subscription", False)
+    },
+    "/v1/subscriptions/{subscription_id}/resume": {
+        "post": ("Resume now, or at resumes_at", "subscription_resume", 200, "Subscription", False)
     },
     "/v1/invoices": {"get": ("List invoices", None, 200, "Invoice", True)},
     "/v1/invoices/{invoice_id}": {"get": ("Retrieve an invoice with its lines", None, 200, "Invoice", False)},
@@ -273,8 +340,12 @@ LINKS = {
     "/v1/subscriptions": {
         "GetSubscription": ("get_v1_subscriptions_subscription_id", "subscription_id"),
         "CancelSubscription": ("post_v1_subscriptions_subscription_id_cancel", "subscription_id"),
+        "UpdateSubscription": ("post_v1_subscriptions_subscription_id", "subscription_id"),
+        "PauseSubscription": ("post_v1_subscriptions_subscription_id_pause", "subscription_id"),
     },
 }
+# Requests whose body may be left out (every field has a default).
+OPTIONAL_BODIES = ("subscription_cancel", "subscription_pause", "subscription_resume")
 ERRORS = {
     "400": "Invalid request (field-level details)",
     "401": "Missing, forged or expired token",
@@ -334,7 +405,7 @@ def _operation(path: str, method: str, spec: tuple) -> dict:
     if request:
         parameters.append({"name": "Idempotency-Key", "in": "header", "schema": IDEMPOTENCY_KEY})
         operation["requestBody"] = {
-            "required": request != "subscription_cancel",
+            "required": request not in OPTIONAL_BODIES,
             "content": {"application/json": {"schema": _request_schema(request)}},
         }
     if parameters:

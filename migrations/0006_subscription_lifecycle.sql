@@ -72,3 +72,21 @@ ALTER TABLE invoice_lines
     ADD CONSTRAINT invoice_lines_kind_check CHECK (kind IN ('subscription', 'usage', 'proration', 'adjustment')),
     ADD CONSTRAINT invoice_lines_signed_only_prorations
         CHECK (kind = 'proration' OR (amount >= 0 AND unit_amount >= 0));
+
+-- The daily run reminds tenants of trials ending soon (subscription.trial_will_end),
+-- finding them across tenants through one more id-only door.
+CREATE POLICY background_read ON subscriptions FOR SELECT TO billing_system USING (true);
+GRANT SELECT ON subscriptions TO billing_system;
+CREATE FUNCTION trials_ending(until timestamptz, max_rows integer)
+    RETURNS TABLE (tenant_id uuid, subscription_id uuid)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
+    AS $$
+        SELECT s.tenant_id, s.id
+          FROM subscriptions s
+         WHERE s.status = 'trialing' AND NOT s.trial_will_end_sent AND s.trial_end <= until
+         ORDER BY s.tenant_id, s.id
+         LIMIT max_rows
+    $$;
+ALTER FUNCTION trials_ending(timestamptz, integer) OWNER TO billing_system;
+REVOKE ALL ON FUNCTION trials_ending(timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION trials_ending(timestamptz, integer) TO billing_app;

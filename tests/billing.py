@@ -185,3 +185,50 @@ def snapshot(owner_conn, tenant_id: str) -> dict:
         )
         for table in TENANT_TABLES
     }
+
+
+def actor(tenant_id: str):
+    """A tenant's user, as a verified token makes it (the domain commands' ``actor``)."""
+    from chalicelib import auth
+
+    return auth.Principal(tenant_id=tenant_id, user_id="u", groups=frozenset({"USER"}))
+
+
+def priced_plan(tenant_id: str, code: str, amount: int, interval: str = "month", **extra) -> None:
+    """A plan price made as the API makes it (``plans.create``): no metered usage unless given."""
+    from chalicelib.billing import plans
+
+    command = plans.NewPlan(code=code, name=code.title(), interval=interval, amount=amount, currency="USD", **extra)
+    with transaction(tenant_id=tenant_id) as tx:
+        plans.create(tx, actor(tenant_id), command)
+
+
+def subscribe(tenant_id: str, plan_code: str, at: datetime, **options) -> tuple[str, str]:
+    """A new account subscribed at ``at`` through ``subscriptions.create``, its first invoice issued and
+    collected as the generate-invoice consumer does it; (account id, subscription id)."""
+    from chalicelib.billing import accounts, collection, engine, subscriptions
+
+    with transaction(tenant_id=tenant_id) as tx:
+        account = accounts.create(tx, actor(tenant_id), accounts.NewAccount(email="c@x.test", name="C", currency="USD"))
+        command = subscriptions.NewSubscription(account_id=str(account["id"]), plan=plan_code, **options)
+        subscription = subscriptions.create(tx, actor(tenant_id), command, now=at)
+    with transaction(tenant_id=tenant_id) as tx:
+        engine.bill_first_period(tx, tenant_id, str(subscription["id"]))
+    collection.settle_pending(tenant_id, str(account["id"]), at)
+    return str(account["id"]), str(subscription["id"])
+
+
+def invoices_of(tenant_id: str, account_id: str) -> list[dict]:
+    """Every invoice with its lines as (kind, quantity, amount, period_start, period_end), oldest first."""
+    with transaction(tenant_id=tenant_id) as tx:
+        invoices = tx.all(
+            "SELECT id, billing_reason, status, total, credit_applied, amount_due, period_start, period_end"
+            " FROM invoices WHERE account_id = :a ORDER BY created_at, period_start",
+            a=account_id,
+        )
+        for invoice in invoices:
+            invoice["lines"] = [
+                (r["kind"], r["quantity"], r["amount"], r["period_start"], r["period_end"])
+                for r in tx.all("SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY position", i=invoice["id"])
+            ]
+    return invoices

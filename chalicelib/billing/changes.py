@@ -76,7 +76,9 @@ def change(sub: Subscription, account_status: str, terms: dict, at: datetime, be
     if behavior == "always_invoice":
         lines = (*sub.pending_prorations, *prorations)
         then = replace(new, pending_prorations=())
-        return Bill(sub, _UPDATE, at, at, sub.current_period_end, lines, periods.collects(account_status, lines), then=then)
+        return Bill(
+            sub, _UPDATE, at, at, sub.current_period_end, lines, periods.collects(account_status, lines), then=then
+        )
     return _restate(sub, at, replace(new, pending_prorations=(*sub.pending_prorations, *prorations)))
 
 
@@ -102,6 +104,11 @@ def reactivate(sub: Subscription, cancel_at_period_end: bool, at: datetime) -> B
 def pause(sub: Subscription, at: datetime, behavior: str, resumes_at: datetime | None) -> Bill:
     then = replace(sub, status="paused", paused_at=at, pause_behavior=behavior, resumes_at=resumes_at)
     return _restate(sub, at, then)
+
+
+def schedule_resume(sub: Subscription, resumes_at: datetime, at: datetime) -> Bill:
+    """Resume at ``resumes_at``: the account is due then, and the daily run resumes it (``resume``)."""
+    return _restate(sub, at, replace(sub, resumes_at=resumes_at))
 
 
 def resume(sub: Subscription, at: datetime) -> Bill:

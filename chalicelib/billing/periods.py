@@ -203,9 +203,7 @@ def renewal(sub: Subscription, account_status: str, start: datetime, usage_total
     return Bill(sub, "subscription_cycle", start, start, end, lines, collects(account_status, lines), then=then)
 
 
-def final(
-    sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict, *, credit: tuple = ()
-) -> Bill:
+def final(sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict, *, credit: tuple = ()) -> Bill:
     """The last bill: usage since the current period began, no flat fee, and what ``credit``s the
     unused time if the cancel prorates (``changes.unused``); no invoice with nothing on it.
 
@@ -223,7 +221,9 @@ def final(
 
 def flat_fee(sub: Subscription) -> Line:
     """The plan price times the quantity, for the period the bill covers."""
-    return Line("subscription", f"{sub.plan_name} ({sub.plan_code})", sub.quantity, sub.amount, sub.amount * sub.quantity)
+    return Line(
+        "subscription", f"{sub.plan_name} ({sub.plan_code})", sub.quantity, sub.amount, sub.amount * sub.quantity
+    )
 
 
 def line_json(line: Line) -> dict:
@@ -232,7 +232,9 @@ def line_json(line: Line) -> dict:
 
 
 def _line_of(item: dict) -> Line:
-    stamps = {k: datetime.fromisoformat(item[k].replace("Z", "+00:00")) for k in ("period_start", "period_end") if item[k]}
+    stamps = {
+        k: datetime.fromisoformat(item[k].replace("Z", "+00:00")) for k in ("period_start", "period_end") if item[k]
+    }
     return Line(**{**item, **stamps})
 
 

@@ -40,6 +40,8 @@ class NewPlan:
     features: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
     usage_prices: list = field(default_factory=list)
+    trial_days: int = 0  # a subscription's default trial
+    trial_usage: str = "free"  # usage during a trial: free | billed
 
 
 def create(tx, actor, command: NewPlan) -> dict:
@@ -56,6 +58,8 @@ def create(tx, actor, command: NewPlan) -> dict:
             features=json.dumps(command.features),
             limits=json.dumps(command.limits),
             usage_prices=json.dumps(command.usage_prices),
+            trial_days=command.trial_days,
+            trial_usage=command.trial_usage,
         )
     except db_errors.UniqueViolation as exc:
         raise errors.Conflict(

@@ -1,22 +1,30 @@
-"""Subscriptions: an account on a plan price, billed every period from its anchor.
+"""Subscriptions: an account on a plan price times a quantity, billed every period from its anchor.
 
 An account has at most one live (not canceled) subscription; the account's
-``next_billing_at`` is the end of that subscription's current period, which is
-where the daily rebill picks it up. Canceling now ends it with a final invoice for
-its metered usage up to that instant (``engine.end_now``); canceling at period end
-leaves the final invoice to the rebill at that boundary.
+``next_billing_at`` is the end of that subscription's current period (or trial), which
+is where the daily rebill picks it up. A subscription may start with a trial
+(``trial_days``, ``trial_end``, or the plan's default ``trial_days``): nothing is billed
+until ``trial_end``, where the first paid period starts and its anchor is set.
+Canceling now ends it with a final invoice for its metered usage up to that instant
+and, with ``prorate``, a credit for the flat fee's unused time (``engine.end_now``);
+canceling at period end leaves the final invoice to the rebill at that boundary.
+Changing a live subscription is ``lifecycle``'s.
 """
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from chalicelib import audit, errors, outbox
 from chalicelib.billing import accounts, calendar, engine, plans
+from chalicelib.billing.lines import MAX_AMOUNT
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
 Q = load("subscriptions")
-STATUSES = ("active", "past_due", "canceled", "unpaid")
+STATUSES = ("trialing", "active", "past_due", "paused", "canceled", "unpaid")
+MAX_TRIAL_DAYS = 730
+MAX_QUANTITY = 1_000_000  # the schemas' and the database's bound too
 
 
 @dataclass(frozen=True)
@@ -24,49 +32,121 @@ class NewSubscription:
     account_id: str
     plan: str
     billing_cycle: str = "monthly"
+    quantity: int = 1
+    trial_days: int | None = None
+    trial_end: datetime | None = None
+
+    @classmethod
+    def of(cls, body: dict) -> "NewSubscription":
+        values = {**body, "trial_end": timestamp(body, "trial_end")}
+        if values["trial_end"] is not None and body.get("trial_days") is not None:
+            issue = "give trial_days or trial_end, not both"
+            raise errors.InvalidRequest("conflicting trial", details=[{"field": "trial_end", "issue": issue}])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
 class Cancel:
     subscription_id: str
     at_period_end: bool = False
+    prorate: bool = False
 
 
-def create(tx, actor, command: NewSubscription) -> dict:
+def timestamp(body: dict, name: str, *, allow_now: bool = False) -> datetime | str | None:
+    """An RFC 3339 date-time field (``"now"`` where allowed) as an aware datetime; 400 otherwise."""
+    value = body.get(name)
+    if value is None or (allow_now and value == "now"):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        issue = "must be an RFC 3339 date-time with an offset" + (', or "now"' if allow_now else "")
+        raise errors.InvalidRequest(f"invalid {name}", details=[{"field": name, "issue": issue}])
+    return parsed
+
+
+def check_amount(plan: dict, quantity: int) -> None:
+    """A quantity within 1..MAX_QUANTITY whose flat fee stays billable (``lines.MAX_AMOUNT``)."""
+    if not 1 <= quantity <= MAX_QUANTITY:
+        issue = f"must be between 1 and {MAX_QUANTITY}"
+        raise errors.InvalidRequest("invalid quantity", details=[{"field": "quantity", "issue": issue}])
+    if plan["amount"] * quantity > MAX_AMOUNT:
+        raise errors.UnprocessableState(
+            f"{quantity} x {plan['amount']} is over the largest amount, {MAX_AMOUNT} minor units",
+            code="amount_too_large",
+        )
+
+
+def check_trial_end(trial_end: datetime, now: datetime, field: str = "trial_end") -> None:
+    if not now < trial_end <= now + timedelta(days=MAX_TRIAL_DAYS):
+        issue = f"must be in the future and at most {MAX_TRIAL_DAYS} days ahead"
+        raise errors.InvalidRequest(f"invalid {field}", details=[{"field": field, "issue": issue}])
+
+
+def create(tx, actor, command: NewSubscription, now: datetime | None = None) -> dict:
+    now = now or calendar.utcnow()
     account = accounts.lock(tx, command.account_id)
-    plan = _price_for(tx, account, command)
+    plan = price_for(tx, account, command.plan, command.billing_cycle)
+    check_amount(plan, command.quantity)
     if tx.run(Q["live_for_account"], account_id=account["id"]):
         raise errors.Conflict("the account already has a live subscription", code="subscription_exists")
-    start = calendar.utcnow()
-    end = calendar.period_boundary(start, plan["interval"], plan["interval_count"], 1)
-    subscription_id = tx.scalar(Q["create"], account_id=account["id"], plan_id=plan["id"], start=start, end=end)
-    accounts.start_billing(tx, account["id"], plan["id"], anchor=start, next_billing_at=end)
+    trial_end = _trial_end(command, plan, now)
+    end = trial_end or calendar.period_boundary(now, plan["interval"], plan["interval_count"], 1)
+    subscription_id = tx.scalar(
+        Q["create"],
+        account_id=account["id"],
+        plan_id=plan["id"],
+        start=now,
+        end=end,
+        anchor=trial_end or now,
+        quantity=command.quantity,
+        status="trialing" if trial_end else "active",
+        trial_end=trial_end,
+    )
+    accounts.start_billing(tx, account["id"], plan["id"], anchor=trial_end or now, next_billing_at=end)
     audit.record(tx, actor, "subscription.created", "subscription", subscription_id)
     fields = {
         "subscriptionId": str(subscription_id),
         "accountId": str(account["id"]),
         "planId": str(plan["id"]),
         "billingCycle": command.billing_cycle,
-        "amount": plan["amount"],
+        "amount": plan["amount"] * command.quantity,
+        "quantity": command.quantity,
         "currency": plan["currency"],
-        "periodStart": start,
+        "periodStart": now,
         "periodEnd": end,
-        "timestamp": start,
+        "trialEnd": trial_end,
+        "timestamp": now,
     }
     outbox.add(tx, "subscription.created", fields)
+    _count(actor, plan, command.quantity)
+    return get(tx, subscription_id)
+
+
+def _trial_end(command: NewSubscription, plan: dict, now: datetime) -> datetime | None:
+    """The trial the command asks for, else the plan's default; None for none."""
+    if command.trial_end is not None:
+        check_trial_end(command.trial_end, now)
+        return command.trial_end
+    days = plan["trial_days"] if command.trial_days is None else command.trial_days
+    return now + timedelta(days=days) if days else None
+
+
+def _count(actor, plan: dict, quantity: int) -> None:
     plan_id = str(plan["id"])
     emit_metric("subscription_count", 1, TenantId=actor.tenant_id, PlanId=plan_id)
     # Minor units: only meaningful per currency, hence the dimension.
     revenue = {"TenantId": actor.tenant_id, "PlanId": plan_id, "Currency": plan["currency"]}
-    emit_metric("subscription_revenue", plan["amount"], "None", **revenue)
-    return get(tx, subscription_id)
+    emit_metric("subscription_revenue", plan["amount"] * quantity, "None", **revenue)
 
 
-def _price_for(tx, account: dict, command: NewSubscription) -> dict:
+def price_for(tx, account: dict, code: str, billing_cycle: str) -> dict:
     """The plan's price for the cycle, if the account may subscribe to it."""
-    plan = plans.find(tx, command.plan, calendar.BILLING_CYCLES[command.billing_cycle])
+    plan = plans.find(tx, code, calendar.BILLING_CYCLES[billing_cycle])
     if plan is None:
-        issue = f"no {command.billing_cycle} price for plan {command.plan!r}"
+        issue = f"no {billing_cycle} price for plan {code!r}"
         raise errors.InvalidRequest("no such plan price", details=[{"field": "plan", "issue": issue}])
     if account["status"] == "INACTIVE":
         raise errors.UnprocessableState("the account is inactive", code="account_inactive")
@@ -82,18 +162,46 @@ def get(tx, subscription_id: str) -> dict:
     subscription = tx.one(Q["get"], id=subscription_id)
     if subscription is None:
         raise errors.NotFound("no such subscription")
-    return subscription
+    return _view(subscription)
 
 
-def cancel(tx, actor, command: Cancel) -> dict:
-    account_id = tx.scalar(Q["account_of"], id=command.subscription_id)
+def _view(row: dict) -> dict:
+    """The API's subscription: a scheduled change and a pause as objects of their own."""
+    change, behavior = row.pop("pending_change"), row.pop("pause_behavior")
+    paused_at, resumes_at = row.pop("paused_at"), row.pop("resumes_at")
+    row["pending_change"] = None
+    if change is not None:
+        cycle = {v: k for k, v in calendar.BILLING_CYCLES.items()}[change["interval"]]
+        row["pending_change"] = {
+            "plan": change["plan_code"],
+            "billing_cycle": cycle,
+            "quantity": change["quantity"],
+            "amount": change["amount"],
+            "effective_at": row["current_period_end"],
+        }
+    row["pause"] = (
+        None if behavior is None else {"behavior": behavior, "paused_at": paused_at, "resumes_at": resumes_at}
+    )
+    row["pending_prorations"] = [{"object": "proration", **line} for line in row["pending_prorations"]]
+    return row
+
+
+def lock_live(tx, subscription_id: str) -> tuple[dict, dict]:
+    """The subscription's account and the subscription, locked in that order (the order every billing
+    path takes); 404 when absent, 422 when canceled."""
+    account_id = tx.scalar(Q["account_of"], id=subscription_id)
     if account_id is None:
         raise errors.NotFound("no such subscription")
-    # The account first, then the subscription: the order every billing path locks them in.
-    accounts.lock(tx, account_id)
-    row = tx.one(Q["lock"], id=command.subscription_id)
+    account = accounts.lock(tx, account_id)
+    row = tx.one(Q["lock"], id=subscription_id)
     if row["status"] == "canceled":
         raise errors.UnprocessableState("the subscription is already canceled", code="already_canceled")
+    return account, row
+
+
+def cancel(tx, actor, command: Cancel, now: datetime | None = None) -> dict:
+    now = now or calendar.utcnow()
+    _account, row = lock_live(tx, command.subscription_id)
     if command.at_period_end:
         if row["cancel_at_period_end"]:
             raise errors.UnprocessableState(
@@ -101,10 +209,12 @@ def cancel(tx, actor, command: Cancel) -> dict:
             )
         tx.run(Q["cancel_at_period_end"], id=command.subscription_id)
     else:
-        # Its final invoice bills the usage up to now; the payment is settled when
-        # the subscription.canceled event reaches the generate-invoice consumer.
-        engine.end_now(tx, actor.tenant_id, command.subscription_id, calendar.utcnow())
-    details = {"at_period_end": command.at_period_end}
+        # Its first period is billed on the terms it started with, then its final invoice bills
+        # the usage up to now; the payment is settled when the subscription.canceled event
+        # reaches the generate-invoice consumer.
+        engine.bill_first_period(tx, actor.tenant_id, command.subscription_id)
+        engine.end_now(tx, actor.tenant_id, command.subscription_id, now, prorate=command.prorate)
+    details = {"at_period_end": command.at_period_end, "prorate": command.prorate}
     audit.record(tx, actor, "subscription.canceled", "subscription", command.subscription_id, details)
     return get(tx, command.subscription_id)
 
@@ -113,4 +223,4 @@ def list_page(tx, page: paging.PageRequest, *, account_id: str | None = None, st
     accounts.check_visible(tx, account_id)
     paging.check_cursor(tx, Q["exists"], page, "subscription")
     rows = tx.all(Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1)
-    return paging.page(rows, page, "/v1/subscriptions")
+    return paging.page([_view(row) for row in rows], page, "/v1/subscriptions")

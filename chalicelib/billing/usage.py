@@ -115,4 +115,6 @@ def _outside_billing(account: dict, at: datetime) -> str | None:
         return "timestamp falls in a billing period that is already invoiced"
     if account["open_until"] is not None and at >= account["open_until"]:
         return "timestamp is after the subscription ends"
+    if account["paused_since"] is not None and at >= account["paused_since"]:
+        return "the subscription is paused"
     return None

@@ -30,6 +30,10 @@ PROBES = [
     ("POST", "/v1/accounts/{account_id}/rebill", "ADMIN", "path", "account_id", "account"),
     ("GET", "/v1/subscriptions/{subscription_id}", "USER", "path", "subscription_id", "subscription"),
     ("POST", "/v1/subscriptions/{subscription_id}/cancel", "USER", "path", "subscription_id", "subscription"),
+    ("POST", "/v1/subscriptions/{subscription_id}", "USER", "path", "subscription_id", "subscription"),
+    ("DELETE", "/v1/subscriptions/{subscription_id}/pending_change", "USER", "path", "subscription_id", "subscription"),
+    ("POST", "/v1/subscriptions/{subscription_id}/pause", "USER", "path", "subscription_id", "subscription"),
+    ("POST", "/v1/subscriptions/{subscription_id}/resume", "USER", "path", "subscription_id", "subscription"),
     ("GET", "/v1/invoices/{invoice_id}", "USER", "path", "invoice_id", "invoice"),
     ("GET", "/v1/subscriptions", "USER", "query", "account_id", "account"),
     ("GET", "/v1/invoices", "USER", "query", "account_id", "account"),
@@ -45,6 +49,9 @@ BODIES = {
     "/v1/subscriptions": {"plan": "pro"},
     "/v1/events": {"event_id": "breakout-1", "metric": "api_calls", "quantity": 5},
     "/v1/subscriptions/{subscription_id}/cancel": {},
+    "/v1/subscriptions/{subscription_id}": {"quantity": 2},
+    "/v1/subscriptions/{subscription_id}/pause": {},
+    "/v1/subscriptions/{subscription_id}/resume": {},
     "/v1/accounts/{account_id}/rebill": {},
 }
 

@@ -20,7 +20,11 @@ def _sub(**changes) -> periods.Subscription:
 def test_a_renewal_bills_the_new_period_in_advance_and_the_closed_periods_usage_in_arrears():
     bill = periods.renewal(_sub(), "ACTIVE", FEB_28, {"api_calls": {"sum": 300}})
 
-    assert (bill.period_start, bill.period_end, (bill.then.current_period_start, bill.then.current_period_end)) == (FEB_28, MAR_31, (FEB_28, MAR_31))
+    assert (bill.period_start, bill.period_end, (bill.then.current_period_start, bill.then.current_period_end)) == (
+        FEB_28,
+        MAR_31,
+        (FEB_28, MAR_31),
+    )
     assert [(line.kind, line.amount, line.period_start) for line in bill.lines] == [
         ("subscription", 4900, None),
         ("usage", 600, ANCHOR),

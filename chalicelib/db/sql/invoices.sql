@@ -1,6 +1,6 @@
 -- name: list
 SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
-       amount_due, amount_paid, period_start, period_end, due_at, finalized_at, paid_at, created_at
+       credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at, paid_at, created_at
   FROM invoices
  WHERE (CAST(:account_id AS uuid) IS NULL OR account_id = CAST(:account_id AS uuid))
    AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
@@ -16,7 +16,7 @@ SELECT 1 FROM invoices WHERE id = :id;
 
 -- name: get
 SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
-       amount_due, amount_paid, period_start, period_end, due_at, finalized_at, paid_at, created_at
+       credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at, paid_at, created_at
   FROM invoices
  WHERE id = :id;
 

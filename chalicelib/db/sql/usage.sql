@@ -4,16 +4,20 @@
 -- window as it is after that billing, never stored just behind it, unbilled.
 -- Each account with the window its usage may still be billed in: from the start of
 -- the live subscription's current period (anything earlier is invoiced) until it
--- ends (a cancel at period end), and when it started; or, with no live
+-- ends (a cancel at period end), when it started (its trial's start, or creation; a
+-- new anchor does not move it), and since when it is paused; or, with no live
 -- subscription, when the last one ended.
-SELECT a.id, a.status, live.current_period_start AS open_since, live.billing_anchor AS started_at,
+SELECT a.id, a.status, live.current_period_start AS open_since,
+       LEAST(live.created_at, live.billing_anchor, COALESCE(live.trial_start, live.billing_anchor)) AS started_at,
        CASE WHEN live.cancel_at_period_end THEN live.current_period_end END AS open_until,
+       CASE WHEN live.status = 'paused' THEN live.paused_at END AS paused_since,
        (SELECT max(COALESCE(s.ended_at, s.canceled_at, s.updated_at)) FROM subscriptions s
-         WHERE s.account_id = a.id AND s.status NOT IN ('active', 'past_due')) AS ended_at
+         WHERE s.account_id = a.id AND s.status IN ('canceled', 'unpaid')) AS ended_at
   FROM accounts a
-  LEFT JOIN LATERAL (SELECT s.current_period_start, s.current_period_end, s.billing_anchor, s.cancel_at_period_end
+  LEFT JOIN LATERAL (SELECT s.current_period_start, s.current_period_end, s.billing_anchor, s.cancel_at_period_end,
+                            s.created_at, s.trial_start, s.status, s.paused_at
                        FROM subscriptions s
-                      WHERE s.account_id = a.id AND s.status IN ('active', 'past_due')
+                      WHERE s.account_id = a.id AND s.status IN ('trialing', 'active', 'past_due', 'paused')
                       ORDER BY s.created_at DESC LIMIT 1) live ON true
  WHERE a.id = ANY(CAST(:ids AS uuid[]))
  ORDER BY a.id
