@@ -232,3 +232,54 @@ def invoices_of(tenant_id: str, account_id: str) -> list[dict]:
                 for r in tx.all("SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY position", i=invoice["id"])
             ]
     return invoices
+
+
+def snapshot_books(tenant_id: str, account_id: str) -> dict:
+    """Everything money about one account: ledger entries, invoices and payment attempts."""
+    with transaction(tenant_id=tenant_id) as tx:
+        return {
+            "ledger": tx.all(
+                "SELECT entry_type, amount, idempotency_key FROM ledger_entries WHERE account_id = :a ORDER BY seq",
+                a=account_id,
+            ),
+            "invoices": tx.all(
+                "SELECT id, status, total, credit_applied, amount_due, amount_paid FROM invoices"
+                " WHERE account_id = :a ORDER BY id",
+                a=account_id,
+            ),
+            "attempts": tx.all(
+                "SELECT id, outcome, amount FROM payment_attempts WHERE account_id = :a ORDER BY id", a=account_id
+            ),
+            "subscription": tx.all("SELECT * FROM subscriptions WHERE account_id = :a", a=account_id),
+        }
+
+
+def flat_fee_lines(tenant_id: str, account_id: str) -> list[dict]:
+    """The flat-fee and proration lines of the account's issued (not draft) invoices, with their reason."""
+    with transaction(tenant_id=tenant_id) as tx:
+        return tx.all(
+            "SELECT l.kind, l.amount, l.period_start, l.period_end, i.billing_reason FROM invoice_lines l"
+            " JOIN invoices i ON i.id = l.invoice_id"
+            " WHERE i.account_id = :a AND i.status <> 'draft' AND l.kind IN ('subscription', 'proration')",
+            a=account_id,
+        )
+
+
+def credits(tenant_id: str, account_id: str) -> int:
+    """The ledger's credits (negative): invoices whose credits exceeded their charges."""
+    with transaction(tenant_id=tenant_id) as tx:
+        return tx.scalar(
+            "SELECT CAST(coalesce(sum(amount), 0) AS bigint) FROM ledger_entries"
+            " WHERE account_id = :a AND entry_type = 'credit'",
+            a=account_id,
+        )
+
+
+def unused_credit(tenant_id: str, account_id: str) -> int:
+    """The account's credit balance from the invoices' side: negative totals not yet used by later invoices."""
+    with transaction(tenant_id=tenant_id) as tx:
+        return tx.scalar(
+            "SELECT CAST(coalesce(sum(-total) FILTER (WHERE total < 0), 0) - coalesce(sum(credit_applied), 0)"
+            " AS bigint) FROM invoices WHERE account_id = :a AND status <> 'draft'",
+            a=account_id,
+        )

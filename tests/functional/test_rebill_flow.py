@@ -37,7 +37,7 @@ def test_two_scheduler_runs_and_redelivery_bill_each_account_once(make_tenant, m
             result = client.lambda_.invoke(
                 "rebill_schedule", client.events.generate_cw_event("aws.events", "x", {}, [])
             )
-            assert result.payload == {"enqueued": 23}
+            assert result.payload == {"enqueued": 23, "trials_ending": 0}
         messages = _receive(queue["url"])
         assert len(messages) == 46
         for start in range(0, len(messages), 10):
