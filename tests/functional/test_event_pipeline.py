@@ -259,3 +259,33 @@ def test_canceling_now_issues_a_final_invoice_for_its_usage_and_the_pipeline_col
     assert by_reason == {"subscription_create": ("paid", 1000), "subscription_cancel": ("paid", 14)}
     assert api.get(f"/v1/accounts/{account['id']}", catalog.user).body["balance"] == 0
     assert sorted(c[2] for c in gateway.charges) == [14, 1000]
+
+
+def test_an_upgrade_invoiced_now_is_collected_by_the_pipeline_and_every_change_is_audited(
+    api, account, catalog, messaging, gateway
+):
+    plan = {"code": "team", "name": "Team", "interval": "month", "amount": 9900, "currency": "USD"}
+    assert api.post("/v1/plans", plan, catalog.admin).status == 201
+    sub = _subscribe(api, account, catalog)
+    change = {"plan": "team", "proration_behavior": "always_invoice"}
+    assert api.post(f"/v1/subscriptions/{sub['id']}", change, catalog.user).status == 200
+    assert api.post(f"/v1/subscriptions/{sub['id']}/pause", {}, catalog.user).status == 200
+    assert api.post(f"/v1/subscriptions/{sub['id']}/resume", {}, catalog.user).status == 200
+
+    Pump(bindings_for(app_module, messaging.queues), wait_seconds=0).drain(timeout=10)
+
+    invoices = api.get(f"/v1/invoices?account_id={account['id']}", catalog.user).body["data"]
+    assert {i["billing_reason"]: i["status"] for i in invoices} == {
+        "subscription_create": "paid",
+        "subscription_update": "paid",
+    }
+    assert api.get(f"/v1/accounts/{account['id']}", catalog.user).body["balance"] == 0
+    assert len(gateway.charges) == 2
+    with transaction(tenant_id=catalog.id) as tx:
+        audited = [r[0] for r in tx.run("SELECT action FROM audit_logs WHERE actor = 'system:events' ORDER BY id")]
+    assert sorted(audited) == [
+        "subscription.created",
+        "subscription.paused",
+        "subscription.resumed",
+        "subscription.updated",
+    ]
