@@ -4,8 +4,10 @@
     .venv/bin/python -m bench.rebill --accounts 20000 --workers 2
 
 Builds N due accounts (spread over tenants, each with a metered plan and two usage
-events in the period being closed) in a fresh database on the embedded
-PostgreSQL (or DATABASE_URL's server), then measures, on this machine:
+events in the period being closed; --lifecycle-share of them, 10% by default, half
+with a downgrade scheduled for this boundary and half at the end of a trial) in a
+fresh database on the embedded PostgreSQL (or DATABASE_URL's server), then
+measures, on this machine:
 
 1. the same rows a rebill writes (invoice, two lines, charge, payment, payment
    attempt, advanced account and subscription) written by one set-based SQL
@@ -41,6 +43,8 @@ SETUP = [
     " SELECT id, 'pro', 'Pro', 'month', 4900, 'USD',"
     ' \'[{"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}]\' FROM tenants',
     "CREATE TEMP TABLE bench_plans AS SELECT row_number() OVER (ORDER BY id) - 1 AS n, id, tenant_id FROM plans",
+    "INSERT INTO plans (tenant_id, code, name, interval, amount, currency) SELECT id, 'basic', 'Basic', 'month', 900,"
+    " 'USD' FROM tenants",
     "INSERT INTO accounts (tenant_id, email, name, currency, plan_id, billing_anchor, next_billing_at)"
     " SELECT p.tenant_id, 'c' || g || '@bench.test', 'Customer ' || g, 'USD', p.id, :anchor,"
     " CAST(:anchor AS timestamptz) + interval '1 month'"
@@ -50,6 +54,17 @@ SETUP = [
     "INSERT INTO usage_events (tenant_id, event_id, account_id, metric, quantity, occurred_at)"
     " SELECT a.tenant_id, a.id || '-' || k, a.id, 'api_calls', 100 * k, a.billing_anchor + k * interval '1 day'"
     " FROM accounts a CROSS JOIN generate_series(1, 2) k",
+    # Every :every-th account has a downgrade to "basic" scheduled for this boundary, and the one after
+    # it a trial ending there (its first paid period starts at the boundary).
+    "CREATE TEMP TABLE bench_lifecycle AS SELECT id, row_number() OVER (ORDER BY id) AS n FROM subscriptions",
+    "UPDATE subscriptions s SET pending_change = jsonb_build_object('plan_id', b.id, 'plan_code', b.code,"
+    " 'plan_name', b.name, 'interval', b.interval, 'interval_count', b.interval_count, 'amount', b.amount,"
+    " 'currency', b.currency, 'usage_prices', b.usage_prices, 'trial_usage', b.trial_usage, 'quantity', 1)"
+    " FROM bench_lifecycle l, plans b WHERE l.id = s.id AND l.n % :every = 1 AND b.tenant_id = s.tenant_id"
+    " AND b.code = 'basic'",
+    "UPDATE subscriptions s SET status = 'trialing', trial_start = s.current_period_start,"
+    " trial_end = s.current_period_end, billing_anchor = s.current_period_end"
+    " FROM bench_lifecycle l WHERE l.id = s.id AND l.n % :every = 2",
     "ANALYZE",
 ]
 
@@ -102,7 +117,7 @@ def timed(results: dict, name: str):
     results[name] = time.perf_counter() - started
 
 
-def build(admin_url: str, accounts: int, tenants: int) -> str:
+def build(admin_url: str, accounts: int, tenants: int, every: int) -> str:
     from chalicelib.config import reset_settings
     from chalicelib.db import migrate, reset_connection
 
@@ -120,7 +135,7 @@ def build(admin_url: str, accounts: int, tenants: int) -> str:
     anchor = (datetime.now(UTC) - timedelta(days=45)).replace(day=10, hour=8, minute=0, second=0, microsecond=0)
     conn = postgres.admin_connection(url)
     for statement in SETUP:
-        conn.run(statement, **_params(statement, accounts=accounts, tenants=tenants, anchor=anchor))
+        conn.run(statement, **_params(statement, accounts=accounts, tenants=tenants, anchor=anchor, every=every))
     conn.close()
     return url
 
@@ -151,13 +166,18 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="concurrent processors (Lambda concurrency)")
     parser.add_argument("--sqs-sample", type=int, default=1000, help="accounts sent through moto's SQS")
     parser.add_argument("--batch-size", type=int, default=100, help="SQS batch size (app.py maps 100)")
+    parser.add_argument(
+        "--lifecycle-share", type=float, default=0.10, help="share of accounts with a scheduled change or a trial"
+    )
     args = parser.parse_args(argv)
+    every = max(2, round(2 / args.lifecycle_share)) if args.lifecycle_share else 10**12
 
     admin_url = postgres.ensure_server(postgres.LOCAL_DIR / "pg-bench")
     results: dict[str, float] = {}
     with timed(results, "setup"):
-        url = build(admin_url, args.accounts, args.tenants)
+        url = build(admin_url, args.accounts, args.tenants, every)
     print(f"setup: {args.accounts:,} due accounts over {args.tenants} tenants in {results['setup']:.1f} s")
+    print(f"of them, 1 in {every} with a downgrade scheduled and 1 in {every} at a trial's end")
 
     limit_s, limit_n = set_based(url)
     rate("set-based SQL, same rows (physical limit)", limit_n, limit_s)
@@ -187,7 +207,7 @@ def main(argv=None) -> int:
     limit = limit_n / limit_s
     print(f"ratio set-based limit / processing: {limit / process_rate:.1f}x")
     print(f"ratio set-based limit / selection: {limit / select_rate:.2f}x")
-    _check(url, args.accounts)
+    _check(url, args.accounts, every)
     return 0
 
 
@@ -254,12 +274,23 @@ def rate(label: str, count: int, seconds: float) -> None:
     print(f"{label}: {count:,} in {seconds:.2f} s = {count / seconds:,.0f} accounts/s")
 
 
-def _check(url: str, accounts: int) -> None:
+def _check(url: str, accounts: int, every: int) -> None:
     conn = postgres.admin_connection(url)
     charges = conn.run("SELECT count(*), count(DISTINCT account_id) FROM ledger_entries WHERE entry_type = 'charge'")
+    [[changed, trialing, pending]] = conn.run(
+        "SELECT count(*) FILTER (WHERE p.code = 'basic'), count(*) FILTER (WHERE s.status = 'trialing'),"
+        " count(*) FILTER (WHERE s.pending_change IS NOT NULL) FROM subscriptions s JOIN plans p ON p.id = s.plan_id"
+    )
+    [[first_paid]] = conn.run(
+        "SELECT count(*) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id JOIN subscriptions s"
+        " ON s.id = i.subscription_id WHERE s.trial_end IS NOT NULL AND l.kind = 'subscription' AND l.amount = 4900"
+    )
     conn.close()
     assert charges == [[accounts, accounts]], f"expected one charge per account, got {charges}"
-    print(f"check: {accounts:,} accounts, each charged exactly once")
+    expected = (accounts + every - 1) // every, (accounts + every - 2) // every
+    assert (changed, first_paid) == expected and (trialing, pending) == (0, 0), (changed, first_paid, trialing)
+    print(f"check: {accounts:,} accounts, each charged exactly once; {changed:,} downgrades applied at the boundary,")
+    print(f"       {first_paid:,} trials ended with their first paid period, none left trialing or pending")
 
 
 if __name__ == "__main__":
