@@ -137,14 +137,19 @@ def rebill_account_now(account_id):
     return http.outcome_response(outcome)
 
 
+def _with_events(request, work, status: int = 200):
+    """A change that writes domain events: its events go out right after it commits."""
+    outcome = idempotency.run(request, work, status=status)
+    outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
+
+
 @app.route("/v1/subscriptions", methods=["POST"], **AUTH)
 @api(app)
 def create_subscription():
     request = http.read(app, USER, "subscription_create")
     command = subscriptions.NewSubscription.of(request.body)
-    outcome = idempotency.run(request, lambda tx: subscriptions.create(tx, request.principal, command), status=201)
-    outbox.flush_quietly(request.principal.tenant_id)
-    return http.outcome_response(outcome)
+    return _with_events(request, lambda tx: subscriptions.create(tx, request.principal, command), status=201)
 
 
 @app.route("/v1/subscriptions", methods=["GET"], **AUTH)
@@ -171,9 +176,7 @@ def get_subscription(subscription_id):
 def cancel_subscription(subscription_id):
     request = http.read(app, USER, "subscription_cancel", body_required=False)
     command = subscriptions.Cancel(pagination.parse_id(subscription_id, "id"), **request.body)
-    outcome = idempotency.run(request, lambda tx: subscriptions.cancel(tx, request.principal, command))
-    outbox.flush_quietly(request.principal.tenant_id)
-    return http.outcome_response(outcome)
+    return _with_events(request, lambda tx: subscriptions.cancel(tx, request.principal, command))
 
 
 @app.route("/v1/subscriptions/{subscription_id}", methods=["POST"], **AUTH)
@@ -181,9 +184,7 @@ def cancel_subscription(subscription_id):
 def update_subscription(subscription_id):
     request = http.read(app, USER, "subscription_update")
     command = lifecycle.Update.of(pagination.parse_id(subscription_id, "id"), request.body)
-    outcome = idempotency.run(request, lambda tx: lifecycle.update(tx, request.principal, command))
-    outbox.flush_quietly(request.principal.tenant_id)
-    return http.outcome_response(outcome)
+    return _with_events(request, lambda tx: lifecycle.update(tx, request.principal, command))
 
 
 @app.route("/v1/subscriptions/{subscription_id}/pending_change", methods=["DELETE"], **AUTH)
@@ -191,11 +192,7 @@ def update_subscription(subscription_id):
 def cancel_pending_change(subscription_id):
     request = http.read(app, USER)
     subscription_id = pagination.parse_id(subscription_id, "id")
-    outcome = idempotency.run(
-        request, lambda tx: lifecycle.cancel_pending_change(tx, request.principal, subscription_id)
-    )
-    outbox.flush_quietly(request.principal.tenant_id)
-    return http.outcome_response(outcome)
+    return _with_events(request, lambda tx: lifecycle.cancel_pending_change(tx, request.principal, subscription_id))
 
 
 @app.route("/v1/subscriptions/{subscription_id}/pause", methods=["POST"], **AUTH)
@@ -203,9 +200,7 @@ def cancel_pending_change(subscription_id):
 def pause_subscription(subscription_id):
     request = http.read(app, USER, "subscription_pause", body_required=False)
     command = lifecycle.Pause.of(pagination.parse_id(subscription_id, "id"), request.body)
-    outcome = idempotency.run(request, lambda tx: lifecycle.pause(tx, request.principal, command))
-    outbox.flush_quietly(request.principal.tenant_id)
-    return http.outcome_response(outcome)
+    return _with_events(request, lambda tx: lifecycle.pause(tx, request.principal, command))
 
 
 @app.route("/v1/subscriptions/{subscription_id}/resume", methods=["POST"], **AUTH)
@@ -213,9 +208,7 @@ def pause_subscription(subscription_id):
 def resume_subscription(subscription_id):
     request = http.read(app, USER, "subscription_resume", body_required=False)
     command = lifecycle.Resume.of(pagination.parse_id(subscription_id, "id"), request.body)
-    outcome = idempotency.run(request, lambda tx: lifecycle.resume(tx, request.principal, command))
-    outbox.flush_quietly(request.principal.tenant_id)
-    return http.outcome_response(outcome)
+    return _with_events(request, lambda tx: lifecycle.resume(tx, request.principal, command))
 
 
 @app.route("/v1/invoices", methods=["GET"], **AUTH)

@@ -20,20 +20,10 @@ def tenant(make_tenant):
 
 
 def _invoices(tenant, account):
-    with transaction(tenant_id=tenant) as tx:
-        invoices = tx.all(
-            "SELECT id, billing_reason, status, total, period_start, period_end FROM invoices"
-            " WHERE account_id = :a ORDER BY created_at",
-            a=account,
-        )
-        for invoice in invoices:
-            invoice["lines"] = [
-                (row["kind"], row["quantity"], row["amount"])
-                for row in tx.all(
-                    "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY position", i=invoice["id"]
-                )
-            ]
-    return invoices
+    return [
+        {**invoice, "lines": [line[:3] for line in invoice["lines"]]}
+        for invoice in billing.invoices_of(tenant, account)
+    ]
 
 
 def test_cancel_at_period_end_bills_the_last_periods_usage_on_a_final_invoice_then_ends(tenant, gateway):
