@@ -8,6 +8,9 @@
 --   scheduled resumes_at); pause_behavior says what resuming does with the paused time.
 --   Resuming moves the period's end on by the time paused; current_period_paused_s
 --   keeps that time, so a proration divides by the time the period was paid for.
+-- * current_period_paid: the flat fee the rest of the current period was paid at (a change
+--   without proration leaves it; NULL: the plan price times the quantity), so unused
+--   time is credited at what was paid for it.
 -- * pending_change: a change scheduled for the end of the current period
 --   (plan price, quantity), applied by the renewal at that boundary.
 -- * pending_prorations: proration lines (credit for unused time, charge for the
@@ -31,6 +34,7 @@ ALTER TABLE subscriptions
     ADD COLUMN paused_at timestamptz,
     ADD COLUMN resumes_at timestamptz,
     ADD COLUMN current_period_paused_s bigint NOT NULL DEFAULT 0 CHECK (current_period_paused_s >= 0),
+    ADD COLUMN current_period_paid bigint CHECK (current_period_paid >= 0),
     ADD COLUMN pending_change jsonb CHECK (pending_change IS NULL OR jsonb_typeof(pending_change) = 'object'),
     ADD COLUMN pending_prorations jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(pending_prorations) = 'array'),
     ADD CONSTRAINT subscriptions_paused_has_pause CHECK (status <> 'paused' OR (paused_at IS NOT NULL AND pause_behavior IS NOT NULL)),
@@ -73,20 +77,33 @@ ALTER TABLE invoice_lines
     ADD CONSTRAINT invoice_lines_signed_only_prorations
         CHECK (kind = 'proration' OR (amount >= 0 AND unit_amount >= 0));
 
+-- An account's credit balance, the one rule: what the ledger owes the account beyond its
+-- open and uncollectible invoices (their amount due less the balance), never below zero.
+-- New invoices use it first, and so does a new payment attempt at an open invoice. Under
+-- the caller's rights, so row-level security applies.
+CREATE FUNCTION account_credit(account uuid) RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$
+        SELECT GREATEST(0,
+                 (SELECT COALESCE(sum(i.amount_due), 0) FROM invoices i
+                   WHERE i.account_id = account AND i.status IN ('open', 'uncollectible'))
+               - (SELECT COALESCE(sum(l.amount), 0) FROM ledger_entries l WHERE l.account_id = account))::bigint
+    $$;
+
 -- The daily run reminds tenants of trials ending soon (subscription.trial_will_end),
 -- finding them across tenants through one more id-only door.
 CREATE POLICY background_read ON subscriptions FOR SELECT TO billing_system USING (true);
 GRANT SELECT ON subscriptions TO billing_system;
-CREATE FUNCTION trials_ending(until timestamptz, max_rows integer)
+CREATE FUNCTION trials_ending(as_of timestamptz, until timestamptz, max_rows integer)
     RETURNS TABLE (tenant_id uuid, subscription_id uuid)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
     AS $$
         SELECT s.tenant_id, s.id
           FROM subscriptions s
-         WHERE s.status = 'trialing' AND NOT s.trial_will_end_sent AND s.trial_end <= until
+         WHERE s.status = 'trialing' AND NOT s.trial_will_end_sent AND s.trial_end > as_of AND s.trial_end <= until
          ORDER BY s.tenant_id, s.id
          LIMIT max_rows
     $$;
-ALTER FUNCTION trials_ending(timestamptz, integer) OWNER TO billing_system;
-REVOKE ALL ON FUNCTION trials_ending(timestamptz, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION trials_ending(timestamptz, integer) TO billing_app;
+ALTER FUNCTION trials_ending(timestamptz, timestamptz, integer) OWNER TO billing_system;
+REVOKE ALL ON FUNCTION trials_ending(timestamptz, timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION trials_ending(timestamptz, timestamptz, integer) TO billing_app;

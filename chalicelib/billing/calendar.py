@@ -10,6 +10,7 @@ import calendar
 from datetime import UTC, datetime, timedelta
 
 BILLING_CYCLES = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year"}
+CYCLE_OF = {interval: cycle for cycle, interval in BILLING_CYCLES.items()}
 
 
 def add_months(anchor: datetime, months: int) -> datetime:

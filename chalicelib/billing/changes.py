@@ -9,7 +9,8 @@ the time the period was paid for, to the second). Where the lines go is the
 
 - ``create_prorations`` (default): onto the subscription's next invoice, whatever its reason;
 - ``always_invoice``: onto an invoice now (``subscription_update``), collected as any other;
-- ``none``: nowhere; the new terms simply apply from now.
+- ``none``: nowhere; the new terms apply from now, and the rest of the period stays paid
+  (and is credited later, if at all) at what was paid for it (``current_period_paid``).
 
 A new interval (monthly -> yearly) starts a new period, and anchor, at the change: the
 old period's usage is billed on its terms and the new period in advance, on an invoice
@@ -26,7 +27,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from chalicelib.billing import calendar, periods, usage_charges
-from chalicelib.billing.lines import Line, prorate
+from chalicelib.billing.lines import Line, prorate, total_of
 from chalicelib.billing.periods import Bill, Subscription
 
 PRORATION_BEHAVIORS = ("create_prorations", "always_invoice", "none")
@@ -50,9 +51,11 @@ def unused(sub: Subscription, at: datetime) -> tuple[Line, ...]:
     start = sub.paused_at if sub.status == "paused" else at
     if sub.trialing or start >= sub.current_period_end:
         return ()
-    amount = prorate(sub.amount * sub.quantity, sub.current_period_end - start, sub.paid_length)
+    amount = prorate(sub.paid_fee, sub.current_period_end - start, sub.paid_length)
     description = f"Unused time on {_terms_name(sub)} after {start:%Y-%m-%d %H:%M} UTC"
-    return (Line("proration", description, sub.quantity, -sub.amount, -amount, None, start, sub.current_period_end),)
+    # Per unit when the rest was paid at the current terms; else the fee it was paid at, as one.
+    quantity, unit = (sub.quantity, sub.amount) if sub.paid_fee == sub.amount * sub.quantity else (1, sub.paid_fee)
+    return (Line("proration", description, quantity, -unit, -amount, None, start, sub.current_period_end),)
 
 
 def remaining(sub: Subscription, new: Subscription, at: datetime) -> tuple[Line, ...]:
@@ -72,14 +75,19 @@ def change(sub: Subscription, account_status: str, terms: dict, at: datetime, be
         return _restate(sub, at, new)
     if (new.interval, new.interval_count) != (sub.interval, sub.interval_count):
         return _new_interval(sub, account_status, new, at, behavior, usage)
-    prorations = () if behavior == "none" else (*unused(sub, at), *remaining(sub, new, at))
+    if behavior == "none":  # the rest of the period stays paid at what was paid for it
+        return _restate(sub, at, replace(new, current_period_paid=sub.paid_fee))
+    prorations = (*unused(sub, at), *remaining(sub, new, at))
+    paid = replace(new, current_period_paid=new.amount * new.quantity)
     if behavior == "always_invoice":
         lines = (*sub.pending_prorations, *prorations)
-        then = replace(new, pending_prorations=())
+        then = replace(paid, pending_prorations=())
         return Bill(
             sub, _UPDATE, at, at, sub.current_period_end, lines, periods.collects(account_status, lines), then=then
         )
-    return _restate(sub, at, replace(new, pending_prorations=(*sub.pending_prorations, *prorations)))
+    then = replace(paid, pending_prorations=(*sub.pending_prorations, *prorations))
+    total_of((*then.pending_prorations, periods.flat_fee(then)))  # the next renewal must stay billable
+    return _restate(sub, at, then)
 
 
 def schedule(sub: Subscription, terms: dict | None, at: datetime) -> Bill:
@@ -130,7 +138,7 @@ def resume(sub: Subscription, at: datetime) -> Bill:
     )
     if sub.pause_behavior != "keep_as_draft" or paused.total_seconds() < 1:
         return _restate(sub, at, then)
-    amount = prorate(sub.amount * sub.quantity, paused, sub.paid_length)
+    amount = prorate(sub.paid_fee, paused, sub.paid_length)
     description = f"Paused time on {_terms_name(sub)}"
     line = Line("subscription", description, sub.quantity, sub.amount, amount, None, sub.paused_at, at)
     return Bill(sub, _UPDATE, at, sub.paused_at, at, (line,), False, then=then, draft=True)
@@ -147,6 +155,7 @@ def _new_interval(sub: Subscription, account_status: str, new: Subscription, at:
         current_period_start=at,
         current_period_end=end,
         current_period_paused_s=0,
+        current_period_paid=new.amount * new.quantity,
         pending_prorations=(),
     )
     return Bill(sub, _UPDATE, at, at, end, lines, periods.collects(account_status, lines), then=then)

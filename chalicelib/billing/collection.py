@@ -95,13 +95,15 @@ def open_intents(tx, invoices: list, *, claim: bool) -> dict[str, Intent]:
 
 
 def _open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
-    """The pending attempt at an open invoice, opening the next one if there is none."""
-    if invoice["amount_due"] == 0:
-        tx.run(Q["mark_paid"], id=invoice["id"])
-        return None
+    """The pending attempt at an open invoice, opening the next one if there is none (for what the
+    account's credit balance leaves of it)."""
     pending = tx.one(Q["pending_for_invoice"], invoice_id=invoice["id"])
     if pending is not None:
         return _intent(pending)
+    invoice = {**invoice, "amount_due": tx.scalar(Q["use_credit"], id=invoice["id"])}
+    if invoice["amount_due"] == 0:
+        tx.run(Q["mark_paid"], id=invoice["id"])
+        return None
     attempt = tx.scalar(Q["attempts_for_invoice"], invoice_id=invoice["id"])
     key = periods.payment_key(
         invoice["id"], invoice["subscription_id"], invoice["billing_reason"], invoice["period_start"], attempt

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from chalicelib import audit
+from chalicelib import audit, outbox
 from chalicelib.billing import accounts, changes, collection, invoicing, periods
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
@@ -74,8 +74,7 @@ def bill_due(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[st
             results.update({account_id: Renewal("no_subscription") for account_id in orphans})
         bills = _bills(tx, [row for row in live if row["id"] is not None])
         issued = invoicing.issue(tx, tenant_id, bills, settle_now=True)
-        for bill in (b for b in bills if b.ends):
-            audit.record(tx, "system:rebill", "subscription.ended", "subscription", bill.subscription.id)
+        _announce(tx, bills)
     settled = collection.settle_many(tenant_id, [i.intent for i in issued.values() if i.intent], now, claimed=True)
     for account_id, item in issued.items():
         results[account_id] = _result(item, settled)
@@ -163,6 +162,27 @@ def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
         else:
             bills.append(periods.renewal(sub, status, boundary, totals))
     return bills
+
+
+def _announce(tx, bills: list[periods.Bill]) -> None:
+    """The audit rows, and the events, of what a round changed besides billing: a subscription that
+    ended, a scheduled resume, a trial's end, a scheduled change applied."""
+    for bill in bills:
+        sub = bill.subscription
+        if bill.ends:
+            audit.record(tx, "system:rebill", "subscription.ended", "subscription", sub.id)
+            continue
+        if sub.status == "paused":
+            event_type, details = "subscription.resumed", {"resumed_at": bill.boundary}
+        elif sub.trialing:
+            event_type, details = "subscription.updated", {"changes": [{"trial_ended": bill.boundary}]}
+        elif sub.pending_change:
+            event_type, details = "subscription.updated", {"changes": [{"pending_change_applied": bill.boundary}]}
+        else:
+            continue
+        audit.record(tx, "system:rebill", event_type, "subscription", sub.id, details)
+        fields = {"subscriptionId": sub.id, "accountId": sub.account_id, "status": bill.then.status}
+        outbox.add(tx, event_type, {**fields, "details": details, "timestamp": bill.boundary})
 
 
 def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:

@@ -163,6 +163,7 @@ def _state_row(sub) -> dict:
         "period_start": sub.current_period_start,
         "period_end": sub.current_period_end,
         "paused_s": sub.current_period_paused_s,
+        "paid": sub.current_period_paid,
         "trial_end": sub.trial_end,
         "cancel_at_period_end": sub.cancel_at_period_end,
         "paused_at": sub.paused_at,

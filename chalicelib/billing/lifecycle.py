@@ -107,10 +107,15 @@ def pause(tx, actor, command: Pause, now: datetime | None = None) -> dict:
 def resume(tx, actor, command: Resume, now: datetime | None = None) -> dict:
     """Resume now, or at ``resumes_at`` (the daily run resumes it that day)."""
     now = now or calendar.utcnow()
-    _account, row = subscriptions.lock_live(tx, command.subscription_id)
+    account, row = subscriptions.lock_live(tx, command.subscription_id)
+    if account["status"] == "INACTIVE":
+        raise errors.UnprocessableState("the account is inactive", code="account_inactive")
     if row["status"] != "paused":
         raise errors.UnprocessableState("the subscription is not paused", code="subscription_not_paused")
-    if command.resumes_at is not None and command.resumes_at > now:
+    if command.resumes_at is not None and command.resumes_at <= now:
+        issue = "must be in the future (leave it out to resume now)"
+        raise errors.InvalidRequest("invalid resumes_at", details=[{"field": "resumes_at", "issue": issue}])
+    if command.resumes_at is not None:
         later = command.resumes_at
         _apply(tx, actor, command.subscription_id, now, lambda sub, _s, _u: changes.schedule_resume(sub, later, now))
         return _record(tx, actor, command.subscription_id, "subscription.updated", {"resumes_at": later}, now)
@@ -142,9 +147,12 @@ def _new_terms(tx, account: dict, sub: periods.Subscription, command: Update) ->
     """The terms the command asks for (plan price, interval, quantity), None if they are the current ones."""
     if command.plan is None and command.billing_cycle is None and command.quantity is None:
         return None
-    cycle = command.billing_cycle or {v: k for k, v in calendar.BILLING_CYCLES.items()}[sub.interval]
-    plan = subscriptions.price_for(tx, account, command.plan or sub.plan_code, cycle)
     quantity = sub.quantity if command.quantity is None else command.quantity
+    if command.plan is None and command.billing_cycle is None:  # seats only: the same plan price
+        subscriptions.check_amount({"amount": sub.amount}, quantity)
+        return None if quantity == sub.quantity else {**sub.terms(), "quantity": quantity}
+    cycle = command.billing_cycle or calendar.CYCLE_OF[sub.interval]
+    plan = subscriptions.price_for(tx, account, command.plan or sub.plan_code, cycle)
     subscriptions.check_amount(plan, quantity)
     terms = {
         "plan_id": str(plan["id"]),
@@ -166,13 +174,23 @@ def _change_terms(tx, actor, command: Update, terms: dict, now: datetime) -> dic
     upgrade = changes.is_upgrade(sub, terms)
     effective = "now" if sub.trialing else command.effective or ("now" if upgrade else "period_end")
     behavior = command.proration_behavior
+    if effective == "period_end" and sub.cancel_at_period_end:
+        raise errors.UnprocessableState(
+            "the subscription cancels at its period end: reactivate it before scheduling a change",
+            code="cancel_scheduled",
+        )
     if effective == "now":
         compute = lambda s, status, usage: changes.change(s, status, terms, now, behavior, usage)  # noqa: E731
     else:
         compute = lambda s, _status, _usage: changes.schedule(s, terms, now)  # noqa: E731
     _apply(tx, actor, command.subscription_id, now, compute)
     kind = "upgrade" if upgrade else "downgrade"
-    return {"terms": _public_terms(terms), "kind": kind, "effective": effective, "proration_behavior": behavior}
+    return {
+        "terms": subscriptions.public_terms(terms),
+        "kind": kind,
+        "effective": effective,
+        "proration_behavior": behavior,
+    }
 
 
 def _change_trial(tx, actor, command: Update, now: datetime) -> dict:
@@ -192,16 +210,6 @@ def _change_trial(tx, actor, command: Update, now: datetime) -> dict:
 
 def _apply(tx, actor, subscription_id: str, now: datetime, compute) -> None:
     engine.change(tx, actor.tenant_id, subscription_id, now, compute)
-
-
-def _public_terms(terms: dict) -> dict:
-    cycle = {v: k for k, v in calendar.BILLING_CYCLES.items()}[terms["interval"]]
-    return {
-        "plan": terms["plan_code"],
-        "billing_cycle": cycle,
-        "quantity": terms["quantity"],
-        "amount": terms["amount"],
-    }
 
 
 def _record(tx, actor, subscription_id: str, event_type: str, details: dict, now: datetime) -> dict:

@@ -69,6 +69,7 @@ class Subscription:
     pause_behavior: str | None = None  # void | keep_as_draft
     resumes_at: datetime | None = None
     current_period_paused_s: int = 0  # time paused within the current period: not paid for
+    current_period_paid: int | None = None  # the flat fee the rest of the period was paid at (None: the price)
     pending_change: dict | None = None  # TERMS applied at the end of the current period
     pending_prorations: tuple[Line, ...] = ()  # lines waiting for the next invoice
 
@@ -93,6 +94,12 @@ class Subscription:
     def paid_length(self) -> timedelta:
         """The time the current period's flat fee paid for: its length less any time paused in it."""
         return self.current_period_end - self.current_period_start - timedelta(seconds=self.current_period_paused_s)
+
+    @property
+    def paid_fee(self) -> int:
+        """The flat fee (price x quantity) the rest of the current period was paid at: what unused time is
+        credited at. A change with proration pays the rest at the new terms; one without does not."""
+        return self.amount * self.quantity if self.current_period_paid is None else self.current_period_paid
 
     def terms(self) -> dict:
         return {name: getattr(self, name) for name in TERMS}
@@ -198,8 +205,10 @@ def renewal(sub: Subscription, account_status: str, start: datetime, usage_total
     terms = _terms_from(sub, start)
     end = period_end(terms, start)
     usage = usage_charges.lines(sub.usage_prices, usage_totals, *usage_window(sub, start)) if _bills_usage(sub) else []
-    lines = (*sub.pending_prorations, flat_fee(terms), *usage)
+    fee = flat_fee(terms)
+    lines = (*sub.pending_prorations, fee, *usage)
     then = replace(terms, current_period_start=start, current_period_end=end, current_period_paused_s=0)
+    then = replace(then, current_period_paid=fee.amount)
     return Bill(sub, "subscription_cycle", start, start, end, lines, collects(account_status, lines), then=then)
 
 

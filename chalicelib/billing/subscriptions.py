@@ -171,14 +171,7 @@ def _view(row: dict) -> dict:
     paused_at, resumes_at = row.pop("paused_at"), row.pop("resumes_at")
     row["pending_change"] = None
     if change is not None:
-        cycle = {v: k for k, v in calendar.BILLING_CYCLES.items()}[change["interval"]]
-        row["pending_change"] = {
-            "plan": change["plan_code"],
-            "billing_cycle": cycle,
-            "quantity": change["quantity"],
-            "amount": change["amount"],
-            "effective_at": row["current_period_end"],
-        }
+        row["pending_change"] = {**public_terms(change), "effective_at": row["current_period_end"]}
     row["pause"] = (
         None if behavior is None else {"behavior": behavior, "paused_at": paused_at, "resumes_at": resumes_at}
     )
@@ -203,6 +196,11 @@ def cancel(tx, actor, command: Cancel, now: datetime | None = None) -> dict:
     now = now or calendar.utcnow()
     _account, row = lock_live(tx, command.subscription_id)
     if command.at_period_end:
+        if row["status"] == "paused":
+            raise errors.UnprocessableState(
+                "a paused subscription has no period end to cancel at: cancel it now, or resume it first",
+                code="subscription_paused",
+            )
         if row["cancel_at_period_end"]:
             raise errors.UnprocessableState(
                 "the subscription is already set to cancel at period end", code="already_canceling"
@@ -217,6 +215,17 @@ def cancel(tx, actor, command: Cancel, now: datetime | None = None) -> dict:
     details = {"at_period_end": command.at_period_end, "prorate": command.prorate}
     audit.record(tx, actor, "subscription.canceled", "subscription", command.subscription_id, details)
     return get(tx, command.subscription_id)
+
+
+def public_terms(terms: dict) -> dict:
+    """Price terms as the API shows them (a scheduled change, a change's event)."""
+    cycle = calendar.CYCLE_OF[terms["interval"]]
+    return {
+        "plan": terms["plan_code"],
+        "billing_cycle": cycle,
+        "quantity": terms["quantity"],
+        "amount": terms["amount"],
+    }
 
 
 def list_page(tx, page: paging.PageRequest, *, account_id: str | None = None, status: str | None = None) -> dict:

@@ -2,8 +2,9 @@
 
 Run by the daily schedule. Trials ending within the window are found across tenants
 through the id-only ``trials_ending`` function, then marked and announced through the
-outbox in each tenant's own transaction, so a second run (or a redelivered schedule)
-announces nothing twice. A trial shorter than the window is announced on the first run.
+outbox in each tenant's own transaction (its accounts locked first, as billing locks them),
+so a second run (or a redelivered schedule) announces nothing twice. A trial shorter than
+the window is announced on the first run; moving a trial's end re-arms its reminder.
 """
 
 from collections import defaultdict
@@ -23,7 +24,7 @@ def remind(now: datetime) -> int:
     announced = 0
     while True:
         with transaction() as tx:
-            rows = tx.all(Q["ending"], until=now + timedelta(days=TRIAL_WILL_END_DAYS), max_rows=PAGE)
+            rows = tx.all(Q["ending"], as_of=now, until=now + timedelta(days=TRIAL_WILL_END_DAYS), max_rows=PAGE)
         by_tenant = defaultdict(list)
         for row in rows:
             by_tenant[str(row["tenant_id"])].append(str(row["subscription_id"]))
@@ -35,6 +36,7 @@ def remind(now: datetime) -> int:
 
 def _announce(tenant_id: str, subscription_ids: list[str], now: datetime) -> int:
     with transaction(tenant_id=tenant_id) as tx:
+        tx.run(Q["lock_accounts"], ids=subscription_ids)
         marked = tx.all(Q["mark_reminded"], ids=subscription_ids)
         for row in marked:
             fields = {

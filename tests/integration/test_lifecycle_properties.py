@@ -1,9 +1,11 @@
-"""Property: whatever a subscription goes through over three years of periods (up to 6 changes:
-upgrades, downgrades, seat changes, interval changes, pauses and resumes, a cancel, at random
-instants), with every rebill and settle message delivered three times:
+"""Property: whatever a subscription goes through over three years of periods (maybe a trial
+first, then up to 6 changes: upgrades, downgrades, seat changes, interval changes, with any
+proration behavior or scheduled for the period end, pauses resumed by hand or by the daily run,
+a cancel, at random instants), with every rebill and settle message delivered three times:
 
 (a) what the ledger charged and credited equals the price in force, weighted by the time it was
-    in force, to within one minor unit per proration line;
+    in force, to within one minor unit per proration line (with ``proration_behavior: none``
+    the price in force for the rest of that period is the one paid for it: no money moves);
 (b) no flat-fee period is billed twice and none is skipped: each period's fee starts where the
     last ended, later by exactly the time paused, or earlier only where a new interval cut it;
 (c) the books balance: balance = sum(ledger) = what open invoices ask for less the unused
@@ -31,14 +33,14 @@ from tests import billing
 T0 = datetime(2027, 1, 31, 9, tzinfo=UTC)  # a Jan 31 anchor: month ends clamp and recover
 END = T0 + timedelta(days=3 * 365)
 SECONDS = 3 * 365 * 86_400
-BEHAVIORS = st.sampled_from(["create_prorations", "always_invoice"])
+BEHAVIORS = st.sampled_from(["create_prorations", "always_invoice", "none"])
 EFFECTIVE = st.sampled_from([None, "now", "period_end"])
 
 ACTIONS = st.one_of(
     st.tuples(st.just("plan"), st.sampled_from(["basic", "pro"]), BEHAVIORS, EFFECTIVE),
     st.tuples(st.just("quantity"), st.integers(1, 5), BEHAVIORS, EFFECTIVE),
     st.tuples(st.just("interval"), st.sampled_from(["monthly", "yearly"]), BEHAVIORS, EFFECTIVE),
-    st.tuples(st.just("pause"), st.integers(3_600, 90 * 86_400)),
+    st.tuples(st.just("pause"), st.integers(3_600, 90 * 86_400), st.booleans()),  # resumed by the daily run?
     st.tuples(st.just("cancel"), st.booleans()),
 )
 
@@ -52,16 +54,17 @@ def lifecycle_tenant(make_tenant):
     return tenant_id
 
 
-# What the state may refuse along the way: a second cancel at period end.
-REFUSALS = {"already_canceling"}
+# What the state may refuse along the way: a second cancel at period end, a pause during a trial,
+# a change scheduled on a subscription set to cancel.
+REFUSALS = {"already_canceling", "subscription_trialing", "cancel_scheduled"}
 
 
 class Life:
     """One subscription driven through time, with the continuous expectation beside it."""
 
-    def __init__(self, tenant: str):
+    def __init__(self, tenant: str, trial_days: int | None):
         self.tenant = tenant
-        self.account, self.subscription = billing.subscribe(tenant, "basic", T0)
+        self.account, self.subscription = billing.subscribe(tenant, "basic", T0, trial_days=trial_days)
         self.expected = Fraction(0)
         self.since = T0  # start of the segment in force (None while paused or ended)
         self.pauses = []
@@ -69,7 +72,8 @@ class Life:
     def state(self) -> dict:
         with transaction(tenant_id=self.tenant) as tx:
             return tx.one(
-                "SELECT s.status, s.quantity, p.amount, s.current_period_start, s.current_period_end,"
+                "SELECT s.status, COALESCE(s.current_period_paid, p.amount * s.quantity) AS fee,"
+                " s.current_period_start, s.current_period_end,"
                 " s.current_period_paused_s, a.next_billing_at FROM subscriptions s"
                 " JOIN plans p ON p.id = s.plan_id JOIN accounts a ON a.id = s.account_id WHERE s.id = :s",
                 s=self.subscription,
@@ -78,12 +82,10 @@ class Life:
     def accrue(self, until: datetime) -> None:
         """The price in force from ``since`` to ``until``, per second of the period's paid time."""
         state = self.state()
-        if self.since is not None and state["status"] not in ("paused", "canceled"):
+        if self.since is not None and state["status"] not in ("trialing", "paused", "canceled"):
             paid = state["current_period_end"] - state["current_period_start"]
             paid_s = paid.total_seconds() - state["current_period_paused_s"]
-            self.expected += Fraction(state["amount"] * state["quantity"]) * Fraction(
-                int((until - self.since).total_seconds()), int(paid_s)
-            )
+            self.expected += Fraction(state["fee"]) * Fraction(int((until - self.since).total_seconds()), int(paid_s))
         self.since = until
 
     def deliver(self, kind: str, at: datetime) -> None:
@@ -98,10 +100,13 @@ class Life:
     def run_until(self, t: datetime) -> None:
         """The daily run: every renewal due up to ``t``, at its boundary."""
         while (due := self.state()["next_billing_at"]) is not None and due <= t:
+            paused = self.state()["status"] == "paused"  # a scheduled resume
             self.accrue(due)
             self.deliver("renewal", due)
             if self.state()["status"] == "canceled":
                 self.since = None
+            elif paused:
+                self.since = due
 
     def act(self, t: datetime, action: tuple) -> datetime:
         """Do ``action`` at ``t``; when the subscription may next change."""
@@ -113,7 +118,8 @@ class Life:
         try:
             with transaction(tenant_id=self.tenant) as tx:
                 if kind == "pause":
-                    lifecycle.pause(tx, actor, lifecycle.Pause(self.subscription), now=t)
+                    resumes_at = t + timedelta(seconds=action[1]) if action[2] else None
+                    lifecycle.pause(tx, actor, lifecycle.Pause(self.subscription, resumes_at=resumes_at), now=t)
                 elif kind == "cancel":
                     subscriptions.cancel(tx, actor, subscriptions.Cancel(self.subscription, action[1], True), now=t)
                 else:
@@ -126,8 +132,12 @@ class Life:
             self.since = None
         if kind != "pause":
             return t
+        self.since = None
         resumed = t + timedelta(seconds=action[1])
         self.pauses.append((t, resumed))
+        if action[2]:
+            self.run_until(resumed)  # the daily run resumes it
+            return resumed
         with transaction(tenant_id=self.tenant) as tx:
             lifecycle.resume(tx, actor, lifecycle.Resume(self.subscription), now=resumed)
         self.since = resumed
@@ -148,11 +158,14 @@ def _update(subscription: str, action: tuple) -> lifecycle.Update:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
+    trial_days=st.sampled_from([None, 14]),
     actions=st.lists(ACTIONS, max_size=6),
     offsets=st.lists(st.integers(1, SECONDS - 1), min_size=6, max_size=6, unique=True),
 )
-def test_any_life_bills_the_time_weighted_price_once_with_balanced_books(lifecycle_tenant, gateway, actions, offsets):
-    life = Life(lifecycle_tenant)
+def test_any_life_bills_the_time_weighted_price_once_with_balanced_books(
+    lifecycle_tenant, gateway, trial_days, actions, offsets
+):
+    life = Life(lifecycle_tenant, trial_days)
     not_before = T0
     for action, offset in zip(actions, sorted(offsets), strict=False):
         at = max(T0 + timedelta(seconds=offset), not_before + timedelta(seconds=1))

@@ -306,3 +306,100 @@ def _settle(tenant, account):
     return rebill.json.dumps(
         {"tenantId": tenant, "accountId": account, "kind": "settle", "dueAt": "2027-04-16T00:00:00Z"}
     )
+
+
+def test_a_switch_without_proration_leaves_the_period_paid_at_the_old_price_and_credits_it_so(tenant, gateway):
+    account, subscription = billing.subscribe(tenant, "basic", APR_1)
+    _update(tenant, subscription, APR_1 + timedelta(hours=1), plan="pro", proration_behavior="none")
+
+    with transaction(tenant_id=tenant) as tx:
+        command = subscriptions.Cancel(subscription, prorate=True)
+        subscriptions.cancel(tx, billing.actor(tenant), command, now=APR_1 + timedelta(days=1))
+
+    final = billing.invoices_of(tenant, account)[-1]
+    # 29 of 30 days unused, credited at the 900 paid for them (not at the 4900 switched to): 870.
+    assert [line[:3] for line in final["lines"]] == [("proration", 1, -870)]
+
+
+def test_a_change_whose_next_invoice_could_never_be_billed_is_refused_when_it_is_made(tenant, gateway):
+    billing.priced_plan(tenant, "whale", 999_999)
+    _account, subscription = billing.subscribe(tenant, "whale", APR_1)
+
+    with pytest.raises(errors.UnprocessableState) as refused:
+        # + 999,999 x 999,999 x 1/2 of a period pending, then a 999,998,000,001 renewal: over the largest amount.
+        _update(tenant, subscription, APR_16, quantity=1_000_000)
+
+    assert refused.value.code == "amount_too_large"
+    with transaction(tenant_id=tenant) as tx:
+        assert subscriptions.get(tx, subscription)["quantity"] == 1
+
+
+def test_a_credit_posted_while_an_invoice_is_in_dunning_pays_part_of_it_at_the_retry(tenant, gateway):
+    gateway.default = "decline"
+    account, subscription = billing.subscribe(tenant, "pro", APR_1)
+    gateway.default = "succeed"
+    retry_at = billing.state(tenant, account)["payment_retry_at"]
+    with transaction(tenant_id=tenant) as tx:
+        command = subscriptions.Cancel(subscription, prorate=True)
+        subscriptions.cancel(tx, billing.actor(tenant), command, now=APR_1 + timedelta(hours=12))
+
+    assert rebill.retry_payment(tenant, account, retry_at, retry_at) == "succeeded"
+
+    # 4900 x 29.5/30 = 4818.33 -> 4818 credited, so the retry collects the 82 left, not 4900.
+    assert [c[2] for c in gateway.charges] == [82]
+    assert _entries(tenant, account) == [("charge", 4900), ("payment_failed", 0), ("credit", -4818), ("payment", -82)]
+    assert billing.state(tenant, account)["balance"] == 0
+
+
+def test_a_paused_subscription_cannot_be_set_to_cancel_at_a_period_end_it_does_not_have(tenant, gateway):
+    _account, subscription = billing.subscribe(tenant, "pro", APR_1)
+    with transaction(tenant_id=tenant) as tx:
+        lifecycle.pause(tx, billing.actor(tenant), lifecycle.Pause(subscription), now=APR_16)
+
+    with transaction(tenant_id=tenant) as tx, pytest.raises(errors.UnprocessableState) as refused:
+        subscriptions.cancel(tx, billing.actor(tenant), subscriptions.Cancel(subscription, at_period_end=True))
+
+    assert refused.value.code == "subscription_paused"
+
+
+def test_what_the_daily_run_changes_is_announced_and_audited(tenant, gateway):
+    trial_account, trialing = billing.subscribe(tenant, "pro", APR_1, trial_days=14)
+    paused_account, paused = billing.subscribe(tenant, "pro", APR_1)
+    with transaction(tenant_id=tenant) as tx:
+        pause = lifecycle.Pause(paused, resumes_at=APR_16 + timedelta(days=1))
+        lifecycle.pause(tx, billing.actor(tenant), pause, now=APR_16)
+
+    _renew(tenant, trial_account, APR_1 + timedelta(days=14))
+    _renew(tenant, paused_account, APR_16 + timedelta(days=1))
+
+    with transaction(tenant_id=tenant) as tx:
+        events = tx.all(
+            "SELECT event_type, payload FROM outbox WHERE event_type IN ('subscription.updated',"
+            " 'subscription.resumed') ORDER BY created_at"
+        )
+        audited = [r[0] for r in tx.run("SELECT action FROM audit_logs WHERE actor = 'system:rebill' ORDER BY seq")]
+    assert [(e["event_type"], e["payload"]["subscriptionId"]) for e in events] == [
+        ("subscription.updated", trialing),
+        ("subscription.resumed", paused),
+    ]
+    assert audited == ["subscription.updated", "subscription.resumed"]
+
+
+def test_moving_a_trials_end_re_arms_its_reminder(tenant, gateway):
+    _account, subscription = billing.subscribe(tenant, "pro", APR_1, trial_days=5)
+    assert trials.remind(APR_1 + timedelta(days=2)) == 1
+    _update(tenant, subscription, APR_1 + timedelta(days=3), trial_end=APR_1 + timedelta(days=20))
+
+    assert trials.remind(APR_1 + timedelta(days=10)) == 0
+    assert trials.remind(APR_1 + timedelta(days=17)) == 1
+
+
+def test_a_seat_change_keeps_the_plan_price_it_is_on(tenant, gateway):
+    billing.priced_plan(tenant, "team", 13000, interval="month", interval_count=3)
+    _account, subscription = billing.subscribe(tenant, "team", APR_1)  # its only price: quarterly
+    billing.priced_plan(tenant, "team", 4900)  # then a monthly one, which a lookup by cycle would find
+
+    after = _update(tenant, subscription, APR_16, quantity=2)
+
+    assert (after["amount"], after["quantity"]) == (13000, 2)
+    assert after["current_period_end"] == datetime(2027, 7, 1, tzinfo=UTC)

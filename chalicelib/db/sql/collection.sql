@@ -63,6 +63,15 @@ UPDATE invoices i SET status = 'paid', amount_paid = amount_paid + amount_due, a
 -- name: mark_paid
 UPDATE invoices SET status = 'paid', amount_paid = amount_paid + amount_due, amount_due = 0, paid_at = now() WHERE id = :id;
 
+-- name: use_credit
+-- The account's credit balance pays what it can of an open invoice before a new attempt
+-- is opened for the rest (a credit posted while the invoice was open, in dunning).
+UPDATE invoices i
+   SET credit_applied = i.credit_applied + LEAST(i.amount_due, account_credit(i.account_id)),
+       amount_due = i.amount_due - LEAST(i.amount_due, account_credit(i.account_id))
+ WHERE i.id = :id
+RETURNING i.amount_due;
+
 -- name: mark_uncollectible
 UPDATE invoices SET status = 'uncollectible' WHERE account_id = :account_id AND status = 'open';
 
@@ -79,7 +88,11 @@ UPDATE accounts
  WHERE id = :id;
 
 -- name: set_subscription_status
-UPDATE subscriptions SET status = :status WHERE account_id = :account_id AND status IN ('active', 'past_due');
+-- Dunning moves a billing subscription between active and past_due; an account that goes
+-- INACTIVE leaves its subscription unpaid whatever it was doing (trialing, paused too).
+UPDATE subscriptions SET status = :status
+ WHERE account_id = :account_id
+   AND (status IN ('active', 'past_due') OR (:status = 'unpaid' AND status IN ('trialing', 'paused')));
 
 -- name: lease_retry
 UPDATE accounts SET payment_retry_at = :lease_until WHERE id = :id;

@@ -7,19 +7,14 @@
 -- writes nothing (absent from RETURNING). A draft is neither due nor numbered. An
 -- invoice whose credits exceed its charges (a negative total) is paid on issue and
 -- its credit joins the account's credit balance; an invoice with a positive total uses
--- that balance first (credit_applied). The credit balance is what the ledger owes the
--- account beyond its open and uncollectible invoices: their amount due less the balance.
+-- that balance first (credit_applied; the balance is the account_credit function's).
 WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                   AS v(account_id uuid, subscription_id uuid, billing_reason text, number text, currency text,
                        total bigint, period_start timestamptz, period_end timestamptz, boundary timestamptz,
                        draft boolean)),
      credit AS (SELECT v.account_id,
                        CASE WHEN v.draft OR v.total <= 0 THEN 0
-                            ELSE LEAST(v.total, GREATEST(0,
-                                 (SELECT COALESCE(sum(i.amount_due), 0) FROM invoices i
-                                   WHERE i.account_id = v.account_id AND i.status IN ('open', 'uncollectible'))
-                                 - (SELECT COALESCE(sum(l.amount), 0) FROM ledger_entries l
-                                     WHERE l.account_id = v.account_id))) END AS applied
+                            ELSE LEAST(v.total, account_credit(v.account_id)) END AS applied
                   FROM v)
 INSERT INTO invoices (account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
                       credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at,
@@ -45,21 +40,25 @@ SELECT v.invoice_id, v.kind, v.description, v.metric, v.quantity, v.unit_amount,
 
 -- name: restate
 -- A subscription as it goes on after a bill (its terms, period, status, scheduled change and
--- waiting prorations) and when its account is next billed. A status dunning set (past_due)
--- stays unless the bill changes it to something else than active.
+-- waiting prorations) and when its account is next billed. A subscription going (back) to
+-- active whose account is in dunning (PENDING) is past_due, as dunning would have set it;
+-- a new trial end re-arms the trial_will_end reminder.
 WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                   AS v(account_id uuid, subscription_id uuid, plan_id uuid, quantity integer, status text,
                        billing_anchor timestamptz, period_start timestamptz, period_end timestamptz,
-                       paused_s bigint, trial_end timestamptz, cancel_at_period_end boolean, paused_at timestamptz,
+                       paused_s bigint, paid bigint, trial_end timestamptz, cancel_at_period_end boolean,
+                       paused_at timestamptz,
                        pause_behavior text, resumes_at timestamptz, pending_change jsonb,
                        pending_prorations jsonb, next_billing_at timestamptz)),
      subs AS (UPDATE subscriptions s
                  SET plan_id = v.plan_id, quantity = v.quantity,
-                     status = CASE WHEN s.status = 'past_due' AND v.status = 'active' THEN s.status
-                                   ELSE v.status END,
+                     status = CASE WHEN v.status = 'active' AND (SELECT a.status FROM accounts a
+                                                                  WHERE a.id = v.account_id) = 'PENDING'
+                                   THEN 'past_due' ELSE v.status END,
                      billing_anchor = v.billing_anchor, current_period_start = v.period_start,
                      current_period_end = v.period_end, current_period_paused_s = v.paused_s,
-                     trial_end = v.trial_end, cancel_at_period_end = v.cancel_at_period_end,
+                     current_period_paid = v.paid, trial_end = v.trial_end,
+                     trial_will_end_sent = s.trial_will_end_sent AND v.trial_end IS NOT DISTINCT FROM s.trial_end, cancel_at_period_end = v.cancel_at_period_end,
                      paused_at = v.paused_at, pause_behavior = v.pause_behavior, resumes_at = v.resumes_at,
                      pending_change = v.pending_change, pending_prorations = v.pending_prorations,
                      updated_at = now()
@@ -88,7 +87,8 @@ SELECT u.account_id, u.metric, CAST(sum(u.quantity) AS bigint) AS sum, count(*) 
 SELECT s.id, s.account_id, s.plan_id, p.code AS plan_code, p.name AS plan_name, p.interval, p.interval_count,
        p.amount, p.currency, p.usage_prices, p.trial_usage, s.billing_anchor, s.current_period_start,
        s.current_period_end, s.cancel_at_period_end, s.quantity, s.status, s.trial_end, s.paused_at,
-       s.pause_behavior, s.resumes_at, s.current_period_paused_s, s.pending_change, s.pending_prorations,
+       s.pause_behavior, s.resumes_at, s.current_period_paused_s, s.current_period_paid, s.pending_change,
+       s.pending_prorations,
        EXISTS (SELECT 1 FROM invoices i WHERE i.subscription_id = s.id AND i.billing_reason = 'subscription_create')
          AS first_invoiced
   FROM subscriptions s

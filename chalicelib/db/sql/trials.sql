@@ -1,7 +1,14 @@
 -- Trial reminders (chalicelib/billing/trials.py).
 
 -- name: ending
-SELECT tenant_id, subscription_id FROM trials_ending(:until, :max_rows);
+SELECT tenant_id, subscription_id FROM trials_ending(:as_of, :until, :max_rows);
+
+-- name: lock_accounts
+-- The accounts first, in id order: the order every billing path locks them in.
+SELECT a.id FROM accounts a
+ WHERE a.id IN (SELECT s.account_id FROM subscriptions s WHERE s.id = ANY(CAST(:ids AS uuid[])))
+ ORDER BY a.id
+   FOR UPDATE OF a;
 
 -- name: mark_reminded
 -- Once per trial: a second run (or a concurrent one) finds them marked.
