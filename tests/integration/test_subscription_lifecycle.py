@@ -403,3 +403,37 @@ def test_a_seat_change_keeps_the_plan_price_it_is_on(tenant, gateway):
 
     assert (after["amount"], after["quantity"]) == (13000, 2)
     assert after["current_period_end"] == datetime(2027, 7, 1, tzinfo=UTC)
+
+
+def test_usage_during_a_trial_is_billed_at_its_end_when_the_plan_says_so(tenant, gateway):
+    metered = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 2}]
+    billing.priced_plan(tenant, "metered", 1000, usage_prices=metered, trial_usage="billed")
+    billing.priced_plan(tenant, "free-trial", 1000, usage_prices=metered)  # trial_usage defaults to free
+    billed, _ = billing.subscribe(tenant, "metered", APR_1, trial_days=14)
+    free, _ = billing.subscribe(tenant, "free-trial", APR_1, trial_days=14)
+    for account in (billed, free):
+        billing.usage(tenant, account, APR_1 + timedelta(days=3), 50, f"trial-{account}")
+
+    for account in (billed, free):
+        _renew(tenant, account, APR_1 + timedelta(days=14))
+
+    assert [line[:3] for line in billing.invoices_of(tenant, billed)[0]["lines"]] == [
+        ("subscription", 1, 1000),
+        ("usage", 50, 100),
+    ]
+    assert [line[:3] for line in billing.invoices_of(tenant, free)[0]["lines"]] == [("subscription", 1, 1000)]
+
+
+def test_a_subscription_set_to_cancel_is_reactivated_by_an_update_and_renews(tenant, gateway):
+    account, subscription = billing.subscribe(tenant, "pro", APR_1)
+    with transaction(tenant_id=tenant) as tx:
+        subscriptions.cancel(tx, billing.actor(tenant), subscriptions.Cancel(subscription, at_period_end=True))
+
+    after = _update(tenant, subscription, APR_16, cancel_at_period_end=False)
+
+    assert after["cancel_at_period_end"] is False
+    assert _renew(tenant, account, MAY_1) == "succeeded"
+    assert [i["billing_reason"] for i in billing.invoices_of(tenant, account)] == [
+        "subscription_create",
+        "subscription_cycle",
+    ]
