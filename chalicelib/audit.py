@@ -2,6 +2,7 @@
 
 import json
 
+from chalicelib import encoding
 from chalicelib.db.queries import load
 
 Q = load("audit")
@@ -9,7 +10,7 @@ Q = load("audit")
 
 def record(tx, actor, action: str, entity_type: str, entity_id, data: dict | None = None) -> None:
     """Append one row. ``actor`` is a Principal or a system name such as ``"rebill"``."""
-    who = actor if isinstance(actor, str) else f"user:{actor.user_id}"
+    who = _who(actor)
     tx.run(
         Q["record"],
         actor=who,
@@ -18,3 +19,17 @@ def record(tx, actor, action: str, entity_type: str, entity_id, data: dict | Non
         entity_id=str(entity_id) if entity_id is not None else None,
         data=json.dumps(data or {}, default=str),
     )
+
+
+def record_many(tx, actor, rows: list[tuple[str, str, object, dict]]) -> None:
+    """Append ``(action, entity_type, entity_id, data)`` rows by one actor in one statement (a billing round's)."""
+    if rows:
+        values = [
+            {"actor": _who(actor), "action": a, "entity_type": t, "entity_id": str(i), "data": d or {}}
+            for a, t, i, d in rows
+        ]
+        tx.run(Q["record_many"], rows=encoding.dumps(values))
+
+
+def _who(actor) -> str:
+    return actor if isinstance(actor, str) else f"user:{actor.user_id}"

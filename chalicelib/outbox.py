@@ -25,6 +25,13 @@ def add(tx, event_type: str, fields: dict) -> str:
     return str(tx.scalar(Q["add"], event_type=event_type, payload=encoding.dumps(fields)))
 
 
+def add_many(tx, events: list[tuple[str, dict]]) -> None:
+    """Store ``(event_type, fields)`` events in one statement (a billing round's)."""
+    if events:
+        rows = [{"event_type": event_type, "payload": fields} for event_type, fields in events]
+        tx.run(Q["add_many"], rows=encoding.dumps(rows))
+
+
 def flush(tenant_id: str, limit: int = 25) -> int:
     """Publish this tenant's unpublished events, oldest first; returns how many went out."""
     topic = get_settings().events_topic_arn

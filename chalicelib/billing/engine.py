@@ -166,11 +166,12 @@ def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
 
 def _announce(tx, bills: list[periods.Bill]) -> None:
     """The audit rows, and the events, of what a round changed besides billing: a subscription that
-    ended, a scheduled resume, a trial's end, a scheduled change applied."""
+    ended, a scheduled resume, a trial's end, a scheduled change applied (one statement each)."""
+    audited, events = [], []
     for bill in bills:
         sub = bill.subscription
         if bill.ends:
-            audit.record(tx, "system:rebill", "subscription.ended", "subscription", sub.id)
+            audited.append(("subscription.ended", "subscription", sub.id, {}))
             continue
         if sub.status == "paused":
             event_type, details = "subscription.resumed", {"resumed_at": bill.boundary}
@@ -180,9 +181,11 @@ def _announce(tx, bills: list[periods.Bill]) -> None:
             event_type, details = "subscription.updated", {"changes": [{"pending_change_applied": bill.boundary}]}
         else:
             continue
-        audit.record(tx, "system:rebill", event_type, "subscription", sub.id, details)
+        audited.append((event_type, "subscription", sub.id, details))
         fields = {"subscriptionId": sub.id, "accountId": sub.account_id, "status": bill.then.status}
-        outbox.add(tx, event_type, {**fields, "details": details, "timestamp": bill.boundary})
+        events.append((event_type, {**fields, "details": details, "timestamp": bill.boundary}))
+    audit.record_many(tx, "system:rebill", audited)
+    outbox.add_many(tx, events)
 
 
 def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:

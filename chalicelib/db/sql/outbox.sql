@@ -19,3 +19,8 @@ UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE id = :id;
 
 -- name: tenants_with_backlog
 SELECT tenant_id, backlog FROM outbox_tenants_with_backlog(:older_than_s, :max_rows);
+
+-- name: add_many
+-- Set-based: a billing round's events in one statement.
+INSERT INTO outbox (event_type, payload)
+SELECT v.event_type, v.payload FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(event_type text, payload jsonb);
