@@ -230,6 +230,23 @@ def get_invoice(invoice_id):
         return http.json_response(invoices.get(tx, invoice_id))
 
 
+@app.route("/v1/invoices/{invoice_id}/finalize", methods=["POST"], **AUTH)
+@api(app)
+def finalize_invoice(invoice_id):
+    request = http.read(app, USER)
+    invoice_id = pagination.parse_id(invoice_id, "id")
+    work = lambda: invoices.finalize(request.principal.tenant_id, request.principal, invoice_id)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, own_transactions=True))
+
+
+@app.route("/v1/invoices/{invoice_id}/void", methods=["POST"], **AUTH)
+@api(app)
+def void_invoice(invoice_id):
+    request = http.read(app, USER)
+    invoice_id = pagination.parse_id(invoice_id, "id")
+    return http.outcome_response(idempotency.run(request, lambda tx: invoices.void(tx, request.principal, invoice_id)))
+
+
 @app.route("/v1/events", methods=["POST"], **AUTH)
 @api(app)
 def record_usage():

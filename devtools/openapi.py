@@ -313,6 +313,10 @@ ROUTES = {
     },
     "/v1/invoices": {"get": ("List invoices", None, 200, "Invoice", True)},
     "/v1/invoices/{invoice_id}": {"get": ("Retrieve an invoice with its lines", None, 200, "Invoice", False)},
+    "/v1/invoices/{invoice_id}/finalize": {
+        "post": ("Finalize a draft: number it, charge it and collect it", None, 200, "Invoice", False)
+    },
+    "/v1/invoices/{invoice_id}/void": {"post": ("Void a draft: it bills nothing", None, 200, "Invoice", False)},
     "/v1/events": {
         "post": ("Record usage: one event or a batch of up to 100", "usage_events", 200, "UsageBatch", False)
     },

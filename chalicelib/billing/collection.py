@@ -94,7 +94,7 @@ def open_intents(tx, invoices: list, *, claim: bool) -> dict[str, Intent]:
     return {intent.account_id: intent for intent in map(_intent, opened)}
 
 
-def _open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
+def open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
     """The pending attempt at an open invoice, opening the next one if there is none (for what the
     account's credit balance leaves of it)."""
     pending = tx.one(Q["pending_for_invoice"], invoice_id=invoice["id"])
@@ -179,7 +179,7 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
             if invoice is None:
                 _reactivate_if_clear(tx, tenant_id, account_id)
                 return outcome
-            intent = _open_for_invoice(tx, account_id, invoice)
+            intent = open_for_invoice(tx, account_id, invoice)
         if intent is not None:
             outcome = settle(tenant_id, intent, now)
     return outcome

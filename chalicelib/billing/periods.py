@@ -154,6 +154,12 @@ class Bill:
         return f"{kind} for {self.period_start:%Y-%m-%d} to {self.period_end:%Y-%m-%d}"
 
 
+def draft_number(subscription_id: str, finalized_at: datetime) -> str:
+    """A finalized draft's number, in ``Bill.number``'s format (``-D`` and the instant it was finalized)."""
+    compact = subscription_id.replace("-", "")[:10].upper()
+    return f"INV-{finalized_at.astimezone(UTC):%Y%m%d}-{compact}-D{finalized_at.astimezone(UTC):%H%M%S%f}"
+
+
 def charge_key(account_id, boundary: datetime) -> str:
     return f"charge:{account_id}:{boundary.isoformat()}"
 

@@ -139,3 +139,17 @@ def test_a_trial_end_in_the_past_or_too_far_ahead_is_a_400(api, account, catalog
         reply = api.post("/v1/subscriptions", body, catalog.user)
         assert reply.status == 400, reply.body
         assert reply.body["error"]["details"][0]["field"] == "trial_end"
+
+
+def test_only_a_draft_can_be_finalized_or_voided(api, catalog, subscribed):
+    # A draft needs paused time, which the clock of an API test cannot give: the integration
+    # tests finalize and void real drafts; here, the routes' refusals.
+    api.post(f"/v1/subscriptions/{subscribed['id']}/cancel", {"prorate": True}, catalog.user)
+    first = _invoices(api, catalog, subscribed["account_id"])[-1]
+
+    for action in ("finalize", "void"):
+        refused = api.post(f"/v1/invoices/{first['id']}/{action}", None, catalog.user)
+        assert (refused.status, refused.body["error"]["code"]) == (422, "invoice_not_draft")
+        missing = api.post(f"/v1/invoices/00000000-0000-4000-8000-000000000000/{action}", None, catalog.user)
+        assert (missing.status, missing.body["error"]["code"]) == (404, "resource_missing")
+    assert api.get(f"/v1/invoices/{first['id']}", catalog.user).body["status"] == first["status"]

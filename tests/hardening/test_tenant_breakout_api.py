@@ -35,6 +35,8 @@ PROBES = [
     ("POST", "/v1/subscriptions/{subscription_id}/pause", "USER", "path", "subscription_id", "subscription"),
     ("POST", "/v1/subscriptions/{subscription_id}/resume", "USER", "path", "subscription_id", "subscription"),
     ("GET", "/v1/invoices/{invoice_id}", "USER", "path", "invoice_id", "invoice"),
+    ("POST", "/v1/invoices/{invoice_id}/finalize", "USER", "path", "invoice_id", "invoice"),
+    ("POST", "/v1/invoices/{invoice_id}/void", "USER", "path", "invoice_id", "invoice"),
     ("GET", "/v1/subscriptions", "USER", "query", "account_id", "account"),
     ("GET", "/v1/invoices", "USER", "query", "account_id", "account"),
     ("GET", "/v1/plans", "USER", "query", "starting_after", "plan"),

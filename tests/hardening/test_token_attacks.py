@@ -31,6 +31,8 @@ ROUTES = [
     ("POST", f"/v1/subscriptions/{SOME_ID}/resume", "USER"),
     ("GET", "/v1/invoices", "USER"),
     ("GET", f"/v1/invoices/{SOME_ID}", "USER"),
+    ("POST", f"/v1/invoices/{SOME_ID}/finalize", "USER"),
+    ("POST", f"/v1/invoices/{SOME_ID}/void", "USER"),
     ("POST", "/v1/events", "USER"),
 ]
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chalicelib import errors
-from chalicelib.billing import engine, lifecycle, rebill, subscriptions, trials
+from chalicelib.billing import engine, invoices, lifecycle, rebill, subscriptions, trials
 from chalicelib.db import transaction
 from tests import billing
 
@@ -437,3 +437,35 @@ def test_a_subscription_set_to_cancel_is_reactivated_by_an_update_and_renews(ten
         "subscription_create",
         "subscription_cycle",
     ]
+
+
+def _keep_paused_time_as_draft(tenant):
+    account, subscription = billing.subscribe(tenant, "pro", APR_1)
+    with transaction(tenant_id=tenant) as tx:
+        lifecycle.pause(tx, billing.actor(tenant), lifecycle.Pause(subscription, "keep_as_draft"), now=APR_16)
+    with transaction(tenant_id=tenant) as tx:
+        lifecycle.resume(tx, billing.actor(tenant), lifecycle.Resume(subscription), now=APR_16 + timedelta(days=6))
+    return account, billing.invoices_of(tenant, account)[-1]["id"]
+
+
+def test_a_finalized_draft_is_numbered_charged_and_collected(tenant, gateway):
+    account, draft = _keep_paused_time_as_draft(tenant)
+
+    finalized = invoices.finalize(tenant, billing.actor(tenant), str(draft), now=MAY_1)
+
+    assert (finalized["status"], finalized["total"], finalized["amount_paid"]) == ("paid", 980, 980)
+    assert finalized["number"].endswith("-D000000000000")
+    assert _entries(tenant, account) == [("charge", 4900), ("payment", -4900), ("charge", 980), ("payment", -980)]
+    with pytest.raises(errors.UnprocessableState) as again:
+        invoices.finalize(tenant, billing.actor(tenant), str(draft), now=MAY_1)
+    assert again.value.code == "invoice_not_draft"
+
+
+def test_a_voided_draft_bills_nothing(tenant, gateway):
+    account, draft = _keep_paused_time_as_draft(tenant)
+
+    with transaction(tenant_id=tenant) as tx:
+        voided = invoices.void(tx, billing.actor(tenant), str(draft))
+
+    assert (voided["status"], voided["amount_due"]) == ("void", 0)
+    assert _entries(tenant, account) == [("charge", 4900), ("payment", -4900)]

@@ -20,6 +20,20 @@ SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, num
   FROM invoices
  WHERE id = :id;
 
+-- name: lock
+SELECT id, account_id, subscription_id, billing_reason, status, currency, total, period_start
+  FROM invoices WHERE id = :id FOR UPDATE;
+
+-- name: finalize
+-- A draft becomes due: numbered, finalized, open for its total (collection uses the
+-- account's credit balance first when it opens the attempt).
+UPDATE invoices SET status = 'open', number = :number, finalized_at = now(), due_at = now(), updated_at = now()
+ WHERE id = :id AND status = 'draft'
+RETURNING id, account_id, subscription_id, billing_reason, period_start, currency, amount_due;
+
+-- name: void
+UPDATE invoices SET status = 'void', amount_due = 0, updated_at = now() WHERE id = :id AND status = 'draft';
+
 -- name: lines
 SELECT id, 'line_item' AS object, kind, description, metric, quantity, unit_amount, amount, currency,
        period_start, period_end
