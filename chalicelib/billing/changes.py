@@ -105,8 +105,9 @@ def extend_trial(sub: Subscription, trial_end: datetime, at: datetime) -> Bill:
     return _restate(sub, at, replace(sub, trial_end=trial_end, billing_anchor=trial_end, current_period_end=trial_end))
 
 
-def reactivate(sub: Subscription, cancel_at_period_end: bool, at: datetime) -> Bill:
-    return _restate(sub, at, replace(sub, cancel_at_period_end=cancel_at_period_end))
+def cancel_at_period_end(sub: Subscription, cancel: bool, at: datetime) -> Bill:
+    """End at the period end (the renewal there issues the final invoice instead), or no longer (reactivate)."""
+    return _restate(sub, at, replace(sub, cancel_at_period_end=cancel))
 
 
 def pause(sub: Subscription, at: datetime, behavior: str, resumes_at: datetime | None) -> Bill:

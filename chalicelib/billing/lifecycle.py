@@ -63,15 +63,15 @@ class Resume:
 def update(tx, actor, command: Update, now: datetime | None = None) -> dict:
     now = now or calendar.utcnow()
     account, row = _lock_changeable(tx, actor, command.subscription_id, now)
-    done = []
-    terms = _new_terms(tx, account, _state(tx, command.subscription_id), command)
+    done, sub = [], _state(tx, command.subscription_id)
+    terms = _new_terms(tx, account, sub, command)
     if terms is not None:
-        done.append(_change_terms(tx, actor, command, terms, now))
-    if command.trial_end is not None:
-        done.append(_change_trial(tx, actor, command, now))
+        done.append(_change_terms(tx, actor, sub, command, terms, now))
+    if command.trial_end is not None:  # a terms change leaves a trial a trial
+        done.append(_change_trial(tx, actor, sub, command, now))
     if command.cancel_at_period_end is not None and command.cancel_at_period_end != row["cancel_at_period_end"]:
         flag = command.cancel_at_period_end
-        _apply(tx, actor, command.subscription_id, now, lambda sub, _s, _u: changes.reactivate(sub, flag, now))
+        _apply(tx, actor, command.subscription_id, now, lambda s, _st, _u: changes.cancel_at_period_end(s, flag, now))
         done.append({"cancel_at_period_end": flag})
     if not done:
         return subscriptions.get(tx, command.subscription_id)
@@ -149,11 +149,11 @@ def _new_terms(tx, account: dict, sub: periods.Subscription, command: Update) ->
         return None
     quantity = sub.quantity if command.quantity is None else command.quantity
     if command.plan is None and command.billing_cycle is None:  # seats only: the same plan price
-        subscriptions.check_amount({"amount": sub.amount}, quantity)
+        subscriptions.check_amount(sub.amount, quantity)
         return None if quantity == sub.quantity else {**sub.terms(), "quantity": quantity}
     cycle = command.billing_cycle or calendar.CYCLE_OF[sub.interval]
     plan = subscriptions.price_for(tx, account, command.plan or sub.plan_code, cycle)
-    subscriptions.check_amount(plan, quantity)
+    subscriptions.check_amount(plan["amount"], quantity)
     terms = {
         "plan_id": str(plan["id"]),
         "plan_code": plan["code"],
@@ -169,8 +169,7 @@ def _new_terms(tx, account: dict, sub: periods.Subscription, command: Update) ->
     return None if terms == sub.terms() else terms
 
 
-def _change_terms(tx, actor, command: Update, terms: dict, now: datetime) -> dict:
-    sub = _state(tx, command.subscription_id)
+def _change_terms(tx, actor, sub: periods.Subscription, command: Update, terms: dict, now: datetime) -> dict:
     upgrade = changes.is_upgrade(sub, terms)
     effective = "now" if sub.trialing else command.effective or ("now" if upgrade else "period_end")
     behavior = command.proration_behavior
@@ -193,8 +192,7 @@ def _change_terms(tx, actor, command: Update, terms: dict, now: datetime) -> dic
     }
 
 
-def _change_trial(tx, actor, command: Update, now: datetime) -> dict:
-    sub = _state(tx, command.subscription_id)
+def _change_trial(tx, actor, sub: periods.Subscription, command: Update, now: datetime) -> dict:
     if not sub.trialing:
         raise errors.UnprocessableState("the subscription is not in a trial", code="not_trialing")
     if command.trial_end == "now":

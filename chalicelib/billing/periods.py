@@ -140,8 +140,7 @@ class Bill:
     def number(self) -> str | None:
         if self.draft:
             return None
-        compact = self.subscription.id.replace("-", "")[:10].upper()
-        day = f"INV-{self.boundary.astimezone(UTC):%Y%m%d}-{compact}"
+        day = _number_of_day(self.subscription.id, self.boundary)
         if self.reason in _PERIOD_REASONS:
             return day
         if self.reason == "subscription_update":
@@ -156,8 +155,12 @@ class Bill:
 
 def draft_number(subscription_id: str, finalized_at: datetime) -> str:
     """A finalized draft's number, in ``Bill.number``'s format (``-D`` and the instant it was finalized)."""
-    compact = subscription_id.replace("-", "")[:10].upper()
-    return f"INV-{finalized_at.astimezone(UTC):%Y%m%d}-{compact}-D{finalized_at.astimezone(UTC):%H%M%S%f}"
+    return f"{_number_of_day(subscription_id, finalized_at)}-D{finalized_at.astimezone(UTC):%H%M%S%f}"
+
+
+def _number_of_day(subscription_id: str, at: datetime) -> str:
+    """Every invoice number starts with its day and its subscription: ``INV-yyyymmdd-SUB10``."""
+    return f"INV-{at.astimezone(UTC):%Y%m%d}-{subscription_id.replace('-', '')[:10].upper()}"
 
 
 def charge_key(account_id, boundary: datetime) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import accounts, calendar, engine, plans
+from chalicelib.billing import accounts, calendar, changes, engine, plans
 from chalicelib.billing.lines import MAX_AMOUNT
 from chalicelib.db import paging
 from chalicelib.db.queries import load
@@ -67,14 +67,14 @@ def timestamp(body: dict, name: str, *, allow_now: bool = False) -> datetime | s
     return parsed
 
 
-def check_amount(plan: dict, quantity: int) -> None:
+def check_amount(amount: int, quantity: int) -> None:
     """A quantity within 1..MAX_QUANTITY whose flat fee stays billable (``lines.MAX_AMOUNT``)."""
     if not 1 <= quantity <= MAX_QUANTITY:
         issue = f"must be between 1 and {MAX_QUANTITY}"
         raise errors.InvalidRequest("invalid quantity", details=[{"field": "quantity", "issue": issue}])
-    if plan["amount"] * quantity > MAX_AMOUNT:
+    if amount * quantity > MAX_AMOUNT:
         raise errors.UnprocessableState(
-            f"{quantity} x {plan['amount']} is over the largest amount, {MAX_AMOUNT} minor units",
+            f"{quantity} x {amount} is over the largest amount, {MAX_AMOUNT} minor units",
             code="amount_too_large",
         )
 
@@ -89,7 +89,7 @@ def create(tx, actor, command: NewSubscription, now: datetime | None = None) -> 
     now = now or calendar.utcnow()
     account = accounts.lock(tx, command.account_id)
     plan = price_for(tx, account, command.plan, command.billing_cycle)
-    check_amount(plan, command.quantity)
+    check_amount(plan["amount"], command.quantity)
     if tx.run(Q["live_for_account"], account_id=account["id"]):
         raise errors.Conflict("the account already has a live subscription", code="subscription_exists")
     trial_end = _trial_end(command, plan, now)
@@ -205,7 +205,8 @@ def cancel(tx, actor, command: Cancel, now: datetime | None = None) -> dict:
             raise errors.UnprocessableState(
                 "the subscription is already set to cancel at period end", code="already_canceling"
             )
-        tx.run(Q["cancel_at_period_end"], id=command.subscription_id)
+        at_end = lambda sub, _status, _usage: changes.cancel_at_period_end(sub, True, now)  # noqa: E731
+        engine.change(tx, actor.tenant_id, command.subscription_id, now, at_end)
     else:
         # Its first period is billed on the terms it started with, then its final invoice bills
         # the usage up to now; the payment is settled when the subscription.canceled event

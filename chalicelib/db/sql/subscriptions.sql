@@ -28,9 +28,6 @@ SELECT account_id FROM subscriptions WHERE id = :id;
 SELECT id, account_id, status, cancel_at_period_end, current_period_end, trial_end, pending_change
   FROM subscriptions WHERE id = :id FOR UPDATE;
 
--- name: cancel_at_period_end
-UPDATE subscriptions SET cancel_at_period_end = true WHERE id = :id;
-
 -- name: list
 SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
        CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'

@@ -8,7 +8,7 @@
 -- new anchor does not move it), and since when it is paused; or, with no live
 -- subscription, when the last one ended.
 SELECT a.id, a.status, live.current_period_start AS open_since,
-       LEAST(live.created_at, live.billing_anchor, COALESCE(live.trial_start, live.billing_anchor)) AS started_at,
+       LEAST(live.created_at, live.billing_anchor, live.trial_start) AS started_at,
        CASE WHEN live.cancel_at_period_end THEN live.current_period_end END AS open_until,
        CASE WHEN live.status = 'paused' THEN live.paused_at END AS paused_since,
        (SELECT max(COALESCE(s.ended_at, s.canceled_at, s.updated_at)) FROM subscriptions s
