@@ -4,12 +4,18 @@ import os
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 
-from chalicelib import consumers, http, idempotency, observability, ops, outbox, pagination
+from chalicelib import consumers, errors, http, idempotency, observability, ops, outbox, pagination
 from chalicelib import handlers as handlers_of
 from chalicelib import health as health_check
 from chalicelib.auth import ADMIN, USER
 from chalicelib.billing import (
     accounts,
+    calendar,
+    credit_notes,
+    documents,
+    hosted,
+    invoice_documents,
+    invoice_items,
     invoices,
     ledger,
     lifecycle,
@@ -24,6 +30,7 @@ from chalicelib.db.scope import tenant_transaction
 from chalicelib.http import api
 
 app = Chalice(app_name="billing-platform")
+app.api.binary_types.append("application/pdf")  # invoice PDFs (clients send Accept: application/pdf)
 observability.configure_logging()
 # Queue and topic names are fixed when the app is packaged; a prefix lets two
 # stages share one AWS account.
@@ -137,9 +144,9 @@ def rebill_account_now(account_id):
     return http.outcome_response(outcome)
 
 
-def _with_events(request, work, status: int = 200):
+def _with_events(request, work, status: int = 200, *, own_transactions: bool = False):
     """A change that writes domain events: its events go out right after it commits."""
-    outcome = idempotency.run(request, work, status=status)
+    outcome = idempotency.run(request, work, status=status, own_transactions=own_transactions)
     outbox.flush_quietly(request.principal.tenant_id)
     return http.outcome_response(outcome)
 
@@ -221,13 +228,35 @@ def list_invoices():
         return http.json_response(invoices.list_page(tx, page, **filters))
 
 
+@app.route("/v1/invoices", methods=["POST"], **AUTH)
+@api(app)
+def create_invoice():
+    request = http.read(app, USER, "invoice_create")
+    command = invoices.NewInvoice.of(request.body)
+    work = lambda: invoices.create(request.principal.tenant_id, request.principal, command)  # noqa: E731
+    return _with_events(request, work, status=201, own_transactions=True)
+
+
 @app.route("/v1/invoices/{invoice_id}", methods=["GET"], **AUTH)
 @api(app)
 def get_invoice(invoice_id):
     request = http.read(app, USER)
     invoice_id = pagination.parse_id(invoice_id, "id")
+    tenant_id = request.principal.tenant_id
+    with tenant_transaction(tenant_id) as tx:
+        invoice = invoices.get(tx, invoice_id)
+        base_url = http.base_url(app)
+        return http.json_response(invoice_documents.with_links(tx, tenant_id, invoice, base_url, calendar.utcnow()))
+
+
+@app.route("/v1/invoices/{invoice_id}/pdf", methods=["GET"], **AUTH)
+@api(app)
+def get_invoice_pdf(invoice_id):
+    request = http.read(app, USER)
+    invoice_id = pagination.parse_id(invoice_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
-        return http.json_response(invoices.get(tx, invoice_id))
+        document = invoice_documents.of(tx, invoice_id)
+    return http.pdf_response(documents.render_pdf(document), document.invoice)
 
 
 @app.route("/v1/invoices/{invoice_id}/finalize", methods=["POST"], **AUTH)
@@ -236,15 +265,131 @@ def finalize_invoice(invoice_id):
     request = http.read(app, USER)
     invoice_id = pagination.parse_id(invoice_id, "id")
     work = lambda: invoices.finalize(request.principal.tenant_id, request.principal, invoice_id)  # noqa: E731
-    return http.outcome_response(idempotency.run(request, work, own_transactions=True))
+    return _with_events(request, work, own_transactions=True)
 
 
 @app.route("/v1/invoices/{invoice_id}/void", methods=["POST"], **AUTH)
 @api(app)
 def void_invoice(invoice_id):
-    request = http.read(app, USER)
+    request = http.read(app, ADMIN)
     invoice_id = pagination.parse_id(invoice_id, "id")
-    return http.outcome_response(idempotency.run(request, lambda tx: invoices.void(tx, request.principal, invoice_id)))
+    return _with_events(request, lambda tx: invoices.void(tx, request.principal, invoice_id))
+
+
+@app.route("/v1/invoices/{invoice_id}/mark_uncollectible", methods=["POST"], **AUTH)
+@api(app)
+def mark_invoice_uncollectible(invoice_id):
+    request = http.read(app, ADMIN)
+    invoice_id = pagination.parse_id(invoice_id, "id")
+    return _with_events(request, lambda tx: invoices.mark_uncollectible(tx, request.principal, invoice_id))
+
+
+@app.route("/v1/hosted_invoices/{link}", methods=["GET"])
+@api(app)
+def hosted_invoice_page(link):
+    document = _hosted_document(link)
+    page = documents.render_html(document, pdf_url=f"{http.base_url(app)}/v1/hosted_invoices/{link}/pdf")
+    return http.html_response(page)
+
+
+@app.route("/v1/hosted_invoices/{link}/pdf", methods=["GET"])
+@api(app)
+def hosted_invoice_pdf(link):
+    document = _hosted_document(link)
+    return http.pdf_response(documents.render_pdf(document), document.invoice)
+
+
+def _hosted_document(link: str):
+    """The invoice a signed link grants (no sign-in: the link is the credential); 404 otherwise."""
+    with tenant_transaction(hosted.tenant_of(link)) as tx:
+        invoice_id = hosted.verify(tx, link, calendar.utcnow())
+        document = invoice_documents.of(tx, invoice_id)
+    if document.invoice["status"] == "draft":
+        raise errors.NotFound("no such invoice link")
+    return document
+
+
+@app.route("/v1/invoice_items", methods=["POST"], **AUTH)
+@api(app)
+def create_invoice_item():
+    request = http.read(app, USER, "invoice_item_create")
+    command = invoice_items.NewInvoiceItem.of(request.body)
+    work = lambda tx: invoice_items.create(tx, request.principal, command)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, status=201))
+
+
+@app.route("/v1/invoice_items", methods=["GET"], **AUTH)
+@api(app)
+def list_invoice_items():
+    request = http.read(app, USER)
+    page = pagination.page_request(request.query)
+    account_id = pagination.filters(request.query, ())["account_id"]
+    pending = pagination.flag(request.query, "pending")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(invoice_items.list_page(tx, page, account_id=account_id, pending=pending))
+
+
+@app.route("/v1/invoice_items/{item_id}", methods=["GET"], **AUTH)
+@api(app)
+def get_invoice_item(item_id):
+    request = http.read(app, USER)
+    item_id = pagination.parse_id(item_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(invoice_items.get(tx, item_id))
+
+
+@app.route("/v1/invoice_items/{item_id}", methods=["DELETE"], **AUTH)
+@api(app)
+def delete_invoice_item(item_id):
+    request = http.read(app, USER)
+    item_id = pagination.parse_id(item_id, "id")
+    return http.outcome_response(
+        idempotency.run(request, lambda tx: invoice_items.delete(tx, request.principal, item_id))
+    )
+
+
+@app.route("/v1/credit_notes", methods=["POST"], **AUTH)
+@api(app)
+def create_credit_note():
+    request = http.read(app, ADMIN, "credit_note_create")
+    command = credit_notes.NewCreditNote.of(request.body)
+    work = lambda: credit_notes.create(request.principal.tenant_id, request.principal, command)  # noqa: E731
+    return _with_events(request, work, status=201, own_transactions=True)
+
+
+@app.route("/v1/credit_notes", methods=["GET"], **AUTH)
+@api(app)
+def list_credit_notes():
+    request = http.read(app, USER)
+    page = pagination.page_request(request.query)
+    invoice_id = pagination.parse_id(request.query["invoice"], "invoice") if "invoice" in request.query else None
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(credit_notes.list_page(tx, page, invoice_id=invoice_id))
+
+
+@app.route("/v1/credit_notes/{note_id}", methods=["GET"], **AUTH)
+@api(app)
+def get_credit_note(note_id):
+    request = http.read(app, USER)
+    note_id = pagination.parse_id(note_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(credit_notes.get(tx, note_id))
+
+
+@app.route("/v1/invoice_settings", methods=["GET"], **AUTH)
+@api(app)
+def get_invoice_settings():
+    request = http.read(app, USER)
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(tenants.invoice_settings(tx))
+
+
+@app.route("/v1/invoice_settings", methods=["POST"], **AUTH)
+@api(app)
+def update_invoice_settings():
+    request = http.read(app, ADMIN, "invoice_settings_update")
+    work = lambda tx: tenants.update_invoice_settings(tx, request.principal, request.body)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work))
 
 
 @app.route("/v1/events", methods=["POST"], **AUTH)
@@ -295,10 +440,20 @@ REBILL_SCHEDULE = os.environ.get("REBILL_SCHEDULE", "cron(0 6 * * ? *)")
 
 @app.schedule(REBILL_SCHEDULE, name="rebill_schedule")
 def rebill_schedule(event):
-    from chalicelib.billing import calendar, trials
+    from chalicelib.billing import trials
 
     now = calendar.utcnow()
     return {"enqueued": rebill.enqueue_due(now, rebill.queue_url()), "trials_ending": trials.remind(now)}
+
+
+# Drafts held for a tenant's grace period are finalized when it ends (to within this rate),
+# and refunds a timeout left pending are settled again.
+@app.schedule(Rate(15, unit=Rate.MINUTES), name="invoice_finalizer")
+def invoice_finalizer(event):
+    from chalicelib.billing import refunds
+
+    now = calendar.utcnow()
+    return {**invoices.finalize_due(now), "refunds_settled": refunds.settle_stale(now)}
 
 
 # Up to 100 accounts per invocation: renewals are billed set-based per tenant.

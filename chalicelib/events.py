@@ -19,6 +19,12 @@ KNOWN_TYPES = (
     "subscription.paused",
     "subscription.resumed",
     "subscription.trial_will_end",
+    "invoice.created",
+    "invoice.finalized",
+    "invoice.paid",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
+    "credit_note.created",
 )
 
 

@@ -50,7 +50,7 @@ def email_new_subscription(event: dict) -> bool:
 
 def record_audit(event: dict) -> bool:
     """audit-log: one audit row per domain event, whatever the redeliveries."""
-    entity_id = event.get("subscriptionId") or event.get("accountId")
+    entity_id = next(event[k] for k in ("creditNoteId", "invoiceId", "subscriptionId", "accountId") if event.get(k))
 
     def work(tx):
         audit.record(

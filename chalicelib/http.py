@@ -74,6 +74,40 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
     return Response(body=encoding.dumps(body), status_code=status, headers={**JSON_HEADERS, **(headers or {})})
 
 
+def pdf_response(pdf: bytes, invoice: dict) -> Response:
+    """A PDF, inline (API Gateway returns it as binary when the client accepts application/pdf)."""
+    name = invoice.get("number") or f"draft-{invoice['id']}"
+    disposition = f'inline; filename="{name}.pdf"'
+    return Response(
+        body=pdf, status_code=200, headers={"Content-Type": "application/pdf", "Content-Disposition": disposition}
+    )
+
+
+def html_response(page: str) -> Response:
+    """A page for a person: never cached by shared caches, never framed, no scripts."""
+    headers = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "private, no-store",
+        "Content-Security-Policy": (
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+        ),
+        "X-Robots-Tag": "noindex",
+        "Referrer-Policy": "no-referrer",
+    }
+    return Response(body=page, status_code=200, headers=headers)
+
+
+def base_url(app) -> str:
+    """Where this API is reached, for links it returns: the request's host (and stage on API Gateway)."""
+    request = app.current_request
+    host = request.headers.get("host") or "localhost"
+    local = host.startswith(("127.", "localhost", "[::1]"))
+    proto = request.headers.get("x-forwarded-proto") or ("http" if local else "https")
+    stage = (request.context or {}).get("stage")
+    prefix = f"/{stage}" if stage and ".execute-api." in host else ""
+    return f"{proto}://{host}{prefix}"
+
+
 def outcome_response(outcome) -> Response:
     """An idempotency Outcome as a response; a replay says so in a header."""
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}

@@ -74,3 +74,13 @@ def _timestamp(query: dict, name: str, details: list) -> datetime | None:
         details.append({"field": name, "issue": "must be an RFC 3339 timestamp with offset, years 1970-9998"})
         return None
     return value
+
+
+def flag(query: dict, name: str) -> bool | None:
+    """A ``true``/``false`` filter, None when absent; 400 otherwise."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise errors.InvalidRequest("invalid filters", details=[{"field": name, "issue": "must be true or false"}])
+    return raw == "true"

@@ -142,7 +142,7 @@ RESPONSES = {
         {
             "id": ID,
             "kind": {
-                "enum": ["subscription", "usage", "proration", "adjustment"],
+                "enum": ["subscription", "usage", "proration", "invoice_item", "adjustment"],
                 "description": "a proration is signed: a credit for unused time is negative",
             },
             "description": {"type": "string"},
@@ -153,6 +153,7 @@ RESPONSES = {
             "currency": CURRENCY,
             "period_start": TS,
             "period_end": TS,
+            "invoice_item_id": {**ID_OR_NULL, "description": "the one-off invoice item this line bills"},
         },
     ),
     "Invoice": _object(
@@ -172,30 +173,94 @@ RESPONSES = {
                 "description": "the billing instant that issued it: a subscription's first period, a renewal, "
                 "a change invoiced now, or its final invoice (the last period's metered usage)",
             },
-            "number": {"type": ["string", "null"]},
+            "number": {
+                "type": ["string", "null"],
+                "description": "{prefix}-000001: gapless per tenant in the order of finalization; null for a draft",
+            },
             "status": {"enum": ["draft", "open", "paid", "void", "uncollectible"]},
+            "description": {"type": ["string", "null"]},
             "currency": CURRENCY,
             "subtotal": MONEY,
             "total": {**MONEY, "description": "the sum of the lines; negative when credits exceed charges"},
             "credit_applied": {**MONEY, "description": "the account's credit balance this invoice used"},
-            "amount_due": {**MONEY, "description": "total less credit_applied: what is collected"},
-            "amount_paid": MONEY,
+            "pre_payment_credit_notes_amount": {**MONEY, "description": "credit notes that lowered amount_due"},
+            "post_payment_credit_notes_amount": {**MONEY, "description": "credit notes refunded or credited"},
+            "amount_due": {
+                **MONEY,
+                "description": "total - credit_applied - amount_paid - pre_payment_credit_notes_amount",
+            },
+            "amount_paid": {**MONEY, "description": "collected through the gateway"},
             "period_start": TS,
             "period_end": TS,
             "due_at": TS_OR_NULL,
+            "auto_finalize_at": {**TS_OR_NULL, "description": "a draft held for the grace period is finalized then"},
             "finalized_at": TS_OR_NULL,
             "paid_at": TS_OR_NULL,
+            "voided_at": TS_OR_NULL,
+            "marked_uncollectible_at": TS_OR_NULL,
             "created_at": TS,
         },
     ),
+    "InvoiceItem": _object(
+        "invoice_item",
+        {
+            "id": ID,
+            "account_id": ID,
+            "invoice_id": {**ID_OR_NULL, "description": "null while pending: the account's next invoice takes it"},
+            "currency": CURRENCY,
+            "description": {"type": "string"},
+            "quantity": {"type": "integer"},
+            "unit_amount": MONEY,
+            "amount": MONEY,
+            "metadata": {"type": "object"},
+            "created_at": TS,
+        },
+    ),
+    "CreditNote": _object(
+        "credit_note",
+        {
+            "id": ID,
+            "invoice_id": ID,
+            "account_id": ID,
+            "number": {"type": "string", "description": "{prefix}-CN-000001: gapless per tenant"},
+            "currency": CURRENCY,
+            "amount": MONEY,
+            "pre_payment_amount": {**MONEY, "description": "lowered the invoice's amount due"},
+            "credit_amount": {**MONEY, "description": "to the customer's balance"},
+            "refund_amount": {**MONEY, "description": "back through the gateway"},
+            "reason": {"enum": ["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]},
+            "memo": {"type": ["string", "null"]},
+            "lines": {"type": "array", "items": {"type": "object"}},
+            "refund_id": ID_OR_NULL,
+            "refund_status": {"enum": ["pending", "succeeded", "failed", None]},
+            "created_at": TS,
+        },
+    ),
+    "InvoiceSettings": _object(
+        "invoice_settings",
+        {
+            "prefix": {"type": "string"},
+            "grace_hours": {"type": "integer"},
+            "last_number": {"type": ["integer", "null"], "description": "the last number of the prefix's series"},
+        },
+    ),
+    "Deleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {"id": ID, "object": {"type": "string"}, "deleted": {"const": True}},
+    },
     "LedgerEntry": _object(
         "ledger_entry",
         {
             "id": ID,
-            "entry_type": {"enum": ["charge", "payment", "payment_failed", "credit", "refund", "adjustment"]},
+            "entry_type": {
+                "enum": ["charge", "payment", "payment_failed", "credit", "refund", "void", "adjustment"],
+                "description": "a void reverses an invoice's charge; a refund is money paid back out",
+            },
             "amount": {"type": "integer", "description": "signed minor units: charges positive, payments negative"},
             "currency": CURRENCY,
             "invoice_id": ID_OR_NULL,
+            "credit_note_id": ID_OR_NULL,
             "period_start": TS_OR_NULL,
             "description": {"type": "string"},
             "created_at": TS,
@@ -259,6 +324,27 @@ RESPONSES = {
         },
     },
 }
+# Retrieving one account adds its balances (not on lists).
+RESPONSES["Account"]["properties"].update(
+    balance={"type": "integer", "description": "sum of the ledger: positive = owed by the customer"},
+    credit_balance={**MONEY, "description": "credit the next invoices use before any payment is attempted"},
+)
+RESPONSES["InvoiceWithLinks"] = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Invoice"},
+        {
+            "type": "object",
+            "required": ["hosted_invoice_url", "invoice_pdf"],
+            "properties": {
+                "hosted_invoice_url": {
+                    "type": ["string", "null"],
+                    "description": "a signed page for the customer, valid 30 days from this response; null for a draft",
+                },
+                "invoice_pdf": {"type": ["string", "null"], "description": "the same link's PDF"},
+            },
+        },
+    ]
+}
 
 # path -> method -> (summary, request schema or None, success status, response component, list?)
 ROUTES = {
@@ -311,12 +397,42 @@ ROUTES = {
     "/v1/subscriptions/{subscription_id}/resume": {
         "post": ("Resume now, or at resumes_at", "subscription_resume", 200, "Subscription", False)
     },
-    "/v1/invoices": {"get": ("List invoices", None, 200, "Invoice", True)},
-    "/v1/invoices/{invoice_id}": {"get": ("Retrieve an invoice with its lines", None, 200, "Invoice", False)},
+    "/v1/invoices": {
+        "post": ("A one-off invoice of the account's pending items, now", "invoice_create", 201, "Invoice", False),
+        "get": ("List invoices", None, 200, "Invoice", True),
+    },
+    "/v1/invoices/{invoice_id}": {
+        "get": ("Retrieve an invoice with its lines and links", None, 200, "InvoiceWithLinks", False)
+    },
+    "/v1/invoices/{invoice_id}/pdf": {"get": ("The invoice as a PDF", None, 200, "PDF", False)},
     "/v1/invoices/{invoice_id}/finalize": {
         "post": ("Finalize a draft: number it, charge it and collect it", None, 200, "Invoice", False)
     },
-    "/v1/invoices/{invoice_id}/void": {"post": ("Void a draft: it bills nothing", None, 200, "Invoice", False)},
+    "/v1/invoices/{invoice_id}/void": {
+        "post": ("Void a draft, or an open invoice (ADMIN): reverses its charge", None, 200, "Invoice", False)
+    },
+    "/v1/invoices/{invoice_id}/mark_uncollectible": {
+        "post": ("Stop collecting an open invoice (ADMIN)", None, 200, "Invoice", False)
+    },
+    "/v1/hosted_invoices/{link}": {"get": ("The hosted invoice page (a signed link)", None, 200, "HTML", False)},
+    "/v1/hosted_invoices/{link}/pdf": {"get": ("The hosted invoice's PDF (a signed link)", None, 200, "PDF", False)},
+    "/v1/invoice_items": {
+        "post": ("A one-off charge for the account's next invoice", "invoice_item_create", 201, "InvoiceItem", False),
+        "get": ("List invoice items", None, 200, "InvoiceItem", True),
+    },
+    "/v1/invoice_items/{item_id}": {
+        "get": ("Retrieve an invoice item", None, 200, "InvoiceItem", False),
+        "delete": ("Delete a pending invoice item", None, 200, "Deleted", False),
+    },
+    "/v1/credit_notes": {
+        "post": ("Credit a finalized invoice (ADMIN)", "credit_note_create", 201, "CreditNote", False),
+        "get": ("List credit notes", None, 200, "CreditNote", True),
+    },
+    "/v1/credit_notes/{note_id}": {"get": ("Retrieve a credit note", None, 200, "CreditNote", False)},
+    "/v1/invoice_settings": {
+        "get": ("Invoice numbering and grace period", None, 200, "InvoiceSettings", False),
+        "post": ("Change the prefix or grace period (ADMIN)", "invoice_settings_update", 200, "InvoiceSettings", False),
+    },
     "/v1/events": {
         "post": ("Record usage: one event or a batch of up to 100", "usage_events", 200, "UsageBatch", False)
     },
@@ -329,6 +445,14 @@ LIST_FILTERS = {
         "period_start_lt": TS,
     },
     "/v1/subscriptions": {"account_id": ID, "status": {"enum": list(subscriptions.STATUSES)}},
+    "/v1/invoice_items": {"account_id": ID, "pending": {"enum": ["true", "false"]}},
+    "/v1/credit_notes": {"invoice": ID},
+}
+# Public routes: no token (a signed link is the credential, or nothing is private).
+PUBLIC = ("/v1/health", "/v1/hosted_invoices/{link}", "/v1/hosted_invoices/{link}/pdf")
+DOCUMENTS = {
+    "PDF": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+    "HTML": {"text/html": {"schema": {"type": "string"}}},
 }
 # Printable ASCII without leading or trailing blanks, which HTTP would strip (chalicelib.idempotency).
 IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}
@@ -387,10 +511,11 @@ def _operation(path: str, method: str, spec: tuple) -> dict:
                 "next_cursor": {"type": ["string", "null"]},
             },
         }
+    content = DOCUMENTS.get(component) or {"application/json": {"schema": body}}
     operation = {
         "summary": summary,
         "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
-        "responses": {str(status): {"description": "OK", "content": {"application/json": {"schema": body}}}},
+        "responses": {str(status): {"description": "OK", "content": content}},
     }
     if method == "post" and path in LINKS:
         operation["responses"][str(status)]["links"] = {
@@ -398,7 +523,9 @@ def _operation(path: str, method: str, spec: tuple) -> dict:
             for name, (target, parameter) in LINKS[path].items()
         }
     parameters = [
-        {"name": p[1:-1], "in": "path", "required": True, "schema": ID} for p in path.split("/") if p.startswith("{")
+        {"name": p[1:-1], "in": "path", "required": True, "schema": ID if p != "{link}" else {"type": "string"}}
+        for p in path.split("/")
+        if p.startswith("{")
     ]
     if is_list:
         parameters += [
@@ -414,10 +541,13 @@ def _operation(path: str, method: str, spec: tuple) -> dict:
         }
     if parameters:
         operation["parameters"] = parameters
-    if path != "/v1/health":
+    if path not in PUBLIC:
         operation["security"] = [{"cognito": []}]
         error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         operation["responses"].update({code: {"description": text, **error} for code, text in ERRORS.items()})
+    elif path != "/v1/health":
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        operation["responses"]["404"] = {"description": "No such link, or it expired", **error}
     else:
         operation["responses"]["503"] = {
             "description": "Database unreachable",

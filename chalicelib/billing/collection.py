@@ -94,12 +94,18 @@ def open_intents(tx, invoices: list, *, claim: bool) -> dict[str, Intent]:
     return {intent.account_id: intent for intent in map(_intent, opened)}
 
 
+def pending_for_invoice(tx, invoice_id: str) -> Intent | None:
+    """The attempt at an invoice still waiting for the gateway's answer, if any."""
+    row = tx.one(Q["pending_for_invoice"], invoice_id=invoice_id)
+    return _intent(row) if row else None
+
+
 def open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
     """The pending attempt at an open invoice, opening the next one if there is none (for what the
     account's credit balance leaves of it)."""
-    pending = tx.one(Q["pending_for_invoice"], invoice_id=invoice["id"])
+    pending = pending_for_invoice(tx, invoice["id"])
     if pending is not None:
-        return _intent(pending)
+        return pending
     invoice = {**invoice, "amount_due": tx.scalar(Q["use_credit"], id=invoice["id"])}
     if invoice["amount_due"] == 0:
         tx.run(Q["mark_paid"], id=invoice["id"])
@@ -177,7 +183,7 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
             accounts.find_locked(tx, account_id)
             invoice = tx.one(Q["oldest_open_invoice"], account_id=account_id)
             if invoice is None:
-                _reactivate_if_clear(tx, tenant_id, account_id)
+                reactivate_if_clear(tx, account_id)
                 return outcome
             intent = open_for_invoice(tx, account_id, invoice)
         if intent is not None:
@@ -214,7 +220,7 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
             _record_paid(tx, [paid[a] for a in sorted(still)])
             dunning = {paid[str(row["id"])][0].account_id for row in pending if row["in_dunning"]}
             for account_id in sorted(dunning):
-                _reactivate_if_clear(tx, tenant_id, account_id)
+                reactivate_if_clear(tx, account_id)
         outcomes.update({a: "succeeded" if a in still else "in_progress" for a in paid})
     for attempt_id, (intent, result) in answers.items():
         if not result.succeeded:
@@ -285,7 +291,8 @@ def _dun(tx, account: dict, now: datetime) -> str:
     return "declined"
 
 
-def _reactivate_if_clear(tx, tenant_id, account_id) -> None:
+def reactivate_if_clear(tx, account_id) -> None:
+    """An account in dunning with no open invoice left (paid, credited or voided) is ACTIVE again."""
     account = accounts.find_locked(tx, account_id)
     if account is None or (account["status"] == "ACTIVE" and not account["failure_count"]):
         return

@@ -1,19 +1,29 @@
-"""Invoices: what an account was billed for a period, line by line (minor units).
+"""Invoices: what an account was billed, line by line (minor units), and their lifecycle.
 
-A draft (the paused time a ``keep_as_draft`` pause kept) is billed only when the tenant
-finalizes it: numbered, charged to the ledger, and collected like any open invoice (the
-account's credit balance first); or voided, which bills nothing.
+``draft -> open -> paid | void | uncollectible``. A draft (a renewal held for the tenant's
+grace period, a one-off invoice, the paused time a ``keep_as_draft`` pause kept) bills
+nothing until it is finalized: its lines are revised (late usage, pending invoice items),
+it is numbered (``numbering``: gapless), its total is posted to the ledger, and it is
+collected like any open invoice (the account's credit balance first). Voiding a draft
+bills nothing; voiding an open or uncollectible invoice posts a ``void`` entry that reverses
+what it still charges. A paid invoice is corrected by a credit note (``credit_notes``),
+never voided or edited. Invoice events come from the invoices' status changes (a trigger,
+migration 0007), so every path emits them.
 """
 
+import logging
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from chalicelib import audit, errors
-from chalicelib.billing import accounts, calendar, collection, ledger, periods
-from chalicelib.db import paging
+from chalicelib import audit, errors, outbox
+from chalicelib.billing import accounts, calendar, collection, invoice_items, invoicing, ledger, numbering, periods
+from chalicelib.db import paging, transaction
 from chalicelib.db.queries import load
 from chalicelib.db.scope import tenant_transaction
+from chalicelib.observability import emit_metric
 
 Q = load("invoices")
+log = logging.getLogger("billing.invoices")
 STATUSES = ("draft", "open", "paid", "void", "uncollectible")
 
 
@@ -48,52 +58,171 @@ def list_page(
     return paging.page(rows, page, "/v1/invoices")
 
 
+@dataclass(frozen=True)
+class NewInvoice:
+    """A one-off invoice for an account: its pending invoice items (and ``items``, added first)."""
+
+    account_id: str
+    items: tuple[invoice_items.NewInvoiceItem, ...] = ()
+    description: str | None = None
+    finalize: bool = True  # False: leave it a draft (finalize it later)
+    metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, body: dict) -> "NewInvoice":
+        account_id = body["account_id"].lower()
+        items = body.get("items", ())
+        items = tuple(invoice_items.NewInvoiceItem.of({**item, "account_id": account_id}) for item in items)
+        return cls(account_id, items, body.get("description"), body.get("finalize", True))
+
+
+def create(tenant_id: str, actor, command: NewInvoice, now: datetime | None = None) -> dict:
+    """A one-off invoice now (``billing_reason`` manual): a draft of the account's pending items,
+    finalized and collected at once unless the command says otherwise. 422 with nothing to bill."""
+    now = now or calendar.utcnow()
+    with tenant_transaction(tenant_id) as tx:
+        account = accounts.lock(tx, command.account_id)
+        for item in command.items:
+            invoice_items.create(tx, actor, item)
+        invoice_id = invoicing.write_one_off(tx, account, now, command.description)
+        if invoice_id is None:
+            raise errors.UnprocessableState("the account has no pending invoice items", code="nothing_to_invoice")
+        audit.record(tx, actor, "invoice.created", "invoice", invoice_id)
+        if command.finalize:
+            _finalize_locked(tx, actor, account, tx.one(Q["lock"], id=invoice_id))
+    return _settled(tenant_id, str(account["id"]), invoice_id, now)
+
+
 def finalize(tenant_id: str, actor, invoice_id: str, now: datetime | None = None) -> dict:
     """Finalize a draft and collect it (an ACTIVE account; one in dunning is collected by its retry).
 
-    In its own transactions: the invoice, its ledger charge and its payment attempt commit
+    In its own transactions: the invoice, its ledger entry and its payment attempt commit
     together; the gateway is called after.
     """
     now = now or calendar.utcnow()
     with tenant_transaction(tenant_id) as tx:
-        account, invoice = _lock_draft(tx, invoice_id)
-        number = periods.draft_number(str(invoice["subscription_id"]), now)
-        finalized = tx.one(Q["finalize"], id=invoice_id, number=number)
-        ledger.post(
-            tx,
-            account_id=account["id"],
-            entry_type="charge",
-            amount=invoice["total"],
-            currency=invoice["currency"],
-            idempotency_key=f"charge:invoice:{invoice_id}",
-            invoice_id=invoice_id,
-            period_start=invoice["period_start"],
-            description=f"Invoice {number}",
-        )
-        if account["status"] == "ACTIVE":
-            collection.open_for_invoice(tx, str(account["id"]), finalized)
-        audit.record(tx, actor, "invoice.finalized", "invoice", invoice_id, {"number": number})
+        account, invoice = _lock(tx, invoice_id, ("draft",), "invoice_not_draft")
+        _finalize_locked(tx, actor, account, invoice)
+    return _settled(tenant_id, str(account["id"]), invoice_id, now)
+
+
+def _settled(tenant_id: str, account_id: str, invoice_id: str, now: datetime) -> dict:
     # An attempt the gateway leaves unresolved stays pending: the daily run settles it under the same key.
-    collection.settle_pending(tenant_id, str(account["id"]), now)
+    collection.settle_pending(tenant_id, account_id, now)
     with tenant_transaction(tenant_id) as tx:
         return get(tx, invoice_id)
 
 
+def _finalize_locked(tx, actor, account: dict, invoice: dict) -> None:
+    total = invoicing.revise_draft(tx, invoice)
+    finalized = tx.one(Q["finalize"], id=invoice["id"], total=total)
+    key, period_start = _charge_of(invoice)
+    ledger.post(
+        tx,
+        account_id=account["id"],
+        entry_type="charge" if total >= 0 else "credit",
+        amount=total,
+        currency=invoice["currency"],
+        idempotency_key=key,
+        invoice_id=invoice["id"],
+        period_start=period_start,
+        description=invoice["description"] or "Invoice",
+    )
+    if account["status"] == "ACTIVE" and total > 0:
+        collection.open_for_invoice(tx, str(account["id"]), finalized)
+    number = numbering.number_invoices(tx, [str(invoice["id"])])[str(invoice["id"])]
+    audit.record(tx, actor, "invoice.finalized", "invoice", invoice["id"], {"number": number, "total": total})
+
+
+def _charge_of(invoice: dict) -> tuple[str, datetime | None]:
+    """A finalized draft's ledger key and period: a held renewal or final invoice posts exactly the
+    charge it would have posted at its boundary (``due_at`` until finalized); any other draft its own."""
+    if invoice["auto_finalize_at"] is not None:
+        return periods.charge_key(invoice["account_id"], invoice["due_at"]), invoice["due_at"]
+    if invoice["subscription_id"] is None:
+        return f"charge:invoice:{invoice['id']}", None
+    return f"charge:invoice:{invoice['id']}", invoice["period_start"]
+
+
 def void(tx, actor, invoice_id: str) -> dict:
-    """Void a draft: it bills nothing, ever."""
-    _lock_draft(tx, invoice_id)
+    """Void a draft (it bills nothing, ever) or an open or uncollectible invoice: a ``void`` ledger
+    entry reverses what it still charges, collection stops, and any credit balance it used is the
+    account's again. A paid invoice cannot be voided: credit it instead."""
+    account, invoice = _lock(tx, invoice_id, ("draft", "open", "uncollectible"), "invoice_not_voidable")
+    if invoice["status"] != "draft":
+        check_no_payment_in_flight(tx, invoice)
+        charged = max(invoice["total"], 0) - invoice["pre_payment_credit_notes_amount"]
+        charged -= invoice["post_payment_credit_notes_amount"]
+        ledger.post(
+            tx,
+            account_id=account["id"],
+            entry_type="void",
+            amount=-charged,
+            currency=invoice["currency"],
+            idempotency_key=f"void:invoice:{invoice_id}",
+            invoice_id=invoice_id,
+            description=f"Invoice {invoice['number']} voided",
+        )
     tx.run(Q["void"], id=invoice_id)
-    audit.record(tx, actor, "invoice.voided", "invoice", invoice_id)
+    collection.reactivate_if_clear(tx, str(account["id"]))
+    audit.record(tx, actor, "invoice.voided", "invoice", invoice_id, {"from": invoice["status"]})
     return get(tx, invoice_id)
 
 
-def _lock_draft(tx, invoice_id: str) -> tuple[dict, dict]:
-    """The invoice's account, then the invoice, locked; 404 when absent, 422 unless a draft."""
+def mark_uncollectible(tx, actor, invoice_id: str) -> dict:
+    """Stop collecting an open invoice: it is still owed (the ledger keeps it), but not pursued."""
+    _account, invoice = _lock(tx, invoice_id, ("open",), "invoice_not_open")
+    check_no_payment_in_flight(tx, invoice)
+    tx.run(Q["mark_uncollectible"], id=invoice_id)
+    audit.record(tx, actor, "invoice.marked_uncollectible", "invoice", invoice_id)
+    return get(tx, invoice_id)
+
+
+def lock_finalized(tx, invoice_id: str) -> tuple[dict, dict]:
+    """An invoice a credit note may correct (open, paid or uncollectible) and its account, locked."""
+    return _lock(tx, invoice_id, ("open", "paid", "uncollectible"), "invoice_not_finalized")
+
+
+def check_no_payment_in_flight(tx, invoice: dict) -> None:
+    """409 while a payment of the invoice waits for the gateway's answer: its amount must not move."""
+    if collection.pending_for_invoice(tx, invoice["id"]) is not None:
+        raise errors.Conflict(
+            "a payment of this invoice is waiting for the gateway's answer; try again shortly",
+            code="payment_in_progress",
+        )
+
+
+def _lock(tx, invoice_id: str, statuses: tuple[str, ...], code: str) -> tuple[dict, dict]:
+    """The invoice's account, then the invoice, locked; 404 when absent, 422 ``code`` unless in ``statuses``."""
     invoice = tx.one(Q["get"], id=invoice_id)
     if invoice is None:
         raise errors.NotFound("no such invoice")
     account = accounts.lock(tx, str(invoice["account_id"]))
     invoice = tx.one(Q["lock"], id=invoice_id)
-    if invoice["status"] != "draft":
-        raise errors.UnprocessableState(f"the invoice is {invoice['status']}, not a draft", code="invoice_not_draft")
+    if invoice["status"] not in statuses:
+        allowed = " or ".join(statuses)
+        raise errors.UnprocessableState(f"the invoice is {invoice['status']}, not {allowed}", code=code)
     return account, invoice
+
+
+def finalize_due(now: datetime | None = None, max_rows: int = 500) -> dict:
+    """Finalize the drafts whose grace period is over, across tenants (the scheduled finalizer).
+
+    Each in its own transactions; one that cannot be finalized is counted and left for the
+    next run, never blocking the others.
+    """
+    now = now or calendar.utcnow()
+    with transaction() as tx:
+        due = tx.all(Q["drafts_due"], as_of=now, max_rows=max_rows)
+    finalized, failed = 0, 0
+    for row in due:
+        tenant_id = str(row["tenant_id"])
+        try:
+            finalize(tenant_id, "system:invoice_finalizer", str(row["invoice_id"]), now)
+            finalized += 1
+        except errors.BillingError as exc:  # finalized by the tenant meanwhile, or its total cannot be billed
+            log.warning("draft %s not finalized: %s", row["invoice_id"], exc)
+            emit_metric("draft_finalize_failures", 1, TenantId=tenant_id)
+            failed += 1
+        outbox.flush_quietly(tenant_id)
+    return {"finalized": finalized, "failed": failed}

@@ -13,18 +13,29 @@ A bill's total is posted to the ledger: a charge, or a credit when its credits e
 charges (a negative total). An invoice uses the account's credit balance before
 anything is collected (``write_invoices``), so balance = sum(ledger) always, and
 what the gateway is asked for is the amount due. A draft posts nothing.
+
+Two things join a bill here, whatever computed it: the account's pending invoice items
+(one-off charges), which land on its next invoice; and the tenant's grace period: a
+renewal or final invoice is *held* as a draft until ``boundary + invoice_grace_hours``,
+when ``revise_draft`` prices its usage again (late events count) and takes the items
+added meanwhile, and ``invoices.finalize`` numbers, charges and collects it. Numbers
+are taken last (``numbering``: gapless, the series' row stays locked until commit).
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from chalicelib import encoding, outbox
-from chalicelib.billing import collection, ledger, periods
+from chalicelib.billing import collection, ledger, numbering, periods, usage_charges
+from chalicelib.billing.lines import Line, total_of
 from chalicelib.billing.periods import Bill
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
 Q = load("invoicing")
+# Invoices that bill metered usage in arrears: the ones a tenant's grace period holds as drafts.
+HELD_REASONS = ("subscription_cycle", "subscription_cancel")
 
 
 @dataclass(frozen=True)
@@ -48,16 +59,18 @@ def issue(tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False) ->
     started = time.perf_counter()
     if len({bill.account_id for bill in bills}) != len(bills):
         raise ValueError("one bill per account per call")
+    bills = _with_pending_items(tx, _held(tx, bills))
     invoiced = [bill for bill in bills if bill.lines]
     written = _write_invoices(tx, invoiced)
     bills_written = [bill for bill in invoiced if bill.account_id in written]
     invoice_ids = {account_id: invoice_id for account_id, (invoice_id, _due) in written.items()}
-    _write_lines(tx, bills_written, invoice_ids)
+    _write_lines(tx, [(invoice_ids[bill.account_id], bill.currency, bill) for bill in bills_written])
     ledger.post_many(tx, [_entry(bill, invoice_ids[bill.account_id]) for bill in bills_written if not bill.draft])
     _restate(tx, [bill for bill in bills if bill.then is not None and not bill.ends])
     _end(tx, [bill for bill in bills if bill.ends])
     to_collect = [(bill, *written[bill.account_id]) for bill in bills_written if bill.collect and not bill.draft]
     intents = collection.open_intents(tx, [item for item in to_collect if item[2] > 0], claim=settle_now)
+    numbering.number_invoices(tx, [invoice_ids[bill.account_id] for bill in bills_written if not bill.draft])
     elapsed_ms = (time.perf_counter() - started) * 1000
     for bill in bills_written:
         emit_metric("invoice_amount", bill.total, "None", TenantId=tenant_id, PlanId=bill.subscription.plan_id)
@@ -95,13 +108,14 @@ def _write_invoices(tx, bills: list[Bill]) -> dict[str, tuple[str, int]]:
             "account_id": bill.account_id,
             "subscription_id": bill.subscription.id,
             "billing_reason": bill.reason,
-            "number": bill.number,
             "currency": bill.currency,
             "total": bill.total,
             "period_start": bill.period_start,
             "period_end": bill.period_end,
             "boundary": bill.boundary,
             "draft": bill.draft,
+            "auto_finalize_at": bill.auto_finalize_at,
+            "usage_terms": bill.usage_terms,
         }
         for bill in bills
     ]
@@ -109,26 +123,111 @@ def _write_invoices(tx, bills: list[Bill]) -> dict[str, tuple[str, int]]:
     return {str(row["account_id"]): (str(row["id"]), row["amount_due"]) for row in written}
 
 
-def _write_lines(tx, bills: list[Bill], invoice_ids: dict[str, str]) -> None:
+def _write_lines(tx, invoices: list[tuple[str, str, Bill]]) -> None:
+    """Each ``(invoice id, currency, bill)``'s lines, in order; a line billing an invoice item
+    attaches the item to its invoice (in the same statement)."""
     rows = [
         {
-            "invoice_id": invoice_ids[bill.account_id],
+            "invoice_id": invoice_id,
             "kind": line.kind,
             "description": line.description,
             "metric": line.metric,
             "quantity": line.quantity,
             "unit_amount": line.unit_amount,
             "amount": line.amount,
-            "currency": bill.currency,
+            "currency": currency,
             "period_start": line.period_start or bill.period_start,
             "period_end": line.period_end or bill.period_end,
             "position": position,
+            "invoice_item_id": line.invoice_item_id,
         }
-        for bill in bills
+        for invoice_id, currency, bill in invoices
         for position, line in enumerate(bill.lines)
     ]
     if rows:
         tx.run(Q["write_lines"], rows=encoding.dumps(rows))
+
+
+def _held(tx, bills: list[Bill]) -> list[Bill]:
+    """Renewal and final bills held as drafts for the tenant's grace period (none by default)."""
+    holdable = [bill for bill in bills if bill.lines and bill.reason in HELD_REASONS and not bill.draft]
+    hours = tx.scalar(Q["grace_hours"]) if holdable else 0
+    if not hours:
+        return bills
+    held = {id(bill) for bill in holdable}
+    return [bill.held(bill.boundary + timedelta(hours=hours)) if id(bill) in held else bill for bill in bills]
+
+
+def _with_pending_items(tx, bills: list[Bill]) -> list[Bill]:
+    """Each invoiced bill with its account's pending invoice items as lines (locked until written)."""
+    accounts = [bill.account_id for bill in bills if bill.lines]
+    items = pending_items(tx, accounts) if accounts else {}
+    return [
+        replace(bill, lines=(*bill.lines, *items[bill.account_id])) if bill.account_id in items else bill
+        for bill in bills
+    ]
+
+
+def pending_items(tx, account_ids: list[str]) -> dict[str, list[Line]]:
+    """The accounts' invoice items no invoice has taken yet, as lines, oldest first; locked."""
+    found: dict[str, list[Line]] = {}
+    for row in tx.all(Q["pending_items"], ids=encoding.dumps(sorted(account_ids))):
+        line = Line(
+            "invoice_item",
+            row["description"],
+            row["quantity"],
+            row["unit_amount"],
+            row["amount"],
+            invoice_item_id=str(row["id"]),
+        )
+        found.setdefault(str(row["account_id"]), []).append(line)
+    return found
+
+
+def write_one_off(tx, account: dict, at: datetime, description: str | None) -> str | None:
+    """A one-off draft invoice of the account's pending items (None when there are none)."""
+    account_id = str(account["id"])
+    items = pending_items(tx, [account_id]).get(account_id)
+    if not items:
+        return None
+    total = total_of(items)
+    row = {"account_id": account_id, "currency": account["currency"], "total": total, "at": at}
+    invoice_id = str(tx.scalar(Q["write_one_off"], **row, description=description))
+    _write_lines(tx, [(invoice_id, account["currency"], _Lines(tuple(items), at, at))])
+    return invoice_id
+
+
+def revise_draft(tx, invoice: dict) -> int:
+    """A draft's lines as they stand when it is finalized: its usage priced again from the terms it
+    was held with (late usage counts), and the account's invoice items added meanwhile. Its total."""
+    lines = [_line(row) for row in tx.all(Q["draft_lines"], invoice_id=invoice["id"])]
+    terms = invoice["usage_terms"]
+    if terms:
+        from_at, to_at = (datetime.fromisoformat(terms[k]) for k in ("from", "to"))
+        totals = usage_totals(tx, [(str(invoice["account_id"]), from_at, to_at)])[str(invoice["account_id"])]
+        usage = usage_charges.lines(terms["prices"], totals, from_at, to_at)
+        lines = [line for line in lines if line.kind != "usage"] + usage
+    lines += pending_items(tx, [str(invoice["account_id"])]).get(str(invoice["account_id"]), [])
+    total = total_of(lines)
+    period = {"period_start": invoice["period_start"], "period_end": invoice["period_end"]}
+    tx.run(Q["clear_lines"], invoice_id=invoice["id"])
+    _write_lines(tx, [(invoice["id"], invoice["currency"], _Lines(tuple(lines), **period))])
+    return total
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """The lines of an invoice being rewritten, as ``_write_lines`` takes a bill's."""
+
+    lines: tuple[Line, ...]
+    period_start: datetime
+    period_end: datetime
+
+
+def _line(row: dict) -> Line:
+    names = ("kind", "description", "quantity", "unit_amount", "amount", "metric", "period_start", "period_end")
+    item = row["invoice_item_id"]
+    return Line(**{name: row[name] for name in names}, invoice_item_id=str(item) if item else None)
 
 
 def _entry(bill: Bill, invoice_id: str) -> dict:

@@ -34,6 +34,7 @@ def post(
     period_start=None,
     description: str = "",
     metadata: dict | None = None,
+    credit_note_id=None,
 ) -> bool:
     """Append one entry (signed minor units); False when this key was already posted."""
     if not isinstance(amount, int) or isinstance(amount, bool):
@@ -49,6 +50,7 @@ def post(
         idempotency_key=idempotency_key,
         description=description,
         metadata=encoding.dumps(metadata or {}),
+        credit_note_id=credit_note_id,
     )
     return bool(row)
 

@@ -24,6 +24,7 @@ class Line:
     metric: str | None = None
     period_start: datetime | None = None  # defaults to the invoice's period
     period_end: datetime | None = None
+    invoice_item_id: str | None = None  # a one-off charge (kind ``invoice_item``) this line bills
 
 
 def prorate(amount: int, part: timedelta, whole: timedelta) -> int:

@@ -59,6 +59,7 @@ class MockGateway:
         self._results: dict[str, PaymentResult] = {}
         self.charges: list[tuple[str, str, int, str]] = []  # (key, account, amount, currency) actually charged
         self.calls: list[str] = []  # the key of every call, answered or not
+        self.refunds: list[tuple] = []  # (key, account, amount, currency, charge reference) actually refunded
         self._lock = threading.Lock()
 
     def script(self, account_id, outcomes: list[str]) -> None:
@@ -79,6 +80,29 @@ class MockGateway:
             else:
                 result = PaymentResult("succeeded", reference=f"mock_{idempotency_key}")
                 self.charges.append((idempotency_key, account_id, amount, currency))
+            self._results[idempotency_key] = result
+        if outcome == "timeout":
+            raise GatewayTimeout(f"no answer for {idempotency_key}")
+        return result
+
+    def refund(
+        self, *, account_id, amount: int, currency: str, idempotency_key: str, charge_reference: str | None
+    ) -> PaymentResult:
+        """Return ``amount`` of an earlier charge; scripted like a charge (``decline``: the refund failed)."""
+        account_id = str(account_id)
+        with self._lock:
+            self.calls.append(idempotency_key)
+            log.info("mock gateway: refund %s %s of %s (key %s)", amount, currency, charge_reference, idempotency_key)
+            if idempotency_key in self._results:
+                return self._results[idempotency_key]
+            outcome = self._next_outcome(account_id)
+            if outcome == "busy":
+                raise GatewayBusy(f"a request with key {idempotency_key} is in progress")
+            if outcome == "decline":
+                result = PaymentResult("declined", decline_code="charge_already_refunded")
+            else:
+                result = PaymentResult("succeeded", reference=f"mock_re_{idempotency_key}")
+                self.refunds.append((idempotency_key, account_id, amount, currency, charge_reference))
             self._results[idempotency_key] = result
         if outcome == "timeout":
             raise GatewayTimeout(f"no answer for {idempotency_key}")

@@ -33,7 +33,7 @@ from chalicelib.billing import calendar, usage_charges
 from chalicelib.billing.lines import Line, total_of
 
 _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
-# Invoices issued at a subscription's own billing instants keep the key format that
+# Invoices issued at a subscription's own billing instants keep the gateway key format that
 # attempts already recorded use; any other reason names itself in the key.
 _PERIOD_REASONS = ("subscription_create", "subscription_cycle")
 
@@ -119,6 +119,8 @@ class Bill:
     then: Subscription | None = None  # the subscription as it goes on (None: unchanged, or it ends)
     ends: bool = False  # the subscription ends at ``boundary``
     draft: bool = False  # a draft invoice: no number, no charge, no payment until finalized
+    auto_finalize_at: datetime | None = None  # a held draft: finalized then (None: by the tenant only)
+    usage: tuple | None = None  # (usage prices, from, to): the metered usage the bill prices
 
     @property
     def account_id(self) -> str:
@@ -137,30 +139,22 @@ class Bill:
         return charge_key(self.account_id, self.boundary)
 
     @property
-    def number(self) -> str | None:
-        if self.draft:
-            return None
-        day = _number_of_day(self.subscription.id, self.boundary)
-        if self.reason in _PERIOD_REASONS:
-            return day
-        if self.reason == "subscription_update":
-            return f"{day}-U{self.boundary.astimezone(UTC):%H%M%S%f}"
-        return f"{day}-F"
-
-    @property
     def description(self) -> str:
         kind = {"subscription_update": "Prorations", "subscription_cancel": "Final invoice"}.get(self.reason, "Invoice")
         return f"{kind} for {self.period_start:%Y-%m-%d} to {self.period_end:%Y-%m-%d}"
 
+    def held(self, until: datetime) -> "Bill":
+        """This bill as a draft finalized at ``until`` (a tenant's grace period): nothing is charged or
+        collected before then, and its usage is priced again then (``usage_terms``)."""
+        return replace(self, draft=True, collect=False, auto_finalize_at=until)
 
-def draft_number(subscription_id: str, finalized_at: datetime) -> str:
-    """A finalized draft's number, in ``Bill.number``'s format (``-D`` and the instant it was finalized)."""
-    return f"{_number_of_day(subscription_id, finalized_at)}-D{finalized_at.astimezone(UTC):%H%M%S%f}"
-
-
-def _number_of_day(subscription_id: str, at: datetime) -> str:
-    """Every invoice number starts with its day and its subscription: ``INV-yyyymmdd-SUB10``."""
-    return f"INV-{at.astimezone(UTC):%Y%m%d}-{subscription_id.replace('-', '')[:10].upper()}"
+    @property
+    def usage_terms(self) -> dict | None:
+        """What a held draft's usage lines are priced from when it is finalized (late usage counts)."""
+        if self.usage is None or self.auto_finalize_at is None:
+            return None
+        prices, from_at, to_at = self.usage
+        return {"prices": list(prices), "from": from_at.isoformat(), "to": to_at.isoformat()}
 
 
 def charge_key(account_id, boundary: datetime) -> str:
@@ -213,12 +207,15 @@ def renewal(sub: Subscription, account_status: str, start: datetime, usage_total
     period in advance on the terms from here (a scheduled change applies now; a trial ends)."""
     terms = _terms_from(sub, start)
     end = period_end(terms, start)
-    usage = usage_charges.lines(sub.usage_prices, usage_totals, *usage_window(sub, start)) if _bills_usage(sub) else []
+    window = usage_window(sub, start)
+    usage = usage_charges.lines(sub.usage_prices, usage_totals, *window) if _bills_usage(sub) else []
     fee = flat_fee(terms)
     lines = (*sub.pending_prorations, fee, *usage)
     then = replace(terms, current_period_start=start, current_period_end=end, current_period_paused_s=0)
     then = replace(then, current_period_paid=fee.amount)
-    return Bill(sub, "subscription_cycle", start, start, end, lines, collects(account_status, lines), then=then)
+    priced = (tuple(sub.usage_prices), *window) if usage else None
+    collect = collects(account_status, lines)
+    return Bill(sub, "subscription_cycle", start, start, end, lines, collect, then, usage=priced)
 
 
 def final(sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict, *, credit: tuple = ()) -> Bill:
@@ -234,7 +231,9 @@ def final(sub: Subscription, account_status: str, ends_at: datetime, usage_total
     lines = (*sub.pending_prorations, *credit, *usage)
     lines = lines if account_status != "INACTIVE" and any(line.amount or line.quantity for line in lines) else ()
     start = min(sub.current_period_start, ends_at)
-    return Bill(sub, "subscription_cancel", ends_at, start, ends_at, lines, collects(account_status, lines), ends=True)
+    priced = (tuple(sub.usage_prices), sub.current_period_start, ends_at) if usage else None
+    collect = collects(account_status, lines)
+    return Bill(sub, "subscription_cancel", ends_at, start, ends_at, lines, collect, ends=True, usage=priced)
 
 
 def flat_fee(sub: Subscription) -> Line:

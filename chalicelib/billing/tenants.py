@@ -31,3 +31,25 @@ def create(tx, actor, command: NewTenant) -> dict:
     tx.run(Q["switch"], tenant_id=actor.tenant_id)
     audit.record(tx, actor, "tenant.created", "tenant", new_id, {"name": command.name})
     return tenant
+
+
+def invoice_settings(tx) -> dict:
+    """How the tenant's invoices are numbered (``{prefix}-000001``) and how long renewals stay drafts."""
+    return tx.one(Q["invoice_settings"])
+
+
+def update_invoice_settings(tx, actor, changes: dict) -> dict:
+    """A new prefix starts its own gapless series at 000001; a new grace applies to later bills."""
+    tx.run(Q["update_invoice_settings"], prefix=changes.get("prefix"), grace_hours=changes.get("grace_hours"))
+    audit.record(tx, actor, "invoice_settings.updated", "tenant", actor.tenant_id, changes)
+    return invoice_settings(tx)
+
+
+def seller(tx) -> dict:
+    """Who the tenant's invoices are from."""
+    return tx.one(Q["seller"])
+
+
+def hosted_link_key(tx) -> str:
+    """The key the tenant's hosted invoice links are signed with (``hosted``); never returned by the API."""
+    return tx.scalar(Q["hosted_link_key"])

@@ -2,7 +2,8 @@
 
 A batch (up to 100) is accepted event by event: an event for an unknown account,
 stamped too far in the past or the future, or where it could never be billed
-(before the subscription started, in a period already invoiced, after the
+(before the subscription started, in a period already invoiced (unless a draft held for
+the tenant's grace period still prices it), after the
 subscription ends or ended, for an account with no subscription or an inactive
 one), is rejected with its reasons while the rest are stored. A resent ``event_id``
 is reported as a duplicate and counted once. Quantities are integers.
@@ -101,6 +102,8 @@ def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, setti
 
 def _outside_billing(account: dict, at: datetime) -> str | None:
     """Why usage at ``at`` could never be billed (accepting it would bill it never), or None."""
+    if account["draft_from"] is not None and account["draft_from"] <= at < account["draft_to"]:
+        return None  # a draft in its grace period prices it when it is finalized
     if account["open_since"] is None:  # no live subscription
         if account["status"] == "INACTIVE" and account["ended_at"] is not None:
             return "the account is inactive; billing has stopped"

@@ -273,6 +273,9 @@ def test_an_upgrade_invoiced_now_is_collected_by_the_pipeline_and_every_change_i
     assert api.post(f"/v1/subscriptions/{sub['id']}/resume", {}, catalog.user).status == 200
 
     Pump(bindings_for(app_module, messaging.queues), wait_seconds=0).drain(timeout=10)
+    # A consumer's payments write invoice.paid events: the outbox sweep publishes them.
+    outbox.sweep(older_than_s=0)
+    Pump(bindings_for(app_module, messaging.queues), wait_seconds=0).drain(timeout=10)
 
     invoices = api.get(f"/v1/invoices?account_id={account['id']}", catalog.user).body["data"]
     assert {i["billing_reason"]: i["status"] for i in invoices} == {
@@ -283,7 +286,11 @@ def test_an_upgrade_invoiced_now_is_collected_by_the_pipeline_and_every_change_i
     assert len(gateway.charges) == 2
     with transaction(tenant_id=catalog.id) as tx:
         audited = [r[0] for r in tx.run("SELECT action FROM audit_logs WHERE actor = 'system:events' ORDER BY id")]
+    # Both invoices were created, finalized and paid: their events come from their status changes.
     assert sorted(audited) == [
+        *["invoice.created"] * 2,
+        *["invoice.finalized"] * 2,
+        *["invoice.paid"] * 2,
         "subscription.created",
         "subscription.paused",
         "subscription.resumed",

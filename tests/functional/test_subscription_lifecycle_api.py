@@ -141,15 +141,16 @@ def test_a_trial_end_in_the_past_or_too_far_ahead_is_a_400(api, account, catalog
         assert reply.body["error"]["details"][0]["field"] == "trial_end"
 
 
-def test_only_a_draft_can_be_finalized_or_voided(api, catalog, subscribed):
+def test_only_a_draft_can_be_finalized_and_a_paid_invoice_cannot_be_voided(api, catalog, subscribed):
     # A draft needs paused time, which the clock of an API test cannot give: the integration
     # tests finalize and void real drafts; here, the routes' refusals.
     api.post(f"/v1/subscriptions/{subscribed['id']}/cancel", {"prorate": True}, catalog.user)
     first = _invoices(api, catalog, subscribed["account_id"])[-1]
 
-    for action in ("finalize", "void"):
-        refused = api.post(f"/v1/invoices/{first['id']}/{action}", None, catalog.user)
-        assert (refused.status, refused.body["error"]["code"]) == (422, "invoice_not_draft")
-        missing = api.post(f"/v1/invoices/00000000-0000-4000-8000-000000000000/{action}", None, catalog.user)
+    for action, code in (("finalize", "invoice_not_draft"), ("void", "invoice_not_voidable")):
+        refused = api.post(f"/v1/invoices/{first['id']}/{action}", None, catalog.admin)
+        assert (refused.status, refused.body["error"]["code"]) == (422, code)
+        missing = api.post(f"/v1/invoices/00000000-0000-4000-8000-000000000000/{action}", None, catalog.admin)
         assert (missing.status, missing.body["error"]["code"]) == (404, "resource_missing")
+    assert api.post(f"/v1/invoices/{first['id']}/void", None, catalog.user).status == 403
     assert api.get(f"/v1/invoices/{first['id']}", catalog.user).body["status"] == first["status"]

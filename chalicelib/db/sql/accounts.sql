@@ -6,7 +6,8 @@ RETURNING id;
 -- name: get
 SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a.status,
        a.next_billing_at, a.billing_anchor, a.failure_count, a.metadata, a.created_at,
-       COALESCE((SELECT sum(l.amount) FROM ledger_entries l WHERE l.account_id = a.id), 0)::bigint AS balance
+       COALESCE((SELECT sum(l.amount) FROM ledger_entries l WHERE l.account_id = a.id), 0)::bigint AS balance,
+       account_credit(a.id) AS credit_balance
   FROM accounts a
   LEFT JOIN plans p ON p.id = a.plan_id
  WHERE a.id = :id;

@@ -73,7 +73,8 @@ UPDATE invoices i
 RETURNING i.amount_due;
 
 -- name: mark_uncollectible
-UPDATE invoices SET status = 'uncollectible' WHERE account_id = :account_id AND status = 'open';
+UPDATE invoices SET status = 'uncollectible', marked_uncollectible_at = now(), updated_at = now()
+ WHERE account_id = :account_id AND status = 'open';
 
 -- name: oldest_open_invoice
 SELECT id, amount_due, currency, subscription_id, billing_reason, period_start FROM invoices

@@ -1,6 +1,8 @@
 -- name: list
-SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
-       credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at, paid_at, created_at
+SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, number, status, description, currency,
+       subtotal, total, credit_applied, pre_payment_credit_notes_amount, post_payment_credit_notes_amount, amount_due,
+       amount_paid, period_start, period_end, due_at, auto_finalize_at, finalized_at, paid_at, voided_at,
+       marked_uncollectible_at, created_at
   FROM invoices
  WHERE (CAST(:account_id AS uuid) IS NULL OR account_id = CAST(:account_id AS uuid))
    AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
@@ -15,28 +17,44 @@ SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, num
 SELECT 1 FROM invoices WHERE id = :id;
 
 -- name: get
-SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
-       credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at, paid_at, created_at
+SELECT id, 'invoice' AS object, account_id, subscription_id, billing_reason, number, status, description, currency,
+       subtotal, total, credit_applied, pre_payment_credit_notes_amount, post_payment_credit_notes_amount, amount_due,
+       amount_paid, period_start, period_end, due_at, auto_finalize_at, finalized_at, paid_at, voided_at,
+       marked_uncollectible_at, created_at
   FROM invoices
  WHERE id = :id;
 
 -- name: lock
-SELECT id, account_id, subscription_id, billing_reason, status, currency, total, period_start
+SELECT id, account_id, subscription_id, billing_reason, number, status, description, currency, total, credit_applied,
+       pre_payment_credit_notes_amount, post_payment_credit_notes_amount, amount_due, amount_paid, period_start,
+       period_end, due_at, auto_finalize_at, usage_terms
   FROM invoices WHERE id = :id FOR UPDATE;
 
 -- name: finalize
--- A draft becomes due: numbered, finalized, open for its total (collection uses the
--- account's credit balance first when it opens the attempt).
-UPDATE invoices SET status = 'open', number = :number, finalized_at = now(), due_at = now(), updated_at = now()
+-- A draft becomes due at its revised total: open (collection uses the account's credit
+-- balance first when it opens the attempt), or paid when nothing is owed. Numbered last.
+UPDATE invoices
+   SET status = CASE WHEN CAST(:total AS bigint) <= 0 THEN 'paid' ELSE 'open' END,
+       subtotal = :total, total = :total, amount_due = GREATEST(CAST(:total AS bigint), 0),
+       finalized_at = now(), due_at = now(),
+       paid_at = CASE WHEN CAST(:total AS bigint) <= 0 THEN now() END, updated_at = now()
  WHERE id = :id AND status = 'draft'
 RETURNING id, account_id, subscription_id, billing_reason, period_start, currency, amount_due;
 
 -- name: void
-UPDATE invoices SET status = 'void', amount_due = 0, updated_at = now() WHERE id = :id AND status = 'draft';
+UPDATE invoices SET status = 'void', amount_due = 0, voided_at = now(), updated_at = now()
+ WHERE id = :id AND status IN ('draft', 'open', 'uncollectible');
+
+-- name: mark_uncollectible
+UPDATE invoices SET status = 'uncollectible', marked_uncollectible_at = now(), updated_at = now()
+ WHERE id = :id AND status = 'open';
+
+-- name: drafts_due
+SELECT tenant_id, invoice_id FROM drafts_due(:as_of, :max_rows);
 
 -- name: lines
 SELECT id, 'line_item' AS object, kind, description, metric, quantity, unit_amount, amount, currency,
-       period_start, period_end
+       period_start, period_end, invoice_item_id
   FROM invoice_lines
  WHERE invoice_id = :invoice_id
  ORDER BY position, id;

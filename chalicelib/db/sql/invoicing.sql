@@ -9,34 +9,62 @@
 -- its credit joins the account's credit balance; an invoice with a positive total uses
 -- that balance first (credit_applied; the balance is the account_credit function's).
 WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                  AS v(account_id uuid, subscription_id uuid, billing_reason text, number text, currency text,
+                  AS v(account_id uuid, subscription_id uuid, billing_reason text, currency text,
                        total bigint, period_start timestamptz, period_end timestamptz, boundary timestamptz,
-                       draft boolean)),
+                       draft boolean, auto_finalize_at timestamptz, usage_terms jsonb)),
      credit AS (SELECT v.account_id,
                        CASE WHEN v.draft OR v.total <= 0 THEN 0
                             ELSE LEAST(v.total, account_credit(v.account_id)) END AS applied
                   FROM v)
-INSERT INTO invoices (account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
+INSERT INTO invoices (account_id, subscription_id, billing_reason, status, currency, subtotal, total,
                       credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at,
-                      paid_at)
-SELECT v.account_id, v.subscription_id, v.billing_reason, v.number,
+                      paid_at, auto_finalize_at, usage_terms)
+SELECT v.account_id, v.subscription_id, v.billing_reason,
        CASE WHEN v.draft THEN 'draft' WHEN v.total - c.applied <= 0 THEN 'paid' ELSE 'open' END,
        v.currency, v.total, v.total, c.applied,
        CASE WHEN v.draft THEN GREATEST(v.total, 0) ELSE GREATEST(v.total - c.applied, 0) END, 0,
        v.period_start, v.period_end, v.boundary,
-       CASE WHEN NOT v.draft THEN now() END, CASE WHEN NOT v.draft AND v.total - c.applied <= 0 THEN now() END
+       CASE WHEN NOT v.draft THEN now() END, CASE WHEN NOT v.draft AND v.total - c.applied <= 0 THEN now() END,
+       v.auto_finalize_at, v.usage_terms
   FROM v JOIN credit c ON c.account_id = v.account_id
 ON CONFLICT (tenant_id, subscription_id, billing_reason, period_start) DO NOTHING
 RETURNING id, account_id, amount_due;
 
 -- name: write_lines
-INSERT INTO invoice_lines (invoice_id, kind, description, metric, quantity, unit_amount, amount, currency,
-                           period_start, period_end, position)
-SELECT v.invoice_id, v.kind, v.description, v.metric, v.quantity, v.unit_amount, v.amount, v.currency,
-       v.period_start, v.period_end, v.position
-  FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-       AS v(invoice_id uuid, kind text, description text, metric text, quantity bigint, unit_amount bigint,
-            amount bigint, currency text, period_start timestamptz, period_end timestamptz, position integer);
+-- The lines, in order; an invoice item a line bills is attached to its invoice (no longer pending).
+WITH lines AS (
+    INSERT INTO invoice_lines (invoice_id, kind, description, metric, quantity, unit_amount, amount, currency,
+                               period_start, period_end, position, invoice_item_id)
+    SELECT v.invoice_id, v.kind, v.description, v.metric, v.quantity, v.unit_amount, v.amount, v.currency,
+           v.period_start, v.period_end, v.position, v.invoice_item_id
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+           AS v(invoice_id uuid, kind text, description text, metric text, quantity bigint, unit_amount bigint,
+                amount bigint, currency text, period_start timestamptz, period_end timestamptz, position integer,
+                invoice_item_id uuid)
+    RETURNING invoice_id, invoice_item_id)
+UPDATE invoice_items it SET invoice_id = lines.invoice_id
+  FROM lines
+ WHERE it.id = lines.invoice_item_id AND it.invoice_id IS NULL;
+
+-- name: grace_hours
+SELECT invoice_grace_hours FROM tenants WHERE id = app_current_tenant();
+
+-- name: pending_items
+-- The accounts' invoice items not yet on an invoice, oldest first, locked until they are.
+SELECT id, account_id, description, quantity, unit_amount, amount
+  FROM invoice_items
+ WHERE account_id IN (SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST(:ids AS jsonb)))
+   AND invoice_id IS NULL
+ ORDER BY created_at, id
+   FOR UPDATE;
+
+-- name: draft_lines
+SELECT kind, description, metric, quantity, unit_amount, amount, period_start, period_end, invoice_item_id
+  FROM invoice_lines WHERE invoice_id = :invoice_id ORDER BY position, id;
+
+-- name: clear_lines
+-- A draft's lines, about to be written again as it is finalized.
+DELETE FROM invoice_lines WHERE invoice_id = :invoice_id;
 
 -- name: restate
 -- A subscription as it goes on after a bill (its terms, period, status, scheduled change and
@@ -94,3 +122,11 @@ SELECT s.id, s.account_id, s.plan_id, p.code AS plan_code, p.name AS plan_name, 
   FROM subscriptions s
   JOIN plans p ON p.id = s.plan_id
  WHERE s.id = :subscription_id;
+
+-- name: write_one_off
+-- A one-off invoice (billing_reason manual): a draft for an instant, no subscription.
+INSERT INTO invoices (account_id, billing_reason, status, currency, subtotal, total, amount_due, period_start,
+                      period_end, description)
+VALUES (:account_id, 'manual', 'draft', :currency, :total, :total, GREATEST(CAST(:total AS bigint), 0), :at, :at,
+        :description)
+RETURNING id;

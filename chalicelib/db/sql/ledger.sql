@@ -1,8 +1,9 @@
 -- name: entries
 -- Chronological, with the balance after each entry; the window runs over the
 -- whole account so a later page still carries the right running balance.
-SELECT id, object, entry_type, amount, currency, invoice_id, period_start, description, created_at, balance
-  FROM (SELECT id, 'ledger_entry' AS object, entry_type, amount, currency, invoice_id, period_start,
+SELECT id, object, entry_type, amount, currency, invoice_id, credit_note_id, period_start, description, created_at,
+       balance
+  FROM (SELECT id, 'ledger_entry' AS object, entry_type, amount, currency, invoice_id, credit_note_id, period_start,
                description, created_at, seq, CAST(sum(amount) OVER (ORDER BY seq) AS bigint) AS balance
           FROM ledger_entries
          WHERE account_id = :account_id) e
@@ -20,9 +21,9 @@ SELECT CAST(COALESCE(sum(amount), 0) AS bigint) FROM ledger_entries WHERE accoun
 -- name: post
 -- The idempotency key makes a retried posting a no-op (no row returned).
 INSERT INTO ledger_entries (account_id, entry_type, amount, currency, invoice_id, period_start, idempotency_key,
-                            description, metadata)
+                            description, metadata, credit_note_id)
 VALUES (:account_id, :entry_type, :amount, :currency, :invoice_id, :period_start, :idempotency_key,
-        :description, CAST(:metadata AS jsonb))
+        :description, CAST(:metadata AS jsonb), :credit_note_id)
 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
 RETURNING id;
 

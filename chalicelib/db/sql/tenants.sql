@@ -8,3 +8,19 @@ SELECT set_config('app.tenant_id', :tenant_id, true);
 
 -- name: is_operator
 SELECT COALESCE((settings ->> 'platform_operator')::boolean, false) FROM tenants;
+
+-- name: invoice_settings
+SELECT 'invoice_settings' AS object, invoice_prefix AS prefix, invoice_grace_hours AS grace_hours,
+       (SELECT last_value FROM number_sequences n WHERE n.series = t.invoice_prefix) AS last_number
+  FROM tenants t WHERE id = app_current_tenant();
+
+-- name: update_invoice_settings
+UPDATE tenants SET invoice_prefix = COALESCE(:prefix, invoice_prefix),
+                   invoice_grace_hours = COALESCE(CAST(:grace_hours AS integer), invoice_grace_hours)
+ WHERE id = app_current_tenant();
+
+-- name: seller
+SELECT name, email FROM tenants WHERE id = app_current_tenant();
+
+-- name: hosted_link_key
+SELECT hosted_link_key FROM tenants WHERE id = app_current_tenant();

@@ -6,8 +6,9 @@
 -- the live subscription's current period (anything earlier is invoiced) until it
 -- ends (a cancel at period end), when it started (its trial's start, or creation; a
 -- new anchor does not move it), and since when it is paused; or, with no live
--- subscription, when the last one ended.
-SELECT a.id, a.status, live.current_period_start AS open_since,
+-- subscription, when the last one ended. A draft held for the tenant's grace period still
+-- takes usage in the window it prices (draft_from to draft_to).
+SELECT a.id, a.status, live.current_period_start AS open_since, held.draft_from, held.draft_to,
        LEAST(live.created_at, live.billing_anchor, live.trial_start) AS started_at,
        CASE WHEN live.cancel_at_period_end THEN live.current_period_end END AS open_until,
        CASE WHEN live.status = 'paused' THEN live.paused_at END AS paused_since,
@@ -19,6 +20,10 @@ SELECT a.id, a.status, live.current_period_start AS open_since,
                        FROM subscriptions s
                       WHERE s.account_id = a.id AND s.status IN ('trialing', 'active', 'past_due', 'paused')
                       ORDER BY s.created_at DESC LIMIT 1) live ON true
+  LEFT JOIN LATERAL (SELECT min(CAST(i.usage_terms ->> 'from' AS timestamptz)) AS draft_from,
+                            max(CAST(i.usage_terms ->> 'to' AS timestamptz)) AS draft_to
+                       FROM invoices i
+                      WHERE i.account_id = a.id AND i.status = 'draft' AND i.usage_terms IS NOT NULL) held ON true
  WHERE a.id = ANY(CAST(:ids AS uuid[]))
  ORDER BY a.id
    FOR KEY SHARE OF a;

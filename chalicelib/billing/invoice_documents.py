@@ -1,0 +1,28 @@
+"""An invoice as a document a person reads: the PDF and the hosted page (``documents`` renders them).
+
+This module gathers what the document shows (seller = the tenant, buyer = the account, the
+invoice with its lines, its credit notes) in the tenant's transaction; rendering is pure.
+"""
+
+from datetime import datetime
+
+from chalicelib.billing import accounts, credit_notes, documents, hosted, invoices, tenants
+
+
+def of(tx, invoice_id: str) -> documents.InvoiceDocument:
+    invoice = invoices.get(tx, invoice_id)
+    account = accounts.get(tx, str(invoice["account_id"]))
+    return documents.InvoiceDocument(
+        seller=tenants.seller(tx),
+        buyer={"name": account["name"], "email": account["email"]},
+        invoice=invoice,
+        credit_notes=credit_notes.of_invoice(tx, invoice_id),
+    )
+
+
+def with_links(tx, tenant_id: str, invoice: dict, base_url: str, now: datetime) -> dict:
+    """The invoice with ``hosted_invoice_url`` (signed, expiring) and ``invoice_pdf`` once it is finalized."""
+    if invoice["status"] == "draft":
+        return {**invoice, "hosted_invoice_url": None, "invoice_pdf": None}
+    link = f"{base_url}/v1/hosted_invoices/{hosted.token(tx, tenant_id, str(invoice['id']), now)}"
+    return {**invoice, "hosted_invoice_url": link, "invoice_pdf": f"{link}/pdf"}

@@ -1,0 +1,39 @@
+-- Refunds (chalicelib/billing/refunds.py): pending, claimed by one settler, resolved once.
+
+-- name: refundable
+-- What the gateway collected for the invoice (its amount paid) less refunds not failed.
+SELECT CAST(:amount_paid AS bigint) - COALESCE(sum(amount), 0)
+  FROM refunds WHERE invoice_id = :invoice_id AND status <> 'failed';
+
+-- name: open
+-- The refund goes against the invoice's successful payment.
+WITH paid AS (SELECT id, account_id, gateway_reference FROM payment_attempts
+               WHERE invoice_id = :invoice_id AND outcome = 'succeeded'
+               ORDER BY created_at DESC LIMIT 1)
+INSERT INTO refunds (account_id, invoice_id, credit_note_id, payment_attempt_id, amount, currency, idempotency_key)
+SELECT paid.account_id, :invoice_id, :credit_note_id, paid.id, :amount, :currency, :key FROM paid
+RETURNING id, account_id, credit_note_id, idempotency_key, amount, currency,
+          (SELECT gateway_reference FROM paid) AS charge_reference;
+
+-- name: get
+SELECT r.id, r.account_id, r.credit_note_id, r.idempotency_key, r.amount, r.currency,
+       p.gateway_reference AS charge_reference
+  FROM refunds r JOIN payment_attempts p ON p.id = r.payment_attempt_id
+ WHERE r.id = :id;
+
+-- name: claim
+UPDATE refunds SET claimed_until = now() + make_interval(secs => :lease_s)
+ WHERE id = :id AND status = 'pending' AND (claimed_until IS NULL OR claimed_until < now())
+RETURNING id;
+
+-- name: release
+UPDATE refunds SET claimed_until = NULL WHERE id = :id AND status = 'pending';
+
+-- name: resolve
+UPDATE refunds SET status = :status, gateway_reference = :reference, failure_code = :code, resolved_at = now(),
+       claimed_until = NULL
+ WHERE id = :id AND status = 'pending'
+RETURNING id;
+
+-- name: stale
+SELECT tenant_id, refund_id FROM refunds_pending(:max_rows);
