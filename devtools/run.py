@@ -24,11 +24,16 @@ def _start_pump():
     import app as app_module
     from chalicelib import outbox
     from devtools import local_aws
-    from devtools.pump import Pump, bindings_for
+    from devtools.pump import LambdaContext, Pump, bindings_for, scheduled_event
 
     queues = {name: {"url": url, "arn": arn} for name, url, arn in local_aws.queue_urls()}
     pump = Pump(bindings_for(app_module, queues))
-    pump.run_forever(sweep=lambda: outbox.sweep(older_than_s=30))
+    # The schedules a laptop needs every minute: the outbox sweep, and the invoice finalizer
+    # (drafts whose grace period ended, refunds a timeout left pending).
+    finalizer = LambdaContext("invoice_finalizer")
+    pump.run_forever(
+        sweep=lambda: (outbox.sweep(older_than_s=30), app_module.invoice_finalizer(scheduled_event(), finalizer))
+    )
     print(f"pump:     delivering {', '.join(queues)} to app.py handlers")
     return pump
 

@@ -239,6 +239,12 @@ class Api:
     def get(self, path, token=None, **kw) -> Reply:
         return self.call("GET", path, token=token, **kw)
 
+    def fetch(self, path, token=None, accept: str = "*/*"):
+        """A non-JSON answer (a PDF, a page): (status, headers, body bytes)."""
+        sent = {"Accept": accept, **({"Authorization": f"Bearer {token}"} if token else {})}
+        response = self._client.http.request("GET", path, headers=sent)
+        return response.status_code, dict(response.headers), response.body
+
     def post(self, path, body=None, token=None, **kw) -> Reply:
         return self.call("POST", path, body=body, token=token, **kw)
 

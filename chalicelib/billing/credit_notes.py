@@ -140,7 +140,7 @@ def _split(tx, invoice: dict, amount: int, command: NewCreditNote) -> Split:
     post = amount - pre
     refund = command.refund_amount or 0
     credit = post - refund if command.credit_amount is None else command.credit_amount
-    if refund + credit != post:
+    if refund + credit != post or credit < 0:
         raise errors.UnprocessableState(
             f"refund_amount and credit_amount must add up to the {post} already paid of this credit note",
             code="amounts_do_not_add_up",
@@ -177,6 +177,7 @@ def get(tx, note_id: str) -> dict:
 
 
 def list_page(tx, page: paging.PageRequest, *, invoice_id: str | None = None) -> dict:
+    invoices.check_visible(tx, invoice_id)
     paging.check_cursor(tx, Q["exists"], page, "credit note")
     rows = tx.all(Q["list"], invoice_id=invoice_id, after=page.starting_after, limit=page.limit + 1)
     return paging.page(rows, page, "/v1/credit_notes")

@@ -58,6 +58,11 @@ def list_page(
     return paging.page(rows, page, "/v1/invoices")
 
 
+def check_visible(tx, invoice_id: str | None, field_name: str = "invoice") -> None:
+    """An invoice id (a list filter) naming no visible invoice is a 404, as the invoice's own URL is."""
+    paging.check_exists(tx, Q["exists"], invoice_id, field_name, "invoice")
+
+
 @dataclass(frozen=True)
 class NewInvoice:
     """A one-off invoice for an account: its pending invoice items (and ``items``, added first)."""

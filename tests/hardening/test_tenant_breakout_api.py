@@ -36,7 +36,19 @@ PROBES = [
     ("POST", "/v1/subscriptions/{subscription_id}/resume", "USER", "path", "subscription_id", "subscription"),
     ("GET", "/v1/invoices/{invoice_id}", "USER", "path", "invoice_id", "invoice"),
     ("POST", "/v1/invoices/{invoice_id}/finalize", "USER", "path", "invoice_id", "invoice"),
-    ("POST", "/v1/invoices/{invoice_id}/void", "USER", "path", "invoice_id", "invoice"),
+    ("POST", "/v1/invoices/{invoice_id}/void", "ADMIN", "path", "invoice_id", "invoice"),
+    ("POST", "/v1/invoices/{invoice_id}/mark_uncollectible", "ADMIN", "path", "invoice_id", "invoice"),
+    ("GET", "/v1/invoices/{invoice_id}/pdf", "USER", "path", "invoice_id", "invoice"),
+    ("POST", "/v1/invoices", "USER", "body", "account_id", "account"),
+    ("POST", "/v1/invoice_items", "USER", "body", "account_id", "account"),
+    ("GET", "/v1/invoice_items", "USER", "query", "account_id", "account"),
+    ("GET", "/v1/invoice_items", "USER", "query", "starting_after", "invoice_item"),
+    ("GET", "/v1/invoice_items/{item_id}", "USER", "path", "item_id", "invoice_item"),
+    ("DELETE", "/v1/invoice_items/{item_id}", "USER", "path", "item_id", "invoice_item"),
+    ("POST", "/v1/credit_notes", "ADMIN", "body", "invoice", "invoice"),
+    ("GET", "/v1/credit_notes", "USER", "query", "invoice", "invoice"),
+    ("GET", "/v1/credit_notes", "USER", "query", "starting_after", "credit_note"),
+    ("GET", "/v1/credit_notes/{note_id}", "USER", "path", "note_id", "credit_note"),
     ("GET", "/v1/subscriptions", "USER", "query", "account_id", "account"),
     ("GET", "/v1/invoices", "USER", "query", "account_id", "account"),
     ("GET", "/v1/plans", "USER", "query", "starting_after", "plan"),
@@ -55,6 +67,8 @@ BODIES = {
     "/v1/subscriptions/{subscription_id}/pause": {},
     "/v1/subscriptions/{subscription_id}/resume": {},
     "/v1/accounts/{account_id}/rebill": {},
+    "/v1/invoice_items": {"currency": "USD", "description": "breakout", "amount": 1},
+    "/v1/credit_notes": {"reason": "duplicate"},
 }
 
 
@@ -67,7 +81,7 @@ def _id_bearing_parameters() -> set:
                 if parameter["schema"].get("format") == "uuid":
                     found.add((method.upper(), path, parameter["in"], parameter["name"]))
             body = json.dumps(operation.get("requestBody", {}))
-            for name in {"account_id", "subscription_id", "invoice_id", "plan_id"}:
+            for name in {"account_id", "subscription_id", "invoice_id", "plan_id", "invoice"}:
                 if f'"{name}"' in body:
                     found.add((method.upper(), path, "body", name))
     return found
@@ -91,6 +105,9 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
     invoice = api.get(f"/v1/invoices?account_id={account['id']}", a.user).body["data"][0]
     ledger = api.get(f"/v1/accounts/{account['id']}/ledger", a.user).body["data"]
     plan = api.get("/v1/plans", a.user).body["data"][0]
+    item = {"account_id": account["id"], "currency": "USD", "description": "Victim item", "amount": 5}
+    invoice_item = api.post("/v1/invoice_items", item, a.user).body
+    note = api.post("/v1/credit_notes", {"invoice": invoice["id"], "amount": 1, "reason": "duplicate"}, a.admin).body
     return {
         "tenant": a,
         "account": account["id"],
@@ -98,6 +115,8 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
         "invoice": invoice["id"],
         "ledger_entry": ledger[0]["id"],
         "plan": plan["id"],
+        "invoice_item": invoice_item["id"],
+        "credit_note": note["id"],
     }
 
 
@@ -131,7 +150,8 @@ def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_chang
     b = other_tenant
     own = _own_account_and_plan(api, b)
     before = billing.snapshot(owner_conn, victim["tenant"].id)
-    secrets = {victim[k] for k in ("account", "subscription", "invoice", "ledger_entry", "plan")}
+    secrets = {victim[k] for k in ("account", "subscription", "invoice", "ledger_entry", "plan", "invoice_item")}
+    secrets.add(victim["credit_note"])
     secrets |= {"victim@a.test", "Victim Corp", victim["tenant"].id}
     counts = {"probes": 0, "not_found": 0, "rejected": 0, "leaks": 0}
     for method, path, role, where, name, which in PROBES:
