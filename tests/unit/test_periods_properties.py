@@ -77,9 +77,7 @@ def test_every_accepted_usage_event_is_priced_by_exactly_one_bill(
 
 @settings(max_examples=300, deadline=None)
 @given(**LIFE)
-def test_every_bill_of_a_life_has_its_own_charge_key_and_gateway_key(
-    anchor, interval, renewals, cancel_fraction
-):
+def test_every_bill_of_a_life_has_its_own_charge_key_and_gateway_key(anchor, interval, renewals, cancel_fraction):
     bills, _ends_at, _now = _life(_subscription(anchor, *interval), renewals, cancel_fraction)
     bills = [bill for bill, _window in bills]
 
