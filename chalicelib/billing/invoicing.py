@@ -159,18 +159,26 @@ def _held(tx, bills: list[Bill]) -> list[Bill]:
 
 
 def _with_pending_items(tx, bills: list[Bill]) -> list[Bill]:
-    """Each invoiced bill with its account's pending invoice items as lines (locked until written)."""
-    accounts = [bill.account_id for bill in bills if bill.lines]
-    items = pending_items(tx, accounts) if accounts else {}
-    return [
-        replace(bill, lines=(*bill.lines, *items[bill.account_id])) if bill.account_id in items else bill
-        for bill in bills
-    ]
+    """Each invoiced bill with its account's pending invoice items as lines (locked until written),
+    collected if the items leave an ACTIVE account something to pay."""
+    found = _pending_items(tx, [bill.account_id for bill in bills if bill.lines]) if bills else {}
+    with_items = []
+    for bill in bills:
+        if bill.account_id not in found or not bill.lines:
+            with_items.append(bill)
+            continue
+        status, items = found[bill.account_id]
+        lines = (*bill.lines, *items)
+        with_items.append(replace(bill, lines=lines, collect=not bill.draft and periods.collects(status, lines)))
+    return with_items
 
 
-def pending_items(tx, account_ids: list[str]) -> dict[str, list[Line]]:
-    """The accounts' invoice items no invoice has taken yet, as lines, oldest first; locked."""
-    found: dict[str, list[Line]] = {}
+def _pending_items(tx, account_ids: list[str]) -> dict[str, tuple[str, list[Line]]]:
+    """The accounts' invoice items no invoice has taken yet, as lines, oldest first (locked), with each
+    account's status; only accounts that have some."""
+    found: dict[str, tuple[str, list[Line]]] = {}
+    if not account_ids:
+        return found
     for row in tx.all(Q["pending_items"], ids=encoding.dumps(sorted(account_ids))):
         line = Line(
             "invoice_item",
@@ -180,14 +188,14 @@ def pending_items(tx, account_ids: list[str]) -> dict[str, list[Line]]:
             row["amount"],
             invoice_item_id=str(row["id"]),
         )
-        found.setdefault(str(row["account_id"]), []).append(line)
+        found.setdefault(str(row["account_id"]), (row["account_status"], []))[1].append(line)
     return found
 
 
 def write_one_off(tx, account: dict, at: datetime, description: str | None) -> str | None:
     """A one-off draft invoice of the account's pending items (None when there are none)."""
     account_id = str(account["id"])
-    items = pending_items(tx, [account_id]).get(account_id)
+    _status, items = _pending_items(tx, [account_id]).get(account_id, (None, []))
     if not items:
         return None
     total = total_of(items)
@@ -207,7 +215,7 @@ def revise_draft(tx, invoice: dict) -> int:
         totals = usage_totals(tx, [(str(invoice["account_id"]), from_at, to_at)])[str(invoice["account_id"])]
         usage = usage_charges.lines(terms["prices"], totals, from_at, to_at)
         lines = [line for line in lines if line.kind != "usage"] + usage
-    lines += pending_items(tx, [str(invoice["account_id"])]).get(str(invoice["account_id"]), [])
+    lines += _pending_items(tx, [str(invoice["account_id"])]).get(str(invoice["account_id"]), (None, []))[1]
     total = total_of(lines)
     period = {"period_start": invoice["period_start"], "period_end": invoice["period_end"]}
     tx.run(Q["clear_lines"], invoice_id=invoice["id"])

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pytest
 from pypdf import PdfReader
 
-from chalicelib.billing import engine
+from chalicelib.billing import calendar, collection, engine
 from chalicelib.db import transaction
 
 
@@ -77,6 +77,20 @@ def test_an_item_lands_on_the_subscriptions_next_invoice(api, catalog, account, 
     lines = api.get(f"/v1/invoices/{first['id']}", catalog.user).body["lines"]["data"]
     assert [(line["kind"], line["amount"]) for line in lines] == [("subscription", 4900), ("invoice_item", 1200)]
     assert first["total"] == 6100
+
+
+def test_an_item_on_a_free_plans_first_invoice_is_collected(api, catalog, account, gateway):
+    free = {"code": "free", "name": "Free", "interval": "month", "amount": 0, "currency": "USD"}
+    assert api.post("/v1/plans", free, catalog.admin).status == 201
+    _item(api, catalog, account, 1500)
+    reply = api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "free"}, catalog.user)
+    with transaction(tenant_id=catalog.id) as tx:
+        engine.bill_first_period(tx, catalog.id, reply.body["id"])
+    collection.settle_pending(catalog.id, account["id"], calendar.utcnow())
+
+    [first] = api.get(f"/v1/invoices?account_id={account['id']}", catalog.user).body["data"]
+    assert (first["total"], first["status"], first["amount_paid"]) == (1500, "paid", 1500)
+    assert gateway.charges[-1][2] == 1500
 
 
 def test_a_credit_note_on_an_open_invoice_lowers_what_is_due_and_can_settle_it(

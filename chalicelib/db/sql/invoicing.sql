@@ -50,13 +50,15 @@ UPDATE invoice_items it SET invoice_id = lines.invoice_id
 SELECT invoice_grace_hours FROM tenants WHERE id = app_current_tenant();
 
 -- name: pending_items
--- The accounts' invoice items not yet on an invoice, oldest first, locked until they are.
-SELECT id, account_id, description, quantity, unit_amount, amount
-  FROM invoice_items
- WHERE account_id IN (SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST(:ids AS jsonb)))
-   AND invoice_id IS NULL
- ORDER BY created_at, id
-   FOR UPDATE;
+-- The accounts' invoice items not yet on an invoice, oldest first, locked until they are, with
+-- each account's status (whether what they add is collected now).
+SELECT it.id, it.account_id, it.description, it.quantity, it.unit_amount, it.amount, a.status AS account_status
+  FROM invoice_items it
+  JOIN accounts a ON a.id = it.account_id
+ WHERE it.account_id IN (SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST(:ids AS jsonb)))
+   AND it.invoice_id IS NULL
+ ORDER BY it.created_at, it.id
+   FOR UPDATE OF it;
 
 -- name: draft_lines
 SELECT kind, description, metric, quantity, unit_amount, amount, period_start, period_end, invoice_item_id
