@@ -62,6 +62,8 @@ ALTER TABLE invoices
     ADD CONSTRAINT invoices_credited_within_total
         CHECK (pre_payment_credit_notes_amount + post_payment_credit_notes_amount <= GREATEST(total, 0));
 CREATE INDEX invoices_drafts_due ON invoices (auto_finalize_at) WHERE status = 'draft' AND auto_finalize_at IS NOT NULL;
+-- Usage ingestion asks, per account in a batch, whether a held draft still prices late usage.
+CREATE INDEX invoices_held_drafts ON invoices (tenant_id, account_id) WHERE status = 'draft' AND usage_terms IS NOT NULL;
 DO $$
 DECLARE
     name text;
