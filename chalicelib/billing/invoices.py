@@ -87,6 +87,8 @@ def create(tenant_id: str, actor, command: NewInvoice, now: datetime | None = No
     now = now or calendar.utcnow()
     with tenant_transaction(tenant_id) as tx:
         account = accounts.lock(tx, command.account_id)
+        if account["status"] == "INACTIVE":  # billing has stopped: nothing would ever collect it
+            raise errors.UnprocessableState("the account is inactive", code="account_inactive")
         for item in command.items:
             invoice_items.create(tx, actor, item)
         invoice_id = invoicing.write_one_off(tx, account, now, command.description)
@@ -150,7 +152,8 @@ def _charge_of(invoice: dict) -> tuple[str, datetime | None]:
 
 
 def void(tx, actor, invoice_id: str) -> dict:
-    """Void a draft (it bills nothing, ever) or an open or uncollectible invoice: a ``void`` ledger
+    """Void a draft (it bills nothing, ever; its invoice items are pending again) or an open or
+    uncollectible invoice: a ``void`` ledger
     entry reverses what it still charges, collection stops, and any credit balance it used is the
     account's again. A paid invoice cannot be voided: credit it instead."""
     account, invoice = _lock(tx, invoice_id, ("draft", "open", "uncollectible"), "invoice_not_voidable")
@@ -169,6 +172,8 @@ def void(tx, actor, invoice_id: str) -> dict:
             description=f"Invoice {invoice['number']} voided",
         )
     tx.run(Q["void"], id=invoice_id)
+    if invoice["status"] == "draft":  # its invoice items go to the account's next invoice instead
+        tx.run(Q["release_items"], id=invoice_id)
     collection.reactivate_if_clear(tx, str(account["id"]))
     audit.record(tx, actor, "invoice.voided", "invoice", invoice_id, {"from": invoice["status"]})
     return get(tx, invoice_id)
@@ -176,9 +181,10 @@ def void(tx, actor, invoice_id: str) -> dict:
 
 def mark_uncollectible(tx, actor, invoice_id: str) -> dict:
     """Stop collecting an open invoice: it is still owed (the ledger keeps it), but not pursued."""
-    _account, invoice = _lock(tx, invoice_id, ("open",), "invoice_not_open")
+    account, invoice = _lock(tx, invoice_id, ("open",), "invoice_not_open")
     check_no_payment_in_flight(tx, invoice)
     tx.run(Q["mark_uncollectible"], id=invoice_id)
+    collection.reactivate_if_clear(tx, str(account["id"]))  # no longer pursued: dunning ends with it
     audit.record(tx, actor, "invoice.marked_uncollectible", "invoice", invoice_id)
     return get(tx, invoice_id)
 

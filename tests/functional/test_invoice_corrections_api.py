@@ -181,15 +181,42 @@ def test_voiding_an_open_invoice_reverses_its_charge_and_a_paid_one_cannot_be_vo
     assert ledger_of(account["id"]) == (entries, balance)
 
 
-def test_an_open_invoice_can_be_marked_uncollectible(api, catalog, account, gateway):
+def test_an_open_invoice_marked_uncollectible_is_still_owed_but_ends_dunning(api, catalog, account, gateway):
     gateway.script(account["id"], ["decline"])
     _item(api, catalog, account, 5000)
     invoice = _one_off(api, catalog, account)
+    assert api.get(f"/v1/accounts/{account['id']}", catalog.user).body["status"] == "PENDING"
 
     marked = api.post(f"/v1/invoices/{invoice['id']}/mark_uncollectible", None, catalog.admin)
 
     assert (marked.status, marked.body["status"], marked.body["amount_due"]) == (200, "uncollectible", 5000)
     assert marked.body["marked_uncollectible_at"] is not None
+    after = api.get(f"/v1/accounts/{account['id']}", catalog.user).body
+    assert (after["status"], after["balance"]) == ("ACTIVE", 5000)
+
+
+def test_voiding_a_draft_sends_its_items_to_the_next_invoice(api, catalog, account, gateway):
+    item = _item(api, catalog, account, 800)
+    draft = _one_off(api, catalog, account, finalize=False)
+    assert api.get(f"/v1/invoice_items/{item['id']}", catalog.user).body["invoice_id"] == draft["id"]
+
+    voided = api.post(f"/v1/invoices/{draft['id']}/void", None, catalog.admin)
+
+    assert (voided.status, voided.body["status"]) == (200, "void")
+    assert api.get(f"/v1/invoice_items/{item['id']}", catalog.user).body["invoice_id"] is None
+    again = _one_off(api, catalog, account)
+    assert (again["total"], again["status"]) == (800, "paid")
+
+
+def test_an_inactive_account_gets_no_one_off_invoice(api, catalog, account, gateway):
+    _item(api, catalog, account, 800)
+    with transaction(tenant_id=catalog.id) as tx:
+        tx.run("UPDATE accounts SET status = 'INACTIVE' WHERE id = :a", a=account["id"])
+
+    refused = api.post("/v1/invoices", {"account_id": account["id"]}, catalog.user)
+
+    assert (refused.status, refused.body["error"]["code"]) == (422, "account_inactive")
+    assert api.get(f"/v1/invoices?account_id={account['id']}", catalog.user).body["data"] == []
 
 
 def test_bad_corrections_are_refused_with_a_code_and_change_nothing(

@@ -45,6 +45,10 @@ RETURNING id, account_id, subscription_id, billing_reason, period_start, currenc
 UPDATE invoices SET status = 'void', amount_due = 0, voided_at = now(), updated_at = now()
  WHERE id = :id AND status IN ('draft', 'open', 'uncollectible');
 
+-- name: release_items
+-- A voided draft's invoice items are pending again (the account's next invoice takes them).
+UPDATE invoice_items SET invoice_id = NULL WHERE invoice_id = :id;
+
 -- name: mark_uncollectible
 UPDATE invoices SET status = 'uncollectible', marked_uncollectible_at = now(), updated_at = now()
  WHERE id = :id AND status = 'open';
