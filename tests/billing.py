@@ -167,6 +167,10 @@ TENANT_TABLES = [
     "audit_logs",
     "outbox",
     "payment_attempts",
+    "number_sequences",
+    "invoice_items",
+    "credit_notes",
+    "refunds",
 ]
 
 

@@ -68,6 +68,26 @@ def _populate(tenant_id: str) -> dict:
             a=account,
             i=invoice,
         )
+        tx.run("INSERT INTO number_sequences (series, last_value) VALUES ('PFX', 1)")
+        tx.run(
+            "INSERT INTO invoice_items (account_id, currency, description, quantity, unit_amount, amount)"
+            " VALUES (:a, 'USD', 'Setup', 1, 500, 500)",
+            a=account,
+        )
+        note = tx.scalar(
+            "INSERT INTO credit_notes (invoice_id, account_id, number, currency, amount, pre_payment_amount,"
+            " credit_amount, refund_amount, reason) VALUES (:i, :a, 'PFX-CN-000001', 'USD', 100, 0, 0, 100,"
+            " 'duplicate') RETURNING id",
+            a=account,
+            i=invoice,
+        )
+        tx.run(
+            "INSERT INTO refunds (account_id, invoice_id, credit_note_id, payment_attempt_id, amount, currency,"
+            " idempotency_key) SELECT :a, :i, :n, id, 100, 'USD', 'refund-1' FROM payment_attempts",
+            a=account,
+            i=invoice,
+            n=note,
+        )
     return {"plan": plan, "account": account, "invoice": invoice}
 
 
@@ -217,4 +237,4 @@ def test_background_jobs_see_only_ids_through_their_definer_function(two_tenants
     with transaction() as tx:
         backlog = {str(row[0]): row[1] for row in tx.run("SELECT * FROM outbox_tenants_with_backlog(0, 100)")}
         assert tx.run("SELECT count(*) FROM outbox") == [[0]]
-    assert backlog == {a: 1, b: 1}
+    assert backlog == {a: 2, b: 2}  # each tenant's event, and its invoice's own invoice.created
