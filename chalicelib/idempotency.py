@@ -12,6 +12,8 @@ invalid request stores nothing.
 
 import hashlib
 import json
+import logging
+from contextlib import suppress
 from dataclasses import dataclass
 
 from chalicelib import encoding, errors
@@ -20,6 +22,7 @@ from chalicelib.db.queries import load
 from chalicelib.db.scope import tenant_transaction
 
 Q = load("idempotency")
+log = logging.getLogger("billing.idempotency")
 # Part of every stored fingerprint: changing it invalidates every stored key.
 KEY_VERSION = "v1"
 MAX_KEY_LENGTH = 255
@@ -39,18 +42,20 @@ def fingerprint(method: str, path: str, body) -> str:
     return hashlib.sha256(f"{KEY_VERSION}\n{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-def run(request, work, *, status: int = 200, own_transactions: bool = False) -> Outcome:
+def run(request, work, *, status: int = 200, own_transactions: bool = False, then=None) -> Outcome:
     """Run ``work`` at most once per Idempotency-Key; the body it returns is answered with ``status``.
 
     ``work(tx)`` runs in the request's tenant transaction and the key completes in the
-    same one. With ``own_transactions`` it is ``work()`` and commits its own work (the
-    rebill settles a payment between transactions); the key is then completed in a
-    transaction of its own afterwards.
+    same one; ``then(body)`` (moving money: a payment, a refund) runs after that commit
+    and its body becomes the stored response; if it fails, the committed work and its
+    response stand and the schedules finish it, so a retry never does the work twice.
+    With ``own_transactions`` it is ``work()`` and commits its own work (the rebill);
+    the key is then completed in a transaction of its own afterwards.
     """
     tenant_id, key = request.principal.tenant_id, request.idempotency_key
     if key is None:
         body = work() if own_transactions else in_tenant_scope(tenant_id, work)
-        return Outcome(status, body)
+        return Outcome(status, _after_commit(then, body))
     _check_key(key)
     # The route template alone would let one key replay across different ids
     # (cancel A, then cancel B with the same key): the resolved path counts.
@@ -78,7 +83,25 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False) -> 
     except BaseException:
         _release(tenant_id, key, claimed)
         raise
-    return Outcome(status, body)
+    if then is None:
+        return Outcome(status, body)
+    settled = _after_commit(then, body)
+    if settled is not body:
+        refreshed = encoding.dumps(settled)
+        with suppress(Exception):  # the response stored at commit stands: true when it was written
+            in_tenant_scope(tenant_id, lambda tx: tx.run(Q["refresh"], key=key, locked_at=claimed, body=refreshed))
+    return Outcome(status, settled)
+
+
+def _after_commit(then, body):
+    """``then(body)``, or the committed ``body`` if there is no such step or it failed (logged)."""
+    if then is None:
+        return body
+    try:
+        return then(body)
+    except Exception:  # noqa: BLE001 - committed work stands; what failed here is finished by the schedules
+        log.exception("the step after commit failed; the committed result is answered")
+        return body
 
 
 def in_tenant_scope(tenant_id: str, work):

@@ -46,6 +46,10 @@ CREATE TABLE number_sequences (
     last_value  bigint NOT NULL CHECK (last_value >= 0),
     PRIMARY KEY (tenant_id, series)
 );
+-- 000001 .. 999999, then 1000000: never truncated (a truncated number would repeat one).
+CREATE FUNCTION number_padded(n bigint) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT lpad(n::text, GREATEST(6, length(n::text)), '0') $$;
 
 ALTER TABLE invoices
     ADD COLUMN auto_finalize_at timestamptz,
@@ -198,10 +202,11 @@ ALTER FUNCTION drafts_due(timestamptz, integer) OWNER TO billing_system;
 REVOKE ALL ON FUNCTION drafts_due(timestamptz, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION drafts_due(timestamptz, integer) TO billing_app;
 
--- Invoice events come from the invoices' own status changes, set-based, in the transaction
--- that made them, so no path that writes an invoice (a billing round, a finalization,
--- a payment, dunning, a credit note, a void) can forget one: invoice.created;
--- invoice.finalized (born or turned open or paid from a draft); invoice.paid;
+-- Invoice events come from the invoices' own changes, set-based, in the transaction that made
+-- them, so no path that writes an invoice (a billing round, a finalization, a payment, dunning,
+-- a credit note, a void) can forget one: invoice.created when it is written;
+-- invoice.finalized when it is numbered (every finalization numbers it, last, so the event
+-- carries its number); invoice.paid when a numbered invoice is paid (or is numbered paid);
 -- invoice.voided; invoice.marked_uncollectible.
 CREATE FUNCTION invoice_events() RETURNS trigger
     LANGUAGE plpgsql
@@ -209,32 +214,31 @@ CREATE FUNCTION invoice_events() RETURNS trigger
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO outbox (event_type, payload)
-        SELECT e.event_type, jsonb_build_object(
-                   'invoiceId', n.id, 'accountId', n.account_id, 'subscriptionId', n.subscription_id,
-                   'status', n.status, 'currency', n.currency, 'total', n.total, 'amountDue', n.amount_due,
-                   'timestamp', now())
-          FROM new_rows n
-         CROSS JOIN LATERAL (VALUES ('invoice.created', true),
-                                    ('invoice.finalized', n.status <> 'draft'),
-                                    ('invoice.paid', n.status = 'paid')) AS e(event_type, fires)
-         WHERE e.fires;
+        SELECT 'invoice.created', invoice_event(n) FROM new_rows n;
     ELSE
         INSERT INTO outbox (event_type, payload)
-        SELECT e.event_type, jsonb_build_object(
-                   'invoiceId', n.id, 'accountId', n.account_id, 'subscriptionId', n.subscription_id,
-                   'status', n.status, 'currency', n.currency, 'total', n.total, 'amountDue', n.amount_due,
-                   'timestamp', now())
+        SELECT e.event_type, invoice_event(n)
           FROM new_rows n
-          JOIN old_rows o ON o.id = n.id AND o.status <> n.status
-         CROSS JOIN LATERAL (VALUES ('invoice.finalized', o.status = 'draft' AND n.status IN ('open', 'paid')),
-                                    ('invoice.paid', n.status = 'paid'),
-                                    ('invoice.voided', n.status = 'void'),
-                                    ('invoice.marked_uncollectible', n.status = 'uncollectible')) AS e(event_type, fires)
+          JOIN old_rows o ON o.id = n.id AND (o.status, o.number) IS DISTINCT FROM (n.status, n.number)
+         CROSS JOIN LATERAL (
+               VALUES ('invoice.finalized', o.number IS NULL AND n.number IS NOT NULL),
+                      ('invoice.paid', n.status = 'paid' AND n.number IS NOT NULL
+                                       AND (o.status <> 'paid' OR o.number IS NULL)),
+                      ('invoice.voided', n.status = 'void' AND o.status <> 'void'),
+                      ('invoice.marked_uncollectible', n.status = 'uncollectible' AND o.status <> 'uncollectible')
+               ) AS e(event_type, fires)
          WHERE e.fires;
     END IF;
     RETURN NULL;
 END
 $$;
+CREATE FUNCTION invoice_event(i invoices) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+        SELECT jsonb_build_object('invoiceId', i.id, 'accountId', i.account_id, 'subscriptionId', i.subscription_id,
+                                  'number', i.number, 'status', i.status, 'currency', i.currency, 'total', i.total,
+                                  'amountDue', i.amount_due, 'timestamp', now())
+    $$;
 CREATE TRIGGER invoices_created_events AFTER INSERT ON invoices
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION invoice_events();
 CREATE TRIGGER invoices_status_events AFTER UPDATE ON invoices

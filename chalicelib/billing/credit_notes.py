@@ -53,22 +53,19 @@ class Split:
 
 
 def create(tenant_id: str, actor, command: NewCreditNote) -> dict:
-    """Issue the credit note; a refund it makes is sent to the gateway after commit."""
+    """Issue the credit note, then send its refund (``issue``, then ``refunded``)."""
     with tenant_transaction(tenant_id) as tx:
-        note_id, refund = _issue(tx, actor, command)
-    if refund is not None:
-        refunds.settle(tenant_id, refund, calendar.utcnow())
-    with tenant_transaction(tenant_id) as tx:
-        return get(tx, note_id)
+        note = issue(tx, actor, command)
+    return refunded(tenant_id, note)
 
 
-def _issue(tx, actor, command: NewCreditNote) -> tuple[str, refunds.Refund | None]:
+def issue(tx, actor, command: NewCreditNote) -> dict:
+    """The credit note, its ledger entries and any refund (pending), in the caller's transaction."""
     account, invoice = invoices.lock_finalized(tx, command.invoice_id)
     _check_currency(invoice, command.currency)
     invoices.check_no_payment_in_flight(tx, invoice)
     lines = _lines(tx, invoice, command.lines)
-    creditable = max(invoice["total"], 0) - invoice["pre_payment_credit_notes_amount"]
-    creditable -= invoice["post_payment_credit_notes_amount"]
+    creditable = invoices.still_charged(invoice)
     amount = sum(amount for _id, amount in lines) if lines else command.amount
     amount = creditable if amount is None else amount
     if amount <= 0 or amount > creditable:
@@ -92,10 +89,19 @@ def _issue(tx, actor, command: NewCreditNote) -> tuple[str, refunds.Refund | Non
         lines=encoding.dumps([{"invoice_line_item": line_id, "amount": value} for line_id, value in lines]),
     )
     _post(tx, account, invoice, note, split)
-    refund = refunds.record_pending(tx, invoice, note, split.refund) if split.refund else None
+    if split.refund:
+        refunds.record_pending(tx, invoice, note, split.refund)
     collection.reactivate_if_clear(tx, str(account["id"]))
     _announce(tx, actor, invoice, note)
-    return str(note["id"]), refund
+    return get(tx, str(note["id"]))
+
+
+def refunded(tenant_id: str, note: dict) -> dict:
+    """After commit: the credit note's pending refund sent to the gateway; the note as it stands then."""
+    if note["refund_status"] == "pending":
+        refunds.settle_for_credit_note(tenant_id, str(note["id"]), calendar.utcnow())
+    with tenant_transaction(tenant_id) as tx:
+        return get(tx, str(note["id"]))
 
 
 def _check_currency(invoice: dict, currency: str | None) -> None:

@@ -209,10 +209,11 @@ NOTE_COLUMNS = (("Number", 36, "LEFT"), ("Date", 24, "LEFT"), ("Reason", 85, "LE
 
 
 def _pdf_text(value) -> str:
-    """What Helvetica can draw: NFKC, no control characters, "?" for what Windows-1252 lacks."""
+    """What Helvetica can draw: NFKC, no control characters, "?" for what Windows-1252 lacks; clipped
+    after normalising, since NFKC can expand one character into many ("\ufdfa" is 18)."""
     text = unicodedata.normalize("NFKC", str(value))
     text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
-    return text.encode("cp1252", "replace").decode("cp1252")
+    return _clip(text.encode("cp1252", "replace").decode("cp1252"))
 
 
 def render_pdf(doc: InvoiceDocument) -> bytes:

@@ -128,7 +128,9 @@ def end_now(tx, tenant_id: str, subscription_id: str, now: datetime, *, prorate:
     with ``prorate``, a credit for the flat fee's unused time."""
 
     def final(sub, status, usage):
-        return periods.final(sub, status, now, usage, credit=changes.unused(sub, now) if prorate else ())
+        credit = changes.unused(sub, now) if prorate else ()
+        until = periods.usage_window(sub, now, ending_now=True)[1]
+        return periods.final(sub, status, now, usage, credit=credit, usage_until=until)
 
     return change(tx, tenant_id, subscription_id, now, final, ending_now=True)
 

@@ -41,7 +41,7 @@ def tenant_of(link: str) -> str:
 def verify(tx, link: str, now: datetime) -> str:
     """The invoice a token grants, in its tenant's transaction; 404 unless signed by that tenant and unexpired."""
     claims, _, signature = link.partition(".")
-    if not hmac.compare_digest(_sign(tenants.hosted_link_key(tx), claims), signature):
+    if not hmac.compare_digest(_sign(tenants.hosted_link_key(tx), claims).encode(), signature.encode()):
         raise errors.NotFound("no such invoice link")
     try:
         invoice_id, expires = str(uuid.UUID(claims[32:64])), int(claims[64:], 16)

@@ -6,7 +6,9 @@ invoice with its lines, its credit notes) in the tenant's transaction; rendering
 
 from datetime import datetime
 
+from chalicelib import errors
 from chalicelib.billing import accounts, credit_notes, documents, hosted, invoices, tenants
+from chalicelib.db.scope import tenant_transaction
 
 
 def of(tx, invoice_id: str) -> documents.InvoiceDocument:
@@ -26,3 +28,19 @@ def with_links(tx, tenant_id: str, invoice: dict, base_url: str, now: datetime) 
         return {**invoice, "hosted_invoice_url": None, "invoice_pdf": None}
     link = f"{base_url}/v1/hosted_invoices/{hosted.token(tx, tenant_id, str(invoice['id']), now)}"
     return {**invoice, "hosted_invoice_url": link, "invoice_pdf": f"{link}/pdf"}
+
+
+def of_link(link: str, now: datetime) -> documents.InvoiceDocument:
+    """The finalized invoice a signed hosted link grants (no sign-in: the link is the credential).
+
+    Anything wrong (malformed, forged, expired, a draft, a tenant suspended or unknown) is the
+    same 404, so a link tells a prober nothing, not even whether its tenant exists.
+    """
+    try:
+        with tenant_transaction(hosted.tenant_of(link)) as tx:
+            document = of(tx, hosted.verify(tx, link, now))
+    except errors.Forbidden:
+        raise errors.NotFound("no such invoice link") from None
+    if document.invoice["status"] == "draft":
+        raise errors.NotFound("no such invoice link")
+    return document

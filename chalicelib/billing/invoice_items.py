@@ -62,6 +62,12 @@ def create(tx, actor, command: NewInvoiceItem) -> dict:
             code="currency_mismatch",
             details=[{"field": "currency", "issue": f"must be the account's currency, {account['currency']}"}],
         )
+    accounts.lock(tx, command.account_id)  # the pending total below holds until this item is in
+    pending = tx.scalar(Q["pending_total"], account_id=command.account_id)
+    if pending + command.quantity * command.unit_amount > MAX_AMOUNT:
+        raise errors.UnprocessableState(
+            f"the account's pending items would come to more than {MAX_AMOUNT} minor units", code="amount_too_large"
+        )
     item = tx.one(
         Q["create"],
         account_id=command.account_id,

@@ -12,6 +12,7 @@ migration 0007), so every path emits them.
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -76,48 +77,67 @@ class NewInvoice:
     @classmethod
     def of(cls, body: dict) -> "NewInvoice":
         account_id = body["account_id"].lower()
-        items = body.get("items", ())
-        items = tuple(invoice_items.NewInvoiceItem.of({**item, "account_id": account_id}) for item in items)
+        items = tuple(_item_of(position, item, account_id) for position, item in enumerate(body.get("items", ())))
         return cls(account_id, items, body.get("description"), body.get("finalize", True))
 
 
+def _item_of(position: int, body: dict, account_id: str) -> invoice_items.NewInvoiceItem:
+    """One of a one-off invoice's items; its problems named as ``items.N.field``."""
+    try:
+        return invoice_items.NewInvoiceItem.of({**body, "account_id": account_id})
+    except errors.InvalidRequest as exc:
+        details = [{**d, "field": f"items.{position}.{d['field']}"} for d in exc.details or ()]
+        raise errors.InvalidRequest("invalid invoice item", details=details) from None
+
+
 def create(tenant_id: str, actor, command: NewInvoice, now: datetime | None = None) -> dict:
-    """A one-off invoice now (``billing_reason`` manual): a draft of the account's pending items,
-    finalized and collected at once unless the command says otherwise. 422 with nothing to bill."""
+    """A one-off invoice, written and collected (``write_one_off``, then ``collected``)."""
     now = now or calendar.utcnow()
     with tenant_transaction(tenant_id) as tx:
-        account = accounts.lock(tx, command.account_id)
-        if account["status"] == "INACTIVE":  # billing has stopped: nothing would ever collect it
-            raise errors.UnprocessableState("the account is inactive", code="account_inactive")
-        for item in command.items:
-            invoice_items.create(tx, actor, item)
-        invoice_id = invoicing.write_one_off(tx, account, now, command.description)
-        if invoice_id is None:
-            raise errors.UnprocessableState("the account has no pending invoice items", code="nothing_to_invoice")
-        audit.record(tx, actor, "invoice.created", "invoice", invoice_id)
-        if command.finalize:
-            _finalize_locked(tx, actor, account, tx.one(Q["lock"], id=invoice_id))
-    return _settled(tenant_id, str(account["id"]), invoice_id, now)
+        invoice = write_one_off(tx, actor, command, now)
+    return collected(tenant_id, invoice, now)
+
+
+def write_one_off(tx, actor, command: NewInvoice, now: datetime) -> dict:
+    """A one-off invoice now (``billing_reason`` manual): a draft of the account's pending items,
+    finalized (its payment attempt opened) unless the command says otherwise. 422 with nothing
+    to bill, or for an INACTIVE account."""
+    account = accounts.lock(tx, command.account_id)
+    if account["status"] == "INACTIVE":  # billing has stopped: nothing would ever collect it
+        raise errors.UnprocessableState("the account is inactive", code="account_inactive")
+    for item in command.items:
+        invoice_items.create(tx, actor, item)
+    invoice_id = invoicing.write_one_off(tx, account, now, command.description)
+    if invoice_id is None:
+        raise errors.UnprocessableState("the account has no pending invoice items", code="nothing_to_invoice")
+    audit.record(tx, actor, "invoice.created", "invoice", invoice_id)
+    if command.finalize:
+        _finalize_locked(tx, actor, account, tx.one(Q["lock"], id=invoice_id))
+    return get(tx, invoice_id)
 
 
 def finalize(tenant_id: str, actor, invoice_id: str, now: datetime | None = None) -> dict:
-    """Finalize a draft and collect it (an ACTIVE account; one in dunning is collected by its retry).
-
-    In its own transactions: the invoice, its ledger entry and its payment attempt commit
-    together; the gateway is called after.
-    """
-    now = now or calendar.utcnow()
+    """Finalize a draft and collect it (``finalize_draft``, then ``collected``)."""
     with tenant_transaction(tenant_id) as tx:
-        account, invoice = _lock(tx, invoice_id, ("draft",), "invoice_not_draft")
-        _finalize_locked(tx, actor, account, invoice)
-    return _settled(tenant_id, str(account["id"]), invoice_id, now)
+        invoice = finalize_draft(tx, actor, invoice_id)
+    return collected(tenant_id, invoice, now or calendar.utcnow())
 
 
-def _settled(tenant_id: str, account_id: str, invoice_id: str, now: datetime) -> dict:
-    # An attempt the gateway leaves unresolved stays pending: the daily run settles it under the same key.
-    collection.settle_pending(tenant_id, account_id, now)
+def finalize_draft(tx, actor, invoice_id: str) -> dict:
+    """Finalize a draft: revised, numbered, charged, and its payment attempt opened (an ACTIVE
+    account; one in dunning is collected by its retry). The invoice, its ledger entry and the
+    attempt commit together; the gateway is called after (``collected``)."""
+    account, invoice = _lock(tx, invoice_id, ("draft",), "invoice_not_draft")
+    _finalize_locked(tx, actor, account, invoice)
+    return get(tx, invoice_id)
+
+
+def collected(tenant_id: str, invoice: dict, now: datetime) -> dict:
+    """After commit: the account's pending payment settled through the gateway; the invoice then.
+    An attempt the gateway leaves unresolved stays pending: the daily run settles it under the same key."""
+    collection.settle_pending(tenant_id, str(invoice["account_id"]), now)
     with tenant_transaction(tenant_id) as tx:
-        return get(tx, invoice_id)
+        return get(tx, str(invoice["id"]))
 
 
 def _finalize_locked(tx, actor, account: dict, invoice: dict) -> None:
@@ -137,6 +157,8 @@ def _finalize_locked(tx, actor, account: dict, invoice: dict) -> None:
     )
     if account["status"] == "ACTIVE" and total > 0:
         collection.open_for_invoice(tx, str(account["id"]), finalized)
+    elif account["status"] == "INACTIVE" and total > 0:  # billing has stopped: owed, but not pursued
+        tx.run(Q["mark_uncollectible"], id=invoice["id"])
     number = numbering.number_invoices(tx, [str(invoice["id"])])[str(invoice["id"])]
     audit.record(tx, actor, "invoice.finalized", "invoice", invoice["id"], {"number": number, "total": total})
 
@@ -159,8 +181,7 @@ def void(tx, actor, invoice_id: str) -> dict:
     account, invoice = _lock(tx, invoice_id, ("draft", "open", "uncollectible"), "invoice_not_voidable")
     if invoice["status"] != "draft":
         check_no_payment_in_flight(tx, invoice)
-        charged = max(invoice["total"], 0) - invoice["pre_payment_credit_notes_amount"]
-        charged -= invoice["post_payment_credit_notes_amount"]
+        charged = still_charged(invoice)
         ledger.post(
             tx,
             account_id=account["id"],
@@ -187,6 +208,13 @@ def mark_uncollectible(tx, actor, invoice_id: str) -> dict:
     collection.reactivate_if_clear(tx, str(account["id"]))  # no longer pursued: dunning ends with it
     audit.record(tx, actor, "invoice.marked_uncollectible", "invoice", invoice_id)
     return get(tx, invoice_id)
+
+
+def still_charged(invoice: dict) -> int:
+    """What a finalized invoice still charges: its total less every credit note on it (what is left to
+    credit, and what a void reverses)."""
+    credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
+    return max(invoice["total"], 0) - credited
 
 
 def lock_finalized(tx, invoice_id: str) -> tuple[dict, dict]:
@@ -216,24 +244,38 @@ def _lock(tx, invoice_id: str, statuses: tuple[str, ...], code: str) -> tuple[di
     return account, invoice
 
 
-def finalize_due(now: datetime | None = None, max_rows: int = 500) -> dict:
+def finalize_due(now: datetime | None = None, max_rows: int = 500, budget_s: float = 20.0) -> dict:
     """Finalize the drafts whose grace period is over, across tenants (the scheduled finalizer).
 
-    Each in its own transactions; one that cannot be finalized is counted and left for the
-    next run, never blocking the others.
+    Each in its own transactions; one that cannot be finalized is logged, counted and left for
+    the next run, never blocking the others; the run stops after ``budget_s`` seconds and the
+    next one (15 minutes on) goes on, so a backlog never outlives the function's timeout.
     """
     now = now or calendar.utcnow()
+    started = time.monotonic()
     with transaction() as tx:
         due = tx.all(Q["drafts_due"], as_of=now, max_rows=max_rows)
-    finalized, failed = 0, 0
+    counts = {"finalized": 0, "failed": 0}
     for row in due:
-        tenant_id = str(row["tenant_id"])
-        try:
-            finalize(tenant_id, "system:invoice_finalizer", str(row["invoice_id"]), now)
-            finalized += 1
-        except errors.BillingError as exc:  # finalized by the tenant meanwhile, or its total cannot be billed
-            log.warning("draft %s not finalized: %s", row["invoice_id"], exc)
-            emit_metric("draft_finalize_failures", 1, TenantId=tenant_id)
-            failed += 1
+        if time.monotonic() - started > budget_s:
+            break
+        counts[_finalize_due_one(str(row["tenant_id"]), str(row["invoice_id"]), now)] += 1
+    return counts
+
+
+def _finalize_due_one(tenant_id: str, invoice_id: str, now: datetime) -> str:
+    try:
+        finalize(tenant_id, "system:invoice_finalizer", invoice_id, now)
+    except errors.UnprocessableState as exc:
+        if exc.code == "invoice_not_draft":  # the tenant finalized or voided it meanwhile
+            return "finalized"
+        log.warning("draft %s not finalized: %s", invoice_id, exc)
+        emit_metric("draft_finalize_failures", 1, TenantId=tenant_id)
+        return "failed"
+    except Exception:  # noqa: BLE001 - one draft's failure (the database, the gateway) never stops the rest
+        log.exception("draft %s not finalized", invoice_id)
+        emit_metric("draft_finalize_failures", 1, TenantId=tenant_id)
+        return "failed"
+    finally:
         outbox.flush_quietly(tenant_id)
-    return {"finalized": finalized, "failed": failed}
+    return "finalized"

@@ -218,11 +218,20 @@ def renewal(sub: Subscription, account_status: str, start: datetime, usage_total
     return Bill(sub, "subscription_cycle", start, start, end, lines, collect, then, usage=priced)
 
 
-def final(sub: Subscription, account_status: str, ends_at: datetime, usage_totals: dict, *, credit: tuple = ()) -> Bill:
+def final(
+    sub: Subscription,
+    account_status: str,
+    ends_at: datetime,
+    usage_totals: dict,
+    *,
+    credit: tuple = (),
+    usage_until: datetime | None = None,
+) -> Bill:
     """The last bill: usage since the current period began, no flat fee, and what ``credit``s the
     unused time if the cancel prorates (``changes.unused``); no invoice with nothing on it.
 
-    ``usage_totals`` covers ``usage_window`` (with ``ending_now`` for a cancel now). An
+    ``usage_totals`` covers ``usage_window`` (with ``ending_now`` for a cancel now), which ends at
+    ``usage_until`` if not at ``ends_at`` (a held draft prices that window again). An
     INACTIVE account's billing has stopped (its open invoices are uncollectible): it ends
     without a final invoice.
     """
@@ -231,7 +240,7 @@ def final(sub: Subscription, account_status: str, ends_at: datetime, usage_total
     lines = (*sub.pending_prorations, *credit, *usage)
     lines = lines if account_status != "INACTIVE" and any(line.amount or line.quantity for line in lines) else ()
     start = min(sub.current_period_start, ends_at)
-    priced = (tuple(sub.usage_prices), sub.current_period_start, ends_at) if usage else None
+    priced = (tuple(sub.usage_prices), sub.current_period_start, usage_until or ends_at) if usage else None
     collect = collects(account_status, lines)
     return Bill(sub, "subscription_cancel", ends_at, start, ends_at, lines, collect, ends=True, usage=priced)
 

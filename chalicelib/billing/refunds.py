@@ -10,6 +10,7 @@ credit note stands, as a credit). No answer (a timeout) leaves it pending; the s
 finalizer settles stale ones again with the same key, which can never refund twice.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from chalicelib.db import transaction
 from chalicelib.db.queries import load
 
 Q = load("refunds")
+log = logging.getLogger("billing.refunds")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,13 @@ def record_pending(tx, invoice: dict, note: dict, amount: int) -> Refund:
         description=f"Refund for credit note {note['number']}",
     )
     return _refund(row)
+
+
+def settle_for_credit_note(tenant_id: str, credit_note_id: str, now: datetime) -> str | None:
+    """Settle the credit note's refund if it is still pending; its outcome (None: nothing pending)."""
+    with transaction(tenant_id=tenant_id) as tx:
+        row = tx.one(Q["pending_of_credit_note"], credit_note_id=credit_note_id)
+    return settle(tenant_id, _refund(row), now) if row else None
 
 
 def settle(tenant_id: str, refund: Refund, now: datetime) -> str:
@@ -109,9 +118,12 @@ def settle_stale(now: datetime, max_rows: int = 500) -> int:
     with transaction() as tx:
         rows = tx.all(Q["stale"], max_rows=max_rows)
     for row in rows:
-        with transaction(tenant_id=str(row["tenant_id"])) as tx:
-            refund = _refund(tx.one(Q["get"], id=row["refund_id"]))
-        settle(str(row["tenant_id"]), refund, now)
+        try:
+            with transaction(tenant_id=str(row["tenant_id"])) as tx:
+                refund = _refund(tx.one(Q["get"], id=row["refund_id"]))
+            settle(str(row["tenant_id"]), refund, now)
+        except Exception:  # noqa: BLE001 - one refund's failure never stops the others; the next run retries it
+            log.exception("refund %s not settled", row["refund_id"])
     return len(rows)
 
 

@@ -45,6 +45,7 @@ def record(tx, actor, batch: UsageBatch) -> dict:
     newest = now + timedelta(seconds=settings.usage_max_future_s)
 
     ids = sorted({e["account_id"].lower() for e in events})
+    tx.run(Q["lock_accounts"], ids=ids)
     known = {str(row["id"]): row for row in tx.all(Q["known_accounts"], ids=ids)}
     results, to_insert, seen = [], [], set()
     for event in events:
@@ -100,9 +101,14 @@ def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, setti
     return [reason] if reason else []
 
 
+def _held_windows(account: dict) -> list[tuple[datetime, datetime]]:
+    """The usage windows of the account's drafts held for the tenant's grace period."""
+    return [tuple(datetime.fromisoformat(stamp) for stamp in pair) for pair in account["held_windows"] or ()]
+
+
 def _outside_billing(account: dict, at: datetime) -> str | None:
     """Why usage at ``at`` could never be billed (accepting it would bill it never), or None."""
-    if account["draft_from"] is not None and account["draft_from"] <= at < account["draft_to"]:
+    if any(start <= at < end for start, end in _held_windows(account)):
         return None  # a draft in its grace period prices it when it is finalized
     if account["open_since"] is None:  # no live subscription
         if account["status"] == "INACTIVE" and account["ended_at"] is not None:

@@ -342,3 +342,62 @@ def test_an_admin_sets_the_invoice_prefix_and_grace_period_and_a_new_prefix_star
     assert _one_off(api, catalog, account)["number"] == "ACME-000001"
     assert api.post("/v1/invoice_settings", {"grace_hours": 24}, catalog.user).status == 403
     assert api.post("/v1/invoice_settings", {"grace_hours": 10_000}, catalog.admin).status == 400
+
+
+def test_a_retry_after_the_payment_step_failed_replays_and_never_invoices_twice(api, catalog, account, gateway):
+    real_charge, calls = gateway.charge, []
+
+    def broken_once(**kwargs):
+        calls.append(kwargs["idempotency_key"])
+        if len(calls) == 1:
+            raise RuntimeError("the gateway's client blew up")
+        return real_charge(**kwargs)
+
+    gateway.charge = broken_once
+    body = {"account_id": account["id"], "items": [{"currency": "USD", "description": "Audit", "amount": 900}]}
+    headers = {"Idempotency-Key": "one-off-once"}
+
+    first = api.post("/v1/invoices", body, catalog.user, headers=headers)
+    again = api.post("/v1/invoices", body, catalog.user, headers=headers)
+
+    assert (first.status, first.body["status"]) == (201, "open")  # committed; its payment is still pending
+    assert (again.status, again.headers.get("Idempotent-Replayed"), again.body["id"]) == (201, "true", first.body["id"])
+    assert len(api.get(f"/v1/invoices?account_id={account['id']}", catalog.user).body["data"]) == 1
+    items = api.get(f"/v1/invoice_items?account_id={account['id']}", catalog.user).body["data"]
+    assert [item["invoice_id"] for item in items] == [first.body["id"]]
+
+
+def test_a_finalized_draft_of_an_inactive_account_is_owed_but_not_pursued(api, catalog, account, gateway):
+    _item(api, catalog, account, 800)
+    draft = _one_off(api, catalog, account, finalize=False)
+    with transaction(tenant_id=catalog.id) as tx:
+        tx.run("UPDATE accounts SET status = 'INACTIVE' WHERE id = :a", a=account["id"])
+
+    finalized = api.post(f"/v1/invoices/{draft['id']}/finalize", None, catalog.user)
+
+    assert (finalized.status, finalized.body["status"], finalized.body["amount_due"]) == (200, "uncollectible", 800)
+    assert gateway.calls == []
+
+
+def test_pending_items_cannot_add_up_past_the_largest_amount(api, catalog, account):
+    _item(api, catalog, account, 999_999_999_999)
+
+    refused = api.post(
+        "/v1/invoice_items",
+        {"account_id": account["id"], "currency": "USD", "description": "one more", "amount": 1},
+        catalog.user,
+    )
+
+    assert (refused.status, refused.body["error"]["code"]) == (422, "amount_too_large")
+
+
+def test_a_link_with_a_foreign_character_or_for_a_suspended_tenant_is_a_404(api, catalog, account, gateway):
+    _item(api, catalog, account, 800)
+    invoice = _one_off(api, catalog, account)
+    link = api.get(f"/v1/invoices/{invoice['id']}", catalog.user).body["hosted_invoice_url"]
+    path = "/" + link.split("://", 1)[1].split("/", 1)[1]
+
+    assert api.fetch(path[:-1] + "%C3%A9")[0] == 404
+    with transaction(tenant_id=catalog.id) as tx:
+        tx.run("UPDATE tenants SET status = 'suspended'")
+    assert api.fetch(path)[0] == 404

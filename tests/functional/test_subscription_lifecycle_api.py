@@ -141,15 +141,21 @@ def test_a_trial_end_in_the_past_or_too_far_ahead_is_a_400(api, account, catalog
         assert reply.body["error"]["details"][0]["field"] == "trial_end"
 
 
-def test_only_a_draft_can_be_finalized_and_a_paid_invoice_cannot_be_voided(api, catalog, subscribed):
+def test_only_a_draft_can_be_finalized_and_a_paid_or_paying_invoice_cannot_be_voided(api, catalog, subscribed):
     # A draft needs paused time, which the clock of an API test cannot give: the integration
-    # tests finalize and void real drafts; here, the routes' refusals.
+    # tests finalize and void real drafts; here, the routes' refusals. With no consumer running,
+    # the first invoice's payment is still waiting for the gateway; the final one (a credit) is paid.
     api.post(f"/v1/subscriptions/{subscribed['id']}/cancel", {"prorate": True}, catalog.user)
-    first = _invoices(api, catalog, subscribed["account_id"])[-1]
+    by_reason = {i["billing_reason"]: i for i in _invoices(api, catalog, subscribed["account_id"])}
+    first, final = by_reason["subscription_create"], by_reason["subscription_cancel"]
 
-    for action, code in (("finalize", "invoice_not_draft"), ("void", "invoice_not_voidable")):
-        refused = api.post(f"/v1/invoices/{first['id']}/{action}", None, catalog.admin)
-        assert (refused.status, refused.body["error"]["code"]) == (422, code)
+    for invoice, action, status, code in (
+        (first, "finalize", 422, "invoice_not_draft"),
+        (first, "void", 409, "payment_in_progress"),
+        (final, "void", 422, "invoice_not_voidable"),
+    ):
+        refused = api.post(f"/v1/invoices/{invoice['id']}/{action}", None, catalog.admin)
+        assert (refused.status, refused.body["error"]["code"]) == (status, code), (action, invoice["status"])
         missing = api.post(f"/v1/invoices/00000000-0000-4000-8000-000000000000/{action}", None, catalog.admin)
         assert (missing.status, missing.body["error"]["code"]) == (404, "resource_missing")
     assert api.post(f"/v1/invoices/{first['id']}/void", None, catalog.user).status == 403

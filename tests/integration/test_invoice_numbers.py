@@ -210,3 +210,23 @@ def _set_prefix(tenant: str, prefix: str) -> None:
 def _credit(tenant: str, invoice_id) -> dict:
     command = credit_notes.NewCreditNote(str(invoice_id), "order_change", amount=100)
     return credit_notes.create(tenant, billing.actor(tenant), command)
+
+
+def test_the_millionth_invoice_is_numbered_in_full_never_cut_to_six_digits(make_tenant):
+    tenant = make_tenant()
+    with transaction(tenant_id=tenant) as tx:
+        prefix = tenants.invoice_settings(tx)["prefix"]
+        tx.run("INSERT INTO number_sequences (series, last_value) VALUES (:p, 999999)", p=prefix)
+        account = tx.scalar("INSERT INTO accounts (email, name, currency) VALUES ('c@x.test', 'C', 'USD') RETURNING id")
+        ids = [
+            str(
+                tx.scalar(
+                    "INSERT INTO invoices (account_id, billing_reason, currency, period_start, period_end)"
+                    " VALUES (:a, 'manual', 'USD', now(), now()) RETURNING id",
+                    a=account,
+                )
+            )
+            for _ in range(2)
+        ]
+        numbers = numbering.number_invoices(tx, ids)
+    assert sorted(numbers.values()) == [f"{prefix}-1000000", f"{prefix}-1000001"]

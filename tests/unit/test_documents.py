@@ -305,3 +305,10 @@ def test_importing_the_documents_module_does_not_load_fpdf():
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_text_that_normalisation_expands_still_fits_the_pdf():
+    # U+FDFA is one character that NFKC turns into 18: clipped after normalising, not before.
+    lines = [{**LINES[0], "description": "\ufdfa" * 500}, {**LINES[2], "description": "\u33ff" * 500}]
+    pdf = render_pdf(_document(lines={"object": "list", "data": lines}))
+    assert pdf.startswith(b"%PDF") and "Amount due USD 95.00" in _pdf_text(pdf)

@@ -52,5 +52,5 @@ SELECT cn.id, 'credit_note' AS object, cn.invoice_id, cn.account_id, cn.number, 
  LIMIT :limit;
 
 -- name: of_invoice
-SELECT number, amount, reason, created_at, refund_amount, credit_amount
+SELECT number, amount, reason, memo, created_at, refund_amount, credit_amount
   FROM credit_notes WHERE invoice_id = :invoice_id ORDER BY created_at, number;

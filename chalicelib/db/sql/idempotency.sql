@@ -31,6 +31,12 @@ UPDATE idempotency_keys
  WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress'
 RETURNING key;
 
+-- name: refresh
+-- A completed key's response, as it stands once the work's after-commit step (a payment, a
+-- refund) has run; the claim's token still names its owner.
+UPDATE idempotency_keys SET response_body = CAST(:body AS jsonb)
+ WHERE key = :key AND locked_at = :locked_at AND status = 'complete';
+
 -- name: release
 DELETE FROM idempotency_keys WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress';
 

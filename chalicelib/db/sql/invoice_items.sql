@@ -28,3 +28,6 @@ SELECT id, 'invoice_item' AS object, account_id, invoice_id, currency, descripti
         OR (created_at, id) < (SELECT created_at, id FROM invoice_items WHERE id = CAST(:after AS uuid)))
  ORDER BY created_at DESC, id DESC
  LIMIT :limit;
+
+-- name: pending_total
+SELECT COALESCE(sum(amount), 0) FROM invoice_items WHERE account_id = :account_id AND invoice_id IS NULL;

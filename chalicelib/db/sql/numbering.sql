@@ -12,7 +12,7 @@ WITH ids AS (SELECT CAST(t.id AS uuid) AS id, t.ord
                SELECT prefix.invoice_prefix, :n FROM prefix
                ON CONFLICT (tenant_id, series) DO UPDATE SET last_value = number_sequences.last_value + EXCLUDED.last_value
                RETURNING series, last_value)
-UPDATE invoices i SET number = block.series || '-' || lpad(CAST(block.last_value - :n + ids.ord AS text), 6, '0')
+UPDATE invoices i SET number = block.series || '-' || number_padded(block.last_value - :n + ids.ord)
   FROM ids, block
  WHERE i.id = ids.id AND i.number IS NULL
 RETURNING i.id, i.number;
@@ -23,4 +23,4 @@ WITH prefix AS (SELECT invoice_prefix FROM tenants WHERE id = app_current_tenant
                SELECT prefix.invoice_prefix || '-CN', 1 FROM prefix
                ON CONFLICT (tenant_id, series) DO UPDATE SET last_value = number_sequences.last_value + 1
                RETURNING series, last_value)
-SELECT series || '-' || lpad(CAST(last_value AS text), 6, '0') FROM block;
+SELECT series || '-' || number_padded(last_value) FROM block;

@@ -21,6 +21,12 @@ SELECT r.id, r.account_id, r.credit_note_id, r.idempotency_key, r.amount, r.curr
   FROM refunds r JOIN payment_attempts p ON p.id = r.payment_attempt_id
  WHERE r.id = :id;
 
+-- name: pending_of_credit_note
+SELECT r.id, r.account_id, r.credit_note_id, r.idempotency_key, r.amount, r.currency,
+       p.gateway_reference AS charge_reference
+  FROM refunds r JOIN payment_attempts p ON p.id = r.payment_attempt_id
+ WHERE r.credit_note_id = :credit_note_id AND r.status = 'pending';
+
 -- name: claim
 UPDATE refunds SET claimed_until = now() + make_interval(secs => :lease_s)
  WHERE id = :id AND status = 'pending' AND (claimed_until IS NULL OR claimed_until < now())
