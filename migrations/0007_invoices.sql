@@ -46,7 +46,19 @@ CREATE TABLE number_sequences (
     last_value  bigint NOT NULL CHECK (last_value >= 0),
     PRIMARY KEY (tenant_id, series)
 );
--- 000001 .. 999999, then 1000000: never truncated (a truncated number would repeat one).
+-- The one rule for numbers: take_numbers(suffix, n) takes the next n of the current tenant's
+-- series {prefix}{suffix} ('' for invoices, '-CN' for credit notes), returning the series and
+-- the first number taken; the series' row stays locked until the transaction ends. Under the
+-- caller's rights, so row-level security applies. number_padded: 000001 .. 999999, then
+-- 1000000, never truncated (a truncated number would repeat one).
+CREATE FUNCTION take_numbers(suffix text, n integer) RETURNS TABLE (series text, first_value bigint)
+    LANGUAGE sql VOLATILE
+    AS $$
+        INSERT INTO number_sequences AS s (series, last_value)
+        SELECT t.invoice_prefix || suffix, n FROM tenants t WHERE t.id = app_current_tenant()
+        ON CONFLICT (tenant_id, series) DO UPDATE SET last_value = s.last_value + EXCLUDED.last_value
+        RETURNING s.series, s.last_value - n + 1
+    $$;
 CREATE FUNCTION number_padded(n bigint) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$ SELECT lpad(n::text, GREATEST(6, length(n::text)), '0') $$;
@@ -205,19 +217,25 @@ GRANT EXECUTE ON FUNCTION drafts_due(timestamptz, integer) TO billing_app;
 -- Invoice events come from the invoices' own changes, set-based, in the transaction that made
 -- them, so no path that writes an invoice (a billing round, a finalization, a payment, dunning,
 -- a credit note, a void) can forget one: invoice.created when it is written;
--- invoice.finalized when it is numbered (every finalization numbers it, last, so the event
--- carries its number); invoice.paid when a numbered invoice is paid (or is numbered paid);
+-- invoice.finalized when it is numbered (every finalization numbers it, so the event carries
+-- its number: a billing round's invoices are born numbered, a draft is numbered when it is
+-- finalized); invoice.paid when a numbered invoice is paid (or is numbered paid);
 -- invoice.voided; invoice.marked_uncollectible.
 CREATE FUNCTION invoice_events() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO outbox (event_type, payload)
-        SELECT 'invoice.created', invoice_event(n) FROM new_rows n;
+        INSERT INTO outbox (tenant_id, event_type, payload)
+        SELECT n.tenant_id, e.event_type, invoice_event(n)
+          FROM new_rows n
+         CROSS JOIN LATERAL (VALUES ('invoice.created', true),
+                                    ('invoice.finalized', n.number IS NOT NULL),
+                                    ('invoice.paid', n.number IS NOT NULL AND n.status = 'paid')) AS e(event_type, fires)
+         WHERE e.fires;
     ELSE
-        INSERT INTO outbox (event_type, payload)
-        SELECT e.event_type, invoice_event(n)
+        INSERT INTO outbox (tenant_id, event_type, payload)
+        SELECT n.tenant_id, e.event_type, invoice_event(n)
           FROM new_rows n
           JOIN old_rows o ON o.id = n.id AND (o.status, o.number) IS DISTINCT FROM (n.status, n.number)
          CROSS JOIN LATERAL (

@@ -18,8 +18,9 @@ Two things join a bill here, whatever computed it: the account's pending invoice
 (one-off charges), which land on its next invoice; and the tenant's grace period: a
 renewal or final invoice is *held* as a draft until ``boundary + invoice_grace_hours``,
 when ``revise_draft`` prices its usage again (late events count) and takes the items
-added meanwhile, and ``invoices.finalize`` numbers, charges and collects it. Numbers
-are taken last (``numbering``: gapless, the series' row stays locked until commit).
+added meanwhile, and ``invoices.finalize`` numbers, charges and collects it. The invoices
+a round writes are born numbered (``write_invoices``, through ``numbering``'s one rule:
+gapless, the series' row stays locked until commit).
 """
 
 import time
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from chalicelib import encoding, outbox
-from chalicelib.billing import collection, ledger, numbering, periods, usage_charges
+from chalicelib.billing import collection, ledger, periods, usage_charges
 from chalicelib.billing.lines import Line, total_of
 from chalicelib.billing.periods import Bill
 from chalicelib.db.queries import load
@@ -70,7 +71,6 @@ def issue(tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False) ->
     _end(tx, [bill for bill in bills if bill.ends])
     to_collect = [(bill, *written[bill.account_id]) for bill in bills_written if bill.collect and not bill.draft]
     intents = collection.open_intents(tx, [item for item in to_collect if item[2] > 0], claim=settle_now)
-    numbering.number_invoices(tx, [invoice_ids[bill.account_id] for bill in bills_written if not bill.draft])
     elapsed_ms = (time.perf_counter() - started) * 1000
     for bill in bills_written:
         emit_metric("invoice_amount", bill.total, "None", TenantId=tenant_id, PlanId=bill.subscription.plan_id)

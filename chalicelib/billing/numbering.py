@@ -2,10 +2,11 @@
 
 An invoice is ``{prefix}-000001``, a credit note ``{prefix}-CN-000001`` (the prefix is the
 tenant's ``invoice_prefix``). Numbers are taken in the finalizing transaction from the
-series' row in ``number_sequences``, which stays locked until that transaction ends: a
-concurrent finalization waits for it, and a rollback returns its numbers, so no number is
-skipped or used twice. Callers take numbers last, to hold that lock briefly. Drafts have
-no number.
+series' row in ``number_sequences``, by the one SQL rule ``take_numbers`` (migration 0007),
+and that row stays locked until the transaction ends: a concurrent finalization waits for
+it, and a rollback returns its numbers, so no number is skipped or used twice. A billing
+round's invoices are born numbered (``invoicing.sql``'s ``write_invoices``, for the rows it
+writes only); a finalized draft is numbered here, last. Drafts have no number.
 """
 
 from chalicelib import encoding

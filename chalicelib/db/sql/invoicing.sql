@@ -3,31 +3,40 @@
 -- account is a batch of one.
 
 -- name: write_invoices
--- One invoice per subscription, reason and period: a retry finds the first one and
--- writes nothing (absent from RETURNING). A draft is neither due nor numbered. An
--- invoice whose credits exceed its charges (a negative total) is paid on issue and
--- its credit joins the account's credit balance; an invoice with a positive total uses
--- that balance first (credit_applied; the balance is the account_credit function's).
+-- One invoice per subscription, reason and period: a retry finds the first one (the account is
+-- locked, so nothing else writes it meanwhile) and writes nothing (absent from RETURNING). An
+-- invoice is born numbered, from the tenant's series (take_numbers: gapless, only for the rows
+-- written); a draft is neither due nor numbered. An invoice whose credits exceed its charges
+-- (a negative total) is paid on issue and its credit joins the account's credit balance; an
+-- invoice with a positive total uses that balance first (credit_applied; the balance is the
+-- account_credit function's).
 WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                   AS v(account_id uuid, subscription_id uuid, billing_reason text, currency text,
                        total bigint, period_start timestamptz, period_end timestamptz, boundary timestamptz,
                        draft boolean, auto_finalize_at timestamptz, usage_terms jsonb)),
-     credit AS (SELECT v.account_id,
-                       CASE WHEN v.draft OR v.total <= 0 THEN 0
-                            ELSE LEAST(v.total, account_credit(v.account_id)) END AS applied
-                  FROM v)
-INSERT INTO invoices (account_id, subscription_id, billing_reason, status, currency, subtotal, total,
+     fresh AS (SELECT v.*, row_number() OVER (PARTITION BY v.draft ORDER BY v.account_id) AS ord
+                 FROM v
+                WHERE NOT EXISTS (SELECT 1 FROM invoices i
+                                   WHERE i.subscription_id = v.subscription_id AND i.billing_reason = v.billing_reason
+                                     AND i.period_start = v.period_start)),
+     block AS (SELECT series, first_value
+                 FROM take_numbers('', CAST((SELECT count(*) FROM fresh WHERE NOT fresh.draft) AS integer))),
+     credit AS (SELECT f.account_id,
+                       CASE WHEN f.draft OR f.total <= 0 THEN 0
+                            ELSE LEAST(f.total, account_credit(f.account_id)) END AS applied
+                  FROM fresh f)
+INSERT INTO invoices (account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
                       credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at,
                       paid_at, auto_finalize_at, usage_terms)
-SELECT v.account_id, v.subscription_id, v.billing_reason,
-       CASE WHEN v.draft THEN 'draft' WHEN v.total - c.applied <= 0 THEN 'paid' ELSE 'open' END,
-       v.currency, v.total, v.total, c.applied,
-       CASE WHEN v.draft THEN GREATEST(v.total, 0) ELSE GREATEST(v.total - c.applied, 0) END, 0,
-       v.period_start, v.period_end, v.boundary,
-       CASE WHEN NOT v.draft THEN now() END, CASE WHEN NOT v.draft AND v.total - c.applied <= 0 THEN now() END,
-       v.auto_finalize_at, v.usage_terms
-  FROM v JOIN credit c ON c.account_id = v.account_id
-ON CONFLICT (tenant_id, subscription_id, billing_reason, period_start) DO NOTHING
+SELECT f.account_id, f.subscription_id, f.billing_reason,
+       CASE WHEN NOT f.draft THEN b.series || '-' || number_padded(b.first_value + f.ord - 1) END,
+       CASE WHEN f.draft THEN 'draft' WHEN f.total - c.applied <= 0 THEN 'paid' ELSE 'open' END,
+       f.currency, f.total, f.total, c.applied,
+       CASE WHEN f.draft THEN GREATEST(f.total, 0) ELSE GREATEST(f.total - c.applied, 0) END, 0,
+       f.period_start, f.period_end, f.boundary,
+       CASE WHEN NOT f.draft THEN now() END, CASE WHEN NOT f.draft AND f.total - c.applied <= 0 THEN now() END,
+       f.auto_finalize_at, f.usage_terms
+  FROM fresh f JOIN credit c ON c.account_id = f.account_id CROSS JOIN block b
 RETURNING id, account_id, amount_due;
 
 -- name: write_lines
