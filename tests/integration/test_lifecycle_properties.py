@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chalicelib import errors
@@ -114,6 +114,7 @@ class Life:
         if self.state()["status"] == "canceled":
             return t
         self.accrue(t)
+        before = self.state()
         actor, kind = billing.actor(self.tenant), action[0]
         try:
             with transaction(tenant_id=self.tenant) as tx:
@@ -128,6 +129,7 @@ class Life:
             assert refused.code in REFUSALS, refused.code
             return t
         self.deliver("settle", t)
+        self.forfeit(before, t, action)
         if kind == "cancel" and not action[1]:
             self.since = None
         if kind != "pause":
@@ -142,6 +144,17 @@ class Life:
             lifecycle.resume(tx, actor, lifecycle.Resume(self.subscription), now=resumed)
         self.since = resumed
         return resumed
+
+    def forfeit(self, before: dict, t: datetime, action: tuple) -> None:
+        """A new interval without proration (Stripe's ``none``) starts a new period now and credits
+        nothing: the old period's unused time, paid for, is the customer's loss, so it is owed too."""
+        restarted = self.state()["current_period_start"] == t
+        if action[0] != "interval" or action[2] != "none" or not restarted or before["status"] != "active":
+            return
+        paid_s = (before["current_period_end"] - before["current_period_start"]).total_seconds()
+        paid_s -= before["current_period_paused_s"]
+        unused_s = int((before["current_period_end"] - t).total_seconds())
+        self.expected += Fraction(before["fee"]) * Fraction(unused_s, int(paid_s))
 
     def close(self) -> None:
         """Run to the end of the three years, then cancel now with a prorated credit: nothing prepaid is left."""
@@ -161,6 +174,11 @@ def _update(subscription: str, action: tuple) -> lifecycle.Update:
     trial_days=st.sampled_from([None, 14]),
     actions=st.lists(ACTIONS, max_size=6),
     offsets=st.lists(st.integers(1, SECONDS - 1), min_size=6, max_size=6, unique=True),
+)
+@example(  # a month's fee, then a year's invoiced now, then back to monthly without proration: forfeited
+    trial_days=None,
+    actions=[("interval", "yearly", "create_prorations", "now"), ("interval", "monthly", "none", None)],
+    offsets=[1, 2, 3, 4, 5, 6],
 )
 def test_any_life_bills_the_time_weighted_price_once_with_balanced_books(
     lifecycle_tenant, gateway, trial_days, actions, offsets

@@ -65,9 +65,10 @@ def test_a_tampered_payload_fails_the_signature(keys):
 @pytest.mark.parametrize(
     "overrides,reason",
     [
-        ({"exp": int(time.time()) - 120}, "expired"),
-        ({"nbf": int(time.time()) + 600}, "not yet valid"),
-        ({"iat": int(time.time()) + 600}, "future"),
+        # seconds from when the test runs (not from collection: a long suite outlives 600 s)
+        ({"exp": -120}, "expired"),
+        ({"nbf": 600}, "not yet valid"),
+        ({"iat": 600}, "future"),
         ({"iss": ISSUER + "x"}, "issuer"),
         ({"aud": "other"}, "audience"),
         ({"token_use": "access"}, "id token"),
@@ -75,6 +76,8 @@ def test_a_tampered_payload_fails_the_signature(keys):
     ],
 )
 def test_claims_that_do_not_hold_are_rejected(keys, overrides, reason):
+    now = int(time.time())
+    overrides = {k: now + v if k in ("exp", "nbf", "iat") and isinstance(v, int) else v for k, v in overrides.items()}
     with pytest.raises(jwt.InvalidToken, match=reason):
         _verify(_sign(_claims(**overrides)), keys)
 
