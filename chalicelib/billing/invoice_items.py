@@ -55,14 +55,13 @@ class NewInvoiceItem:
 
 def create(tx, actor, command: NewInvoiceItem) -> dict:
     """A pending item on the account (404 when it is not this tenant's; 422 in another currency)."""
-    account = accounts.get(tx, command.account_id)
+    account = accounts.lock(tx, command.account_id)  # the pending total below holds until this item is in
     if command.currency != account["currency"]:
         raise errors.UnprocessableState(
             f"the account is billed in {account['currency']}, not {command.currency}",
             code="currency_mismatch",
             details=[{"field": "currency", "issue": f"must be the account's currency, {account['currency']}"}],
         )
-    accounts.lock(tx, command.account_id)  # the pending total below holds until this item is in
     pending = tx.scalar(Q["pending_total"], account_id=command.account_id)
     if pending + command.quantity * command.unit_amount > MAX_AMOUNT:
         raise errors.UnprocessableState(

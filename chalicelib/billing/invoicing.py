@@ -65,7 +65,10 @@ def issue(tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False) ->
     written = _write_invoices(tx, invoiced)
     bills_written = [bill for bill in invoiced if bill.account_id in written]
     invoice_ids = {account_id: invoice_id for account_id, (invoice_id, _due) in written.items()}
-    _write_lines(tx, [(invoice_ids[bill.account_id], bill.currency, bill) for bill in bills_written])
+    _write_lines(
+        tx,
+        [(invoice_ids[b.account_id], b.currency, b.lines, b.period_start, b.period_end) for b in bills_written],
+    )
     ledger.post_many(tx, [_entry(bill, invoice_ids[bill.account_id]) for bill in bills_written if not bill.draft])
     _restate(tx, [bill for bill in bills if bill.then is not None and not bill.ends])
     _end(tx, [bill for bill in bills if bill.ends])
@@ -123,9 +126,10 @@ def _write_invoices(tx, bills: list[Bill]) -> dict[str, tuple[str, int]]:
     return {str(row["account_id"]): (str(row["id"]), row["amount_due"]) for row in written}
 
 
-def _write_lines(tx, invoices: list[tuple[str, str, Bill]]) -> None:
-    """Each ``(invoice id, currency, bill)``'s lines, in order; a line billing an invoice item
-    attaches the item to its invoice (in the same statement)."""
+def _write_lines(tx, invoices: list[tuple]) -> None:
+    """Each ``(invoice id, currency, lines, period start, period end)``'s lines, in order (a line with no
+    period of its own has the invoice's); a line billing an invoice item attaches the item to its
+    invoice (in the same statement)."""
     rows = [
         {
             "invoice_id": invoice_id,
@@ -136,13 +140,13 @@ def _write_lines(tx, invoices: list[tuple[str, str, Bill]]) -> None:
             "unit_amount": line.unit_amount,
             "amount": line.amount,
             "currency": currency,
-            "period_start": line.period_start or bill.period_start,
-            "period_end": line.period_end or bill.period_end,
+            "period_start": line.period_start or period_start,
+            "period_end": line.period_end or period_end,
             "position": position,
             "invoice_item_id": line.invoice_item_id,
         }
-        for invoice_id, currency, bill in invoices
-        for position, line in enumerate(bill.lines)
+        for invoice_id, currency, lines, period_start, period_end in invoices
+        for position, line in enumerate(lines)
     ]
     if rows:
         tx.run(Q["write_lines"], rows=encoding.dumps(rows))
@@ -201,7 +205,7 @@ def write_one_off(tx, account: dict, at: datetime, description: str | None) -> s
     total = total_of(items)
     row = {"account_id": account_id, "currency": account["currency"], "total": total, "at": at}
     invoice_id = str(tx.scalar(Q["write_one_off"], **row, description=description))
-    _write_lines(tx, [(invoice_id, account["currency"], _Lines(tuple(items), at, at))])
+    _write_lines(tx, [(invoice_id, account["currency"], items, at, at)])
     return invoice_id
 
 
@@ -217,19 +221,9 @@ def revise_draft(tx, invoice: dict) -> int:
         lines = [line for line in lines if line.kind != "usage"] + usage
     lines += _pending_items(tx, [str(invoice["account_id"])]).get(str(invoice["account_id"]), (None, []))[1]
     total = total_of(lines)
-    period = {"period_start": invoice["period_start"], "period_end": invoice["period_end"]}
     tx.run(Q["clear_lines"], invoice_id=invoice["id"])
-    _write_lines(tx, [(invoice["id"], invoice["currency"], _Lines(tuple(lines), **period))])
+    _write_lines(tx, [(invoice["id"], invoice["currency"], lines, invoice["period_start"], invoice["period_end"])])
     return total
-
-
-@dataclass(frozen=True)
-class _Lines:
-    """The lines of an invoice being rewritten, as ``_write_lines`` takes a bill's."""
-
-    lines: tuple[Line, ...]
-    period_start: datetime
-    period_end: datetime
 
 
 def _line(row: dict) -> Line:

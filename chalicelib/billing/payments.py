@@ -66,46 +66,36 @@ class MockGateway:
         self._scripts[str(account_id)] = list(outcomes)
 
     def charge(self, *, account_id, amount: int, currency: str, idempotency_key: str) -> PaymentResult:
-        account_id = str(account_id)
-        with self._lock:
-            self.calls.append(idempotency_key)
-            log.info("mock gateway: charge %s %s to %s (key %s)", amount, currency, account_id, idempotency_key)
-            if idempotency_key in self._results:
-                return self._results[idempotency_key]
-            outcome = self._next_outcome(account_id)
-            if outcome == "busy":  # another request with this key is in flight: nothing happened
-                raise GatewayBusy(f"a request with key {idempotency_key} is in progress")
-            if outcome == "decline":
-                result = PaymentResult("declined", decline_code="card_declined")
-            else:
-                result = PaymentResult("succeeded", reference=f"mock_{idempotency_key}")
-                self.charges.append((idempotency_key, account_id, amount, currency))
-            self._results[idempotency_key] = result
-        if outcome == "timeout":
-            raise GatewayTimeout(f"no answer for {idempotency_key}")
-        return result
+        log.info("mock gateway: charge %s %s to %s (key %s)", amount, currency, account_id, idempotency_key)
+        done = (idempotency_key, str(account_id), amount, currency)
+        return self._answer(str(account_id), idempotency_key, "card_declined", "mock_", self.charges, done)
 
     def refund(
         self, *, account_id, amount: int, currency: str, idempotency_key: str, charge_reference: str | None
     ) -> PaymentResult:
         """Return ``amount`` of an earlier charge; scripted like a charge (``decline``: the refund failed)."""
-        account_id = str(account_id)
+        log.info("mock gateway: refund %s %s of %s (key %s)", amount, currency, charge_reference, idempotency_key)
+        done = (idempotency_key, str(account_id), amount, currency, charge_reference)
+        return self._answer(str(account_id), idempotency_key, "charge_already_refunded", "mock_re_", self.refunds, done)
+
+    def _answer(self, account_id: str, key: str, decline_code: str, prefix: str, record: list, done: tuple):
+        """One call under ``key``: the same answer for the same key, else the account's next scripted outcome
+        (a success is appended to ``record``)."""
         with self._lock:
-            self.calls.append(idempotency_key)
-            log.info("mock gateway: refund %s %s of %s (key %s)", amount, currency, charge_reference, idempotency_key)
-            if idempotency_key in self._results:
-                return self._results[idempotency_key]
+            self.calls.append(key)
+            if key in self._results:
+                return self._results[key]
             outcome = self._next_outcome(account_id)
-            if outcome == "busy":
-                raise GatewayBusy(f"a request with key {idempotency_key} is in progress")
+            if outcome == "busy":  # another request with this key is in flight: nothing happened
+                raise GatewayBusy(f"a request with key {key} is in progress")
             if outcome == "decline":
-                result = PaymentResult("declined", decline_code="charge_already_refunded")
+                result = PaymentResult("declined", decline_code=decline_code)
             else:
-                result = PaymentResult("succeeded", reference=f"mock_re_{idempotency_key}")
-                self.refunds.append((idempotency_key, account_id, amount, currency, charge_reference))
-            self._results[idempotency_key] = result
+                result = PaymentResult("succeeded", reference=f"{prefix}{key}")
+                record.append(done)
+            self._results[key] = result
         if outcome == "timeout":
-            raise GatewayTimeout(f"no answer for {idempotency_key}")
+            raise GatewayTimeout(f"no answer for {key}")
         return result
 
     def _next_outcome(self, account_id: str) -> str:
