@@ -124,6 +124,7 @@ class Books:
     def __init__(self, tenant_id: str, gateway: payments.MockGateway):
         self.tenant, self.actor, self.gateway = tenant_id, billing.actor(tenant_id), gateway
         self.totals: dict[str, int] = {}  # invoice id -> what it bills: its plan's price, the items it took
+        self.items_of: dict[str, list[int]] = {}  # invoice id -> the item amounts it took (a void draft gives them back)
         self.accounts = [self._account(name) for name in ("Ada", "Grace")] + [self._subscribed()]
         self.pending = {account: [] for account in self.accounts}  # item amounts no invoice took yet
         self.refunded: Counter = Counter()  # invoice id -> refunds sent and not failed
@@ -231,6 +232,7 @@ class Books:
         created = self.attempt(refusal, lambda: invoices.create(self.tenant, self.actor, command))
         if created:
             self.pending[account], self.totals[str(created["id"])] = [], sum(taken)
+            self.items_of[str(created["id"])] = taken
             event(f"invoiced: {created['status']}")
             assert _collection(created) == expected
 
@@ -245,6 +247,7 @@ class Books:
         refusal = None if invoice["status"] == "draft" else (U, "invoice_not_draft")
         finalized = self.attempt(refusal, lambda: invoices.finalize(self.tenant, self.actor, str(invoice["id"])))
         if finalized:
+            self.items_of[str(invoice["id"])] = self.items_of.get(str(invoice["id"]), []) + self.pending[account]
             self.pending[account], self.totals[str(invoice["id"])] = [], total
             assert _collection(finalized) == expected
 
@@ -337,6 +340,8 @@ class Books:
             charged = 0 if invoice["status"] == "draft" else max(invoice["total"], 0) - invoice["pre"] - invoice["post"]
             event(f"voided: {invoice['status']}")
             assert (voided["status"], voided["amount_due"]) == ("void", 0)
+            if invoice["status"] == "draft":  # its items wait for the account's next invoice again
+                self.pending[str(invoice["account_id"])] += self.items_of.get(str(invoice["id"]), [])
             assert self.account(invoice["account_id"])["balance"] == balance - charged
 
     def uncollectible(self, position: int) -> None:
