@@ -13,11 +13,13 @@ from chalicelib.billing import (
     calendar,
     credit_notes,
     documents,
+    gateway_accounts,
     invoice_documents,
     invoice_items,
     invoices,
     ledger,
     lifecycle,
+    payment_methods,
     plans,
     rebill,
     rebill_batch,
@@ -25,7 +27,7 @@ from chalicelib.billing import (
     tenants,
     usage,
 )
-from chalicelib.db.scope import tenant_transaction
+from chalicelib.db.scope import require_active, tenant_transaction
 from chalicelib.http import api
 
 app = Chalice(app_name="billing-platform")
@@ -141,6 +143,44 @@ def rebill_account_now(account_id):
         own_transactions=True,
     )
     return http.outcome_response(outcome)
+
+
+@app.route("/v1/accounts/{account_id}/payment_methods/setup", methods=["POST"], **AUTH)
+@api(app)
+def setup_payment_method(account_id):
+    request = http.read(app, USER)
+    account_id = pagination.parse_id(account_id, "id")
+    tenant_id = request.principal.tenant_id
+    setup = payment_methods.setup(tenant_id, request.principal, account_id, tenant_transaction)
+    return http.json_response(setup, 201)
+
+
+@app.route("/v1/gateway", methods=["GET"], **AUTH)
+@api(app)
+def get_gateway():
+    request = http.read(app, ADMIN)
+    require_active(request.principal.tenant_id)
+    return http.json_response(gateway_accounts.describe(request.principal.tenant_id))
+
+
+@app.route("/v1/gateway", methods=["PUT"], **AUTH)
+@api(app)
+def connect_gateway():
+    request = http.read(app, ADMIN, "gateway_connect")
+    command = gateway_accounts.Connection(**request.body)
+    tenant_id = request.principal.tenant_id
+    require_active(tenant_id)  # before its keys are stored anywhere
+    connected = gateway_accounts.connect(tenant_id, request.principal, command, calendar.utcnow(), tenant_transaction)
+    return http.json_response(connected)
+
+
+@app.route("/v1/gateway/stripe/{tenant_id}", methods=["POST"])
+@api(app)
+def stripe_webhook(tenant_id):
+    """Stripe's webhooks (no Cognito: the body's signature, with the tenant's webhook secret, is the proof)."""
+    request = app.current_request
+    raw = request.raw_body or b""
+    return http.json_response(handlers_of.stripe_webhook(tenant_id, raw, request.headers.get("stripe-signature")))
 
 
 def _with_events(request, work, status: int = 200, *, own_transactions: bool = False, then=None):

@@ -48,6 +48,17 @@ class Settings:
     rebill_catch_up_periods: int
     payment_claim_lease_s: int
     resource_prefix: str
+    stripe_api_base: str | None
+    stripe_timeout_s: float
+    gateway_credentials_ttl_s: int
+    gateway_credentials_store: str
+    gateway_secrets_kms_key_id: str | None
+    public_api_url: str | None
+
+    @property
+    def is_production(self) -> bool:
+        """Money is real here: a tenant without a connected gateway is never charged by the mock."""
+        return self.stage in ("prod", "production")
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -95,15 +106,35 @@ def get_settings() -> Settings:
         # left by a crashed invocation and may be taken over.
         consumer_stale_after_s=int(env("CONSUMER_STALE_AFTER_S", "180")),
         dunning_retry_days=tuple(int(d) for d in env("DUNNING_RETRY_DAYS", "1,3,7").split(",") if d.strip()),
-        payment_gateway=env("PAYMENT_GATEWAY", "mock"),
-        mock_payment_outcome=env("MOCK_PAYMENT_OUTCOME", "succeed"),
-        mock_payment_decline_percent=int(env("MOCK_PAYMENT_DECLINE_PERCENT", "0")),
         # A renewal message bills at most this many overdue periods in a row.
         rebill_catch_up_periods=int(env("REBILL_CATCH_UP_PERIODS", "12")),
         # A settler holds a payment attempt this long while it calls the gateway; a
         # crashed settler's claim lapses after it (keep it >= the function timeout).
         payment_claim_lease_s=int(env("PAYMENT_CLAIM_LEASE_S", "60")),
         resource_prefix=env("RESOURCE_PREFIX", "billing"),
+        **_payment_settings(env),
+    )
+
+
+def _payment_settings(env) -> dict:
+    """The gateway's settings (the Stripe client, tenants' credentials, the mock's behaviour)."""
+    return dict(
+        payment_gateway=env("PAYMENT_GATEWAY", "mock"),
+        mock_payment_outcome=env("MOCK_PAYMENT_OUTCOME", "succeed"),
+        mock_payment_decline_percent=int(env("MOCK_PAYMENT_DECLINE_PERCENT", "0")),
+        # Only for the local Stripe stand-in (devtools/stripe_standin.py); unset, the SDK talks to Stripe.
+        stripe_api_base=env("STRIPE_API_BASE") or None,
+        # A Stripe call that has not answered in this long is a timeout: the attempt stays pending and
+        # is retried with the same key (keep it well under PAYMENT_CLAIM_LEASE_S).
+        stripe_timeout_s=float(env("STRIPE_TIMEOUT_S", "10")),
+        # A warm function re-reads a tenant's gateway credentials from Secrets Manager this often.
+        gateway_credentials_ttl_s=int(env("GATEWAY_CREDENTIALS_TTL_S", "300")),
+        # Where tenants' gateway credentials live: "secretsmanager" (every deployed stage, make run)
+        # or "none" (tests that never reach AWS: every tenant has the mock). Production is always the former.
+        gateway_credentials_store=env("GATEWAY_CREDENTIALS_STORE", "none"),
+        gateway_secrets_kms_key_id=env("GATEWAY_SECRETS_KMS_KEY_ID") or None,
+        # Where customers reach this API (links in emails sent outside a request); unset, emails carry none.
+        public_api_url=(env("PUBLIC_API_URL") or "").rstrip("/") or None,
     )
 
 

@@ -24,6 +24,7 @@ KNOWN_TYPES = (
     "invoice.paid",
     "invoice.voided",
     "invoice.marked_uncollectible",
+    "invoice.payment_action_required",
     "credit_note.created",
 )
 

@@ -7,8 +7,8 @@ the attempt and calls the gateway under the attempt's own key, so a redelivery h
 further effect. An unresolved payment fails the record, which SQS redelivers.
 """
 
-from chalicelib import audit, events, idempotency, notifications
-from chalicelib.billing import calendar, collection, engine
+from chalicelib import audit, events, idempotency, notifications, outbox
+from chalicelib.billing import calendar, collection, engine, stripe_events
 
 
 def invoice_new_subscription(event: dict) -> bool:
@@ -31,9 +31,11 @@ def invoice_new_subscription(event: dict) -> bool:
 
 def settle_account(event: dict) -> bool:
     """generate-invoice: collect what the event's change invoiced (a new subscription's first invoice,
-    a canceled one's final invoice, a change invoiced now).
+    a canceled one's final invoice, a change invoiced now), and publish what collecting it said (a
+    payment that needs the customer) at once rather than at the next outbox sweep.
     Settling is idempotent: one settler per attempt, the same key."""
     outcome = collection.settle_pending(event["tenantId"], event["accountId"], calendar.utcnow())
+    outbox.flush_quietly(event["tenantId"])
     return collection.resolved(outcome) is not None
 
 
@@ -45,6 +47,18 @@ def email_new_subscription(event: dict) -> bool:
         event["eventId"],
         lambda tx: notifications.recipient_of(tx, event["subscriptionId"]),
         notifications.send_subscription_created,
+    )
+
+
+def email_payment_action_required(event: dict) -> bool:
+    """send-notification: the customer is asked to confirm a payment, with the invoice's hosted link."""
+    tenant_id = event["tenantId"]
+    return idempotency.consume_with_side_effect(
+        tenant_id,
+        "send-notification",
+        event["eventId"],
+        lambda tx: notifications.invoice_recipient(tx, tenant_id, event["invoiceId"], calendar.utcnow()),
+        notifications.send_payment_action_required,
     )
 
 
@@ -60,10 +74,25 @@ def record_audit(event: dict) -> bool:
     return idempotency.consume_once(event["tenantId"], "audit-log", event["eventId"], work)
 
 
+def stripe_webhook(tenant_id: str, payload: bytes, signature: str | None) -> dict:
+    """A Stripe webhook delivery: verified, then processed once (its Stripe event id claimed in the
+    transaction of its writes); a type we do not handle is acknowledged and ignored."""
+    event = stripe_events.verify(tenant_id, payload, signature)
+    if not stripe_events.handles(event):
+        return {"received": True, "handled": False}
+    prepared = stripe_events.prepare(tenant_id, event)
+    now = calendar.utcnow()
+    work = lambda tx: stripe_events.apply(tx, tenant_id, event, prepared, now)  # noqa: E731
+    return {"received": True, "handled": idempotency.consume_once(tenant_id, "stripe", event["id"], work)}
+
+
 GENERATE_INVOICE = {
     "subscription.created": invoice_new_subscription,
     "subscription.canceled": settle_account,
     "subscription.updated": settle_account,
 }
-SEND_NOTIFICATION = {"subscription.created": email_new_subscription}
+SEND_NOTIFICATION = {
+    "subscription.created": email_new_subscription,
+    "invoice.payment_action_required": email_payment_action_required,
+}
 AUDIT_LOG = {event_type: record_audit for event_type in events.KNOWN_TYPES}

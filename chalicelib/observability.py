@@ -77,12 +77,20 @@ def log_invocation(event, get_response):
     return response
 
 
+WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "stripe", "requests")
+
+
 def configure_logging() -> None:
     """JSON on the root logger in Lambda (which installs a handler) and where LOG_FORMAT=json (make run).
 
     Elsewhere (tests, packaging, scripts) logging is left as the host configured it. Idempotent.
+    Everywhere, the HTTP clients' own loggers stay at WARNING whatever LOG_LEVEL says: at DEBUG
+    they write request and response bodies, and those carry secrets (a tenant's Stripe keys from
+    Secrets Manager, the database password).
     """
     global _configured
+    for wire in WIRE_LOGGERS:
+        logging.getLogger(wire).setLevel(logging.WARNING)
     in_lambda = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
     if _configured or not (in_lambda or os.environ.get("LOG_FORMAT") == "json"):
         return

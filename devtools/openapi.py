@@ -87,6 +87,48 @@ RESPONSES = {
             "created_at": TS,
         },
     ),
+    "PaymentMethod": {
+        "type": ["object", "null"],
+        "description": "the default card Stripe confirmed (a SetupIntent succeeded); nothing that could charge it",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "brand": {"type": ["string", "null"]},
+            "last4": {"type": ["string", "null"]},
+            "exp_month": {"type": ["integer", "null"]},
+            "exp_year": {"type": ["integer", "null"]},
+        },
+    },
+    "Gateway": {
+        "type": "object",
+        "required": ["object", "provider", "connected"],
+        "properties": {
+            "object": {"const": "gateway"},
+            "provider": {"enum": ["stripe", None]},
+            "connected": {"type": "boolean"},
+            "account_id": {"type": "string", "description": "the Stripe account the secret key belongs to"},
+            "secret_key_last4": {"type": "string"},
+            "webhook_secret_last4": {"type": "string"},
+            "connected_at": TS,
+        },
+    },
+    "SetupIntent": _object(
+        "setup_intent",
+        {
+            "id": {"type": "string", "description": "Stripe's SetupIntent id"},
+            "account_id": ID,
+            "customer": {"type": "string", "description": "the account's Stripe Customer (made once)"},
+            "client_secret": {"type": "string", "description": "for Stripe.js confirmCardSetup on the tenant's page"},
+        },
+    ),
+    "WebhookReceipt": {
+        "type": "object",
+        "required": ["received", "handled"],
+        "properties": {
+            "received": {"const": True},
+            "handled": {"type": "boolean", "description": "false: a type we ignore, or an event processed before"},
+        },
+    },
     "Subscription": _object(
         "subscription",
         {
@@ -347,6 +389,18 @@ RESPONSES["InvoiceWithLinks"] = {
 }
 
 # path -> method -> (summary, request schema or None, success status, response component, list?)
+# One account, retrieved: its balances and how it pays, besides what a list shows.
+RESPONSES["AccountDetail"] = _object(
+    "account",
+    {
+        **{k: v for k, v in RESPONSES["Account"]["properties"].items() if k != "object"},
+        "balance": {**MONEY, "description": "the sum of its ledger (positive: the customer owes)"},
+        "credit_balance": {**MONEY, "description": "credit the next invoices use first"},
+        "gateway_customer_id": {"type": ["string", "null"], "description": "its Stripe Customer, once set up"},
+        "default_payment_method": {"$ref": "#/components/schemas/PaymentMethod"},
+    },
+)
+
 ROUTES = {
     "/v1/health": {"get": ("Database reachability and migration version", None, 200, "Health", False)},
     "/v1/tenants": {"post": ("Provision a tenant (ADMIN)", "tenant_create", 201, "Tenant", False)},
@@ -358,9 +412,19 @@ ROUTES = {
         "post": ("Create a billable account", "account_create", 201, "Account", False),
         "get": ("List accounts", None, 200, "Account", True),
     },
-    "/v1/accounts/{account_id}": {"get": ("Retrieve an account", None, 200, "Account", False)},
+    "/v1/accounts/{account_id}": {"get": ("Retrieve an account", None, 200, "AccountDetail", False)},
     "/v1/accounts/{account_id}/ledger": {
         "get": ("Ledger entries with running balance", None, 200, "LedgerEntry", True)
+    },
+    "/v1/accounts/{account_id}/payment_methods/setup": {
+        "post": ("Start saving a card: a Stripe SetupIntent for Stripe.js", None, 201, "SetupIntent", False)
+    },
+    "/v1/gateway": {
+        "get": ("The tenant's payment gateway (ADMIN): never its keys", None, 200, "Gateway", False),
+        "put": ("Connect the tenant's Stripe account (ADMIN)", "gateway_connect", 200, "Gateway", False),
+    },
+    "/v1/gateway/stripe/{tenant_id}": {
+        "post": ("Stripe's webhooks for the tenant (verified by Stripe-Signature)", None, 200, "WebhookReceipt", False)
     },
     "/v1/accounts/{account_id}/rebill": {
         "post": ("Bill the account's due period now (ADMIN)", "rebill_now", 200, "Rebill", False)
@@ -449,7 +513,16 @@ LIST_FILTERS = {
     "/v1/credit_notes": {"invoice": ID},
 }
 # Public routes: no token (a signed link is the credential, or nothing is private).
-PUBLIC = ("/v1/health", "/v1/hosted_invoices/{link}", "/v1/hosted_invoices/{link}/pdf")
+PUBLIC = (
+    "/v1/health",
+    "/v1/hosted_invoices/{link}",
+    "/v1/hosted_invoices/{link}/pdf",
+    "/v1/gateway/stripe/{tenant_id}",
+)
+# What a public route answers when its credential (a signed link, a signature) does not hold.
+PUBLIC_ERRORS = {
+    "/v1/gateway/stripe/{tenant_id}": ("400", "The Stripe-Signature does not verify with the tenant's secret"),
+}
 DOCUMENTS = {
     "PDF": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
     "HTML": {"text/html": {"schema": {"type": "string"}}},
@@ -547,7 +620,8 @@ def _operation(path: str, method: str, spec: tuple) -> dict:
         operation["responses"].update({code: {"description": text, **error} for code, text in ERRORS.items()})
     elif path != "/v1/health":
         error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-        operation["responses"]["404"] = {"description": "No such link, or it expired", **error}
+        code, text = PUBLIC_ERRORS.get(path, ("404", "No such link, or it expired"))
+        operation["responses"][code] = {"description": text, **error}
     else:
         operation["responses"]["503"] = {
             "description": "Database unreachable",

@@ -38,6 +38,21 @@ def _start_pump():
     return pump
 
 
+def _start_stripe_standin(port: int, api_url: str):
+    """The local Stripe (devtools.stripe_standin) the app's Stripe SDK talks to; tenants' keys go to
+    the local Secrets Manager, as deployed. Its webhooks reach this app's route."""
+    from devtools.stripe_standin import StripeStandin
+
+    standin = StripeStandin()
+    standin.start(port)
+    os.environ.update(
+        STRIPE_API_BASE=standin.url,
+        GATEWAY_CREDENTIALS_STORE="secretsmanager",
+        PUBLIC_API_URL=os.environ.get("PUBLIC_API_URL", api_url),
+    )
+    return standin
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description="run billing-platform locally")
@@ -46,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     # Chalice's reloader polls every file under the project, .venv and the live
     # PostgreSQL data included, and restarts on each checkpoint: opt-in only.
     parser.add_argument("--aws-port", type=int, default=int(os.environ.get("MOTO_PORT", "5100")))
+    parser.add_argument("--stripe-port", type=int, default=int(os.environ.get("STRIPE_STANDIN_PORT", "12111")))
     parser.add_argument("--reload", action="store_true", help="restart chalice local when code changes")
     args = parser.parse_args(argv)
 
@@ -62,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     seed.seed()
     endpoint = local_aws.start_server(args.aws_port)
     os.environ.update(local_aws.provision(endpoint))
+    standin = _start_stripe_standin(args.stripe_port, f"http://{args.host}:{args.port}")
     pump = _start_pump()
     print(f"database: {database_url}")
     print(f"local AWS (moto): {endpoint}")
+    print(f"stripe stand-in: {standin.url}   (keys: curl -XPOST {standin.url}/_standin/accounts; README)")
     print("token:    TOKEN=$(.venv/bin/python -m devtools.token --group ADMIN)")
     print(f"serving:  http://{args.host}:{args.port}/v1/health   (Ctrl-C stops)", flush=True)
 

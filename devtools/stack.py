@@ -87,6 +87,7 @@ class Stack:
         self.database_url = database_url
         self.log_dir = Path(log_dir)
         self.extra_env = extra_env or {}
+        self.stripe = None  # the Stripe stand-in, once started
         self.url = ""
         self.aws_endpoint = ""
         self.session = requests.Session()
@@ -124,6 +125,10 @@ class Stack:
 
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
+        from devtools.stripe_standin import StripeStandin
+
+        self.stripe = StripeStandin()
+        self.stripe.start()
         self.env = {
             **os.environ,
             **DUMMY_AWS,
@@ -135,6 +140,11 @@ class Stack:
             # A dead settler's claim on a payment lapses within one redelivery (visibility 3 s),
             # as deployed it lapses within the function timeout (visibility is 6x that).
             "PAYMENT_CLAIM_LEASE_S": "2",
+            # Tenants that connect Stripe are charged through the SDK against the local stand-in.
+            "STRIPE_API_BASE": self.stripe.url,
+            "STRIPE_TIMEOUT_S": "1",
+            "GATEWAY_CREDENTIALS_STORE": "secretsmanager",
+            "PUBLIC_API_URL": self.url,
             **self.extra_env,
         }
         command = [BIN / "chalice", "local", "--stage", "local", "--no-autoreload"]
@@ -164,6 +174,9 @@ class Stack:
                 proc.kill()
         self._procs.clear()
         self.session.close()
+        if self.stripe is not None:
+            self.stripe.stop()
+            self.stripe = None
 
     def _aws(self):
         return _env(**DUMMY_AWS, AWS_ENDPOINT_URL=self.aws_endpoint)

@@ -192,6 +192,35 @@ def gateway():
     payments.set_gateway(None)
 
 
+@pytest.fixture(scope="session")
+def stripe_standin():
+    """The local Stripe stand-in (devtools/stripe_standin.py) on 127.0.0.1, for the whole run."""
+    from devtools.stripe_standin import StripeStandin
+
+    standin = StripeStandin()
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def stripe(stripe_standin, cognito, monkeypatch):
+    """The app's Stripe SDK pointed at the stand-in, tenants' keys kept in moto's Secrets Manager,
+    and no gateway installed over them: each tenant is charged by its own (Stripe, once connected)."""
+    from chalicelib.billing import gateway_credentials, payments
+
+    monkeypatch.setenv("GATEWAY_CREDENTIALS_STORE", "secretsmanager")
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_standin.url)
+    monkeypatch.setenv("STRIPE_TIMEOUT_S", "0.5")
+    reset_settings()
+    gateway_credentials.forget()
+    payments.set_gateway(None)
+    stripe_standin.slow_seconds = 1.0
+    yield stripe_standin
+    gateway_credentials.forget()
+    reset_settings()
+
+
 @pytest.fixture
 def messaging(cognito, monkeypatch, request):
     """The events topic, consumer queues with DLQs, the rebill queue and SES, in moto; the app pointed at them.

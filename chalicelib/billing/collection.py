@@ -17,6 +17,13 @@ Three steps, so money never moves without a record that says so:
 ``settle_pending`` resolves attempts a crash or a timeout left behind; the same key
 makes the gateway answer with what really happened, never charge again.
 
+A charge the customer must authenticate (``requires_action``) is recorded like a decline
+(dunning, and an ``invoice.payment_action_required`` event whose email links the hosted
+invoice), but its attempt waits: the customer may still complete it (``record_answer``
+from the gateway's webhook), and before the next attempt at that invoice the waiting one
+is withdrawn at the gateway (``_withdraw_waiting``), so an invoice never has two live
+charges.
+
 Dunning: a decline makes the account PENDING and schedules a retry at the start of
 the day DUNNING_RETRY_DAYS[n] days later (1, 3, 7), so the daily run finds it that
 day; a decline after the last retry makes it INACTIVE, stops billing and marks its
@@ -28,8 +35,8 @@ payment negative, a failure recorded at zero).
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chalicelib import audit, encoding, tracing
-from chalicelib.billing import accounts, ledger, payments, periods
+from chalicelib import audit, encoding, outbox, tracing
+from chalicelib.billing import accounts, gateways, ledger, payments, periods
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
@@ -64,6 +71,7 @@ class Intent:
     key: str
     amount: int
     currency: str
+    reference: str | None = None  # the gateway's id of an attempt that waits for the customer
 
 
 # --- opening attempts (in the billing transaction) ----------------------------------------
@@ -142,16 +150,30 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed
     claimed = {i.attempt_id for i in intents} if claimed else _claim(tenant_id, intents)
     outcomes = {i.attempt_id: "in_progress" for i in intents if i.attempt_id not in claimed}
     answers = {}
-    gateway = payments.get_gateway()
-    for intent in (i for i in intents if i.attempt_id in claimed):
+    charging = [i for i in intents if i.attempt_id in claimed]
+    payers = _payers(tenant_id, charging)
+    for intent in charging:
         try:
             with tracing.subsegment("payment.charge", tenant_id=tenant_id):
-                answers[intent.attempt_id] = (intent, _charge(gateway, intent))
+                answers[intent.attempt_id] = (intent, _charge(tenant_id, intent, payers))
         except payments.RetryableGatewayError:
             outcomes[intent.attempt_id] = "timeout"
             _release(tenant_id, intent)
     outcomes.update(_record(tenant_id, answers, now))
     return outcomes
+
+
+def _payers(tenant_id: str, intents: list[Intent]) -> dict:
+    """Each account's payer at the gateway, read only for a gateway that needs one (not the mock)."""
+    try:
+        needs = intents and gateways.of(tenant_id).needs_payer
+    except payments.RetryableGatewayError:
+        return {}  # no gateway: every charge fails retryably below
+    if not needs:
+        return {}
+    with transaction(tenant_id=tenant_id) as tx:
+        rows = tx.all(Q["payers"], ids=sorted({i.account_id for i in intents}))
+    return {str(r["id"]): payments.Payer(r["gateway_customer_id"], r["payment_method"]) for r in rows}
 
 
 def _claim(tenant_id: str, intents: list[Intent]) -> set[str]:
@@ -176,7 +198,8 @@ def settle_pending(tenant_id: str, account_id: str, now: datetime) -> str | None
 
 
 def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
-    """A dunning retry: charge the account's open invoices oldest first, stopping at anything but success."""
+    """A dunning retry: charge the account's open invoices oldest first, stopping at anything but success.
+    A charge of the invoice that waits for the customer is withdrawn first (or found completed)."""
     outcome = "succeeded"
     while outcome == "succeeded":
         with transaction(tenant_id=tenant_id) as tx:
@@ -185,10 +208,59 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
             if invoice is None:
                 reactivate_if_clear(tx, account_id)
                 return outcome
-            intent = open_for_invoice(tx, account_id, invoice)
-        if intent is not None:
+            waiting = tx.one(Q["waiting_for_invoice"], invoice_id=invoice["id"])
+            intent = None if waiting else open_for_invoice(tx, account_id, invoice)
+        if waiting:
+            _withdraw_waiting(tenant_id, _intent(waiting), now)
+        elif intent is not None:
             outcome = settle(tenant_id, intent, now)
     return outcome
+
+
+def _withdraw_waiting(tenant_id: str, waiting: Intent, now: datetime) -> None:
+    """Cancel at the gateway a charge that waits for the customer; if they completed it, record it paid."""
+    gateway = gateways.of(tenant_id)
+    result = gateway.withdraw(reference=waiting.reference, idempotency_key=f"withdraw:{waiting.key}")
+    with transaction(tenant_id=tenant_id) as tx:
+        record_answer(tx, waiting, result, now)
+
+
+def attempt_at_gateway(tx, attempt_id: str | None, reference: str | None) -> Intent | None:
+    """The attempt a gateway's charge belongs to (by the attempt id it carried, else its reference)."""
+    if attempt_id is None and reference is None:
+        return None
+    row = tx.one(Q["attempt_at_gateway"], id=attempt_id, reference=reference)
+    return _intent(row) if row else None
+
+
+def record_answer(tx, intent: Intent, result: payments.PaymentResult, now: datetime) -> str:
+    """The gateway's later word on an attempt (its webhook, or a withdrawal), in ``tx``.
+
+    A success pays a pending or waiting attempt; a decline, a wait or a cancellation
+    resolves a pending one (a waiting attempt that the customer failed to authenticate
+    stays waiting: dunning already counts it; a canceled one is resolved). Anything else
+    was settled already: ``in_progress``, nothing written.
+    """
+    if result.succeeded:
+        pending = tx.all(Q["lock_pending"], ids=[intent.attempt_id], waiting=True)
+        if not pending:
+            return "in_progress"
+        _record_paid(tx, [(intent, result)])
+        if pending[0]["in_dunning"]:
+            reactivate_if_clear(tx, intent.account_id)
+        return "succeeded"
+    if result.outcome == "canceled":
+        if not tx.all(Q["lock_pending"], ids=[intent.attempt_id], waiting=True):
+            return "in_progress"
+        tx.run(
+            Q["resolve_attempt"],
+            id=intent.attempt_id,
+            outcome="canceled",
+            reference=result.reference,
+            decline_code=None,
+        )
+        return "canceled"
+    return _record_unpaid(tx, intent, result, now)
 
 
 def lease_retry(tx, account_id: str, until: datetime) -> None:
@@ -196,9 +268,14 @@ def lease_retry(tx, account_id: str, until: datetime) -> None:
     tx.run(Q["lease_retry"], id=account_id, lease_until=until)
 
 
-def _charge(gateway, intent: Intent) -> payments.PaymentResult:
-    return gateway.charge(
-        account_id=intent.account_id, amount=intent.amount, currency=intent.currency, idempotency_key=intent.key
+def _charge(tenant_id: str, intent: Intent, payers: dict) -> payments.PaymentResult:
+    return gateways.of(tenant_id).charge(
+        account_id=intent.account_id,
+        amount=intent.amount,
+        currency=intent.currency,
+        idempotency_key=intent.key,
+        payer=payers.get(intent.account_id, payments.NO_PAYER),
+        metadata={"tenant_id": tenant_id, "attempt_id": intent.attempt_id, "invoice_id": intent.invoice_id},
     )
 
 
@@ -215,7 +292,7 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
     paid = {a: (i, r) for a, (i, r) in answers.items() if r.succeeded}
     if paid:
         with transaction(tenant_id=tenant_id) as tx:
-            pending = tx.all(Q["lock_pending"], ids=sorted(paid))
+            pending = tx.all(Q["lock_pending"], ids=sorted(paid), waiting=False)
             still = {str(row["id"]) for row in pending}
             _record_paid(tx, [paid[a] for a in sorted(still)])
             dunning = {paid[str(row["id"])][0].account_id for row in pending if row["in_dunning"]}
@@ -231,7 +308,10 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
 def _record_paid(tx, paid: list) -> None:
     if not paid:
         return
-    rows = [{"attempt_id": i.attempt_id, "reference": r.reference, "invoice_id": i.invoice_id} for i, r in paid]
+    rows = [
+        {"attempt_id": i.attempt_id, "reference": r.reference, "invoice_id": i.invoice_id, "amount": i.amount}
+        for i, r in paid
+    ]
     tx.run(Q["resolve_paid"], rows=encoding.dumps(rows))
     ledger.post_many(
         tx,
@@ -254,28 +334,40 @@ def _record_paid(tx, paid: list) -> None:
 
 def _record_decline(tenant_id: str, intent: Intent, result, now: datetime) -> str:
     with transaction(tenant_id=tenant_id) as tx:
-        account = accounts.find_locked(tx, intent.account_id)
-        if not tx.run(Q["lock_pending"], ids=[intent.attempt_id]):
-            return "in_progress"  # resolved by a settler that took over a lapsed claim
-        tx.run(
-            Q["resolve_attempt"],
-            id=intent.attempt_id,
-            outcome=result.outcome,
-            reference=result.reference,
-            decline_code=result.decline_code,
-        )
-        ledger.post(
-            tx,
-            account_id=intent.account_id,
-            entry_type="payment_failed",
-            amount=0,
-            currency=intent.currency,
-            idempotency_key=f"payment_failed:{intent.key}",
-            invoice_id=intent.invoice_id,
-            description=f"Payment declined ({result.decline_code})",
-        )
-        emit_metric("payment_declines", 1, TenantId=tenant_id)
-        return _dun(tx, account, now)
+        return _record_unpaid(tx, intent, result, now)
+
+
+def _record_unpaid(tx, intent: Intent, result, now: datetime) -> str:
+    """A decline, or a charge that waits for the customer, onto a pending attempt: its ledger
+    record and the dunning step (``in_progress`` if it is no longer pending)."""
+    account = accounts.find_locked(tx, intent.account_id)
+    if not tx.run(Q["lock_pending"], ids=[intent.attempt_id], waiting=False):
+        return "in_progress"  # resolved by a settler that took over a lapsed claim, or by a webhook
+    waits = result.outcome == "requires_action"
+    tx.run(
+        Q["resolve_attempt"],
+        id=intent.attempt_id,
+        outcome=result.outcome if waits else "declined",
+        reference=result.reference,
+        decline_code=result.decline_code,
+    )
+    ledger.post(
+        tx,
+        account_id=intent.account_id,
+        entry_type="payment_failed",
+        amount=0,
+        currency=intent.currency,
+        idempotency_key=f"payment_failed:{intent.key}",
+        invoice_id=intent.invoice_id,
+        description="Payment needs the customer's authentication"
+        if waits
+        else f"Payment declined ({result.decline_code})",
+    )
+    if waits:
+        fields = {"accountId": intent.account_id, "invoiceId": intent.invoice_id, "timestamp": now.isoformat()}
+        outbox.add(tx, "invoice.payment_action_required", fields)
+    emit_metric("payment_action_required" if waits else "payment_declines", 1, TenantId=str(account["tenant_id"]))
+    return _dun(tx, account, now)
 
 
 def _dun(tx, account: dict, now: datetime) -> str:
@@ -323,4 +415,5 @@ def _intent(row: dict) -> Intent:
         key=row["idempotency_key"],
         amount=row["amount"],
         currency=row["currency"],
+        reference=row.get("gateway_reference"),
     )

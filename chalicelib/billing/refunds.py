@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib import audit, tracing
-from chalicelib.billing import ledger, payments
+from chalicelib.billing import gateways, ledger, payments
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
@@ -79,12 +79,13 @@ def settle(tenant_id: str, refund: Refund, now: datetime) -> str:
             return "in_progress"
     try:
         with tracing.subsegment("payment.refund", tenant_id=tenant_id):
-            result = payments.get_gateway().refund(
+            result = gateways.of(tenant_id).refund(
                 account_id=refund.account_id,
                 amount=refund.amount,
                 currency=refund.currency,
                 idempotency_key=refund.key,
                 charge_reference=refund.charge_reference,
+                metadata={"tenant_id": tenant_id, "refund_id": refund.id, "credit_note_id": refund.credit_note_id},
             )
     except payments.RetryableGatewayError:
         with transaction(tenant_id=tenant_id) as tx:
@@ -92,6 +93,12 @@ def settle(tenant_id: str, refund: Refund, now: datetime) -> str:
         return "timeout"
     with transaction(tenant_id=tenant_id) as tx:
         return _record(tx, refund, result)
+
+
+def record_answer(tx, refund_id: str, result: payments.PaymentResult) -> str:
+    """The gateway's later word on a refund (its webhook): written once, onto a refund still pending."""
+    row = tx.one(Q["get"], id=refund_id)
+    return _record(tx, _refund(row), result) if row else "in_progress"
 
 
 def _record(tx, refund: Refund, result: payments.PaymentResult) -> str:

@@ -25,3 +25,9 @@ def tenant_transaction(tenant_id: str):
         if status != "active":
             raise errors.Forbidden("this tenant is suspended")
         yield tx
+
+
+def require_active(tenant_id: str) -> None:
+    """Refuse (Forbidden) an unknown or suspended tenant before work that starts outside the database."""
+    with tenant_transaction(tenant_id):
+        pass

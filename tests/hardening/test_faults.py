@@ -4,13 +4,15 @@ app.py's handlers and moto's SQS/SNS/SES:
 the schedule's SendMessageBatch failing, SNS publishes and SES sends failing, the database connection
 killed in the middle of the ledger write, of a request's outbox write (a 503 the client retries
 with its Idempotency-Key) and of a consumer's claim, the database restarted, and the payment
-gateway timing out after charging. Then the faults stop, the schedule and the queues run until
+gateway timing out after charging (the mock, and Stripe through its SDK and the local stand-in, whose
+webhooks are then replayed on top). Then the faults stop, the schedule and the queues run until
 quiet, and every money invariant must hold: nothing lost, nothing twice, no event left
 unpublished. (The process itself killed at each half-way point is test_process_killed's:
 a real SIGKILL needs a process of its own.)
 """
 
 import os
+import random
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,11 +21,12 @@ from botocore.exceptions import EndpointConnectionError
 
 import app as app_module
 from chalicelib import aws, outbox
-from chalicelib.billing import payments
+from chalicelib.billing import payments, stripe_events, stripe_gateway
 from chalicelib.db import connection
 from devtools import postgres
 from devtools.pump import LambdaContext, Pump, bindings_for, queue_depth, scheduled_event
 from tests import billing
+from tests import gateway as gateways
 
 ACCOUNTS = 12
 NEW_SUBSCRIPTIONS = 3
@@ -77,12 +80,15 @@ def _in_queues(messaging, which: str = "url") -> int:
 
 
 @pytest.mark.parametrize("messaging", [1], indirect=True)
+@pytest.mark.parametrize("gateway_kind", ["mock", "stripe"])
 def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event_published(
-    api, catalog, messaging, gateway, database_url, monkeypatch, figures
+    api, catalog, messaging, gateway, database_url, monkeypatch, figures, request, gateway_kind
 ):
     tenant = catalog.id
     plan = billing.plan(tenant, code="metered")
     accounts = [billing.subscribed_account(tenant, plan, PAST) for _ in range(ACCOUNTS)]
+    if gateway_kind == "stripe":
+        gateway = gateways.OnStandin(request.getfixturevalue("stripe"), tenant, accounts)
     for n, account in enumerate(accounts):
         billing.usage(tenant, account, PAST + timedelta(days=3), 10 + n, f"u-{n}")
         if n % 3 == 0:
@@ -99,12 +105,12 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
         restart=0 if os.environ.get("TEST_DATABASE_IS_EXTERNAL") else 1,
     )
     planned = dict(faults.left)
-    _arm(faults, gateway, database_url, monkeypatch)
+    _arm(faults, gateway if gateway_kind == "mock" else stripe_gateway.StripeGateway, database_url, monkeypatch)
     pump = Pump(bindings_for(app_module, messaging.queues), wait_seconds=0)
 
     # The run under fire: new subscriptions whose events cannot be published, the first
     # schedule failing to enqueue, the second getting through.
-    accounts += _subscribe_new_accounts(api, catalog)
+    accounts += _subscribe_new_accounts(api, catalog, getattr(gateway, "add", lambda _account: None))
     with pytest.raises(EndpointConnectionError):
         _schedule()
     _schedule()
@@ -124,6 +130,8 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
             break
         time.sleep(1.1)  # let in-flight messages become visible again
 
+    if gateway_kind == "stripe":  # Stripe's own word on every charge, late, twice, in any order: nothing moves
+        gateway.replay_webhooks(times=2, order=random.Random(7))
     counts = _check_invariants(database_url, tenant, accounts, gateway)
     counts["dead"] = _in_queues(messaging, "dlq_url")
     figures.add(
@@ -137,6 +145,8 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
     assert faults.injected["gateway_timeout"] == len(range(0, ACCOUNTS, 3)), faults.injected
     assert {kind: faults.injected[kind] for kind in planned} == planned, "every planned fault fired"
     consumed = dict(_as_owner(database_url, "SELECT consumer, count(*) FROM processed_events GROUP BY 1"))
+    handled = gateway.standin.events(gateway.keys["id"]) if gateway_kind == "stripe" else []
+    assert consumed.pop("stripe", 0) == sum(1 for e in handled if stripe_events.handles(e)), "each Stripe event once"
     # the audit log records every event once (the invoices' own events too); the others act on new subscriptions
     [[events]] = _as_owner(database_url, "SELECT count(*) FROM outbox")
     assert consumed == {
@@ -148,14 +158,15 @@ def test_after_faults_and_recovery_every_account_is_charged_once_and_every_event
 
 
 def _arm(faults: Faults, gateway, database_url: str, monkeypatch) -> None:
-    """Wrap the real gateway, boto3 clients and database transaction so each fault fires while its
-    budget lasts. The wrapped parts still run for real: nothing is faked, only interrupted."""
+    """Wrap the real gateway (an instance, or Stripe's class), boto3 clients and database transaction so
+    each fault fires while its budget lasts. The wrapped parts still run for real: nothing is faked,
+    only interrupted."""
     faults.injected["gateway_timeout"] = 0
     real_charge = gateway.charge
 
-    def charge(**kwargs):
+    def charge(*args, **kwargs):
         try:
-            return real_charge(**kwargs)
+            return real_charge(*args, **kwargs)
         except payments.GatewayTimeout:
             faults.injected["gateway_timeout"] += 1  # scripted: charged, the answer lost
             raise
@@ -175,11 +186,13 @@ def _arm(faults: Faults, gateway, database_url: str, monkeypatch) -> None:
     monkeypatch.setattr(connection.Transaction, "run", run)
 
 
-def _subscribe_new_accounts(api, catalog) -> list[str]:
-    """New subscriptions; the first request's connection is killed as it writes its event to the outbox."""
+def _subscribe_new_accounts(api, catalog, with_card) -> list[str]:
+    """New subscriptions (each account's card on file first); the first request's connection is killed
+    as it writes its event to the outbox."""
     accounts = []
     for n in range(NEW_SUBSCRIPTIONS):
         new = api.post("/v1/accounts", {"email": f"new{n}@x.test", "name": "New", "currency": "USD"}, catalog.user)
+        with_card(new.body["id"])
         body, key = {"account_id": new.body["id"], "plan": "pro"}, {"Idempotency-Key": f"subscribe-{n}"}
         reply = api.post("/v1/subscriptions", body, catalog.user, headers=key)
         if n == 0:  # the outbox kill: a retryable 503 that kept nothing, and the client retries with its key

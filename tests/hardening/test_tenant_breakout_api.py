@@ -28,6 +28,8 @@ PROBES = [
     ("GET", "/v1/accounts/{account_id}", "USER", "path", "account_id", "account"),
     ("GET", "/v1/accounts/{account_id}/ledger", "USER", "path", "account_id", "account"),
     ("POST", "/v1/accounts/{account_id}/rebill", "ADMIN", "path", "account_id", "account"),
+    ("POST", "/v1/accounts/{account_id}/payment_methods/setup", "USER", "path", "account_id", "account"),
+    ("POST", "/v1/gateway/stripe/{tenant_id}", "USER", "path", "tenant_id", "tenant_id"),
     ("GET", "/v1/subscriptions/{subscription_id}", "USER", "path", "subscription_id", "subscription"),
     ("POST", "/v1/subscriptions/{subscription_id}/cancel", "USER", "path", "subscription_id", "subscription"),
     ("POST", "/v1/subscriptions/{subscription_id}", "USER", "path", "subscription_id", "subscription"),
@@ -110,6 +112,7 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
     note = api.post("/v1/credit_notes", {"invoice": invoice["id"], "amount": 1, "reason": "duplicate"}, a.admin).body
     return {
         "tenant": a,
+        "tenant_id": a.id,
         "account": account["id"],
         "subscription": subscription["id"],
         "invoice": invoice["id"],
@@ -167,6 +170,9 @@ def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_chang
         assert theirs.body["error"].get("code") == never.body["error"].get("code"), probe
         if path == "/v1/events":  # a usage batch is judged per event: "no such account", as for any unknown id
             assert (theirs.status, theirs.body["error"]["code"]) == (422, "usage_rejected"), probe
+            counts["rejected"] += 1
+        elif path.startswith("/v1/gateway/stripe/"):  # Stripe's webhooks: unsigned, as for any tenant id
+            assert (theirs.status, theirs.body["error"]["code"]) == (400, "invalid_signature"), probe
             counts["rejected"] += 1
         else:
             assert (theirs.status, theirs.body["error"]["code"]) == (404, "resource_missing"), probe

@@ -21,6 +21,9 @@ ROUTES = [
     ("GET", f"/v1/accounts/{SOME_ID}", "USER"),
     ("GET", f"/v1/accounts/{SOME_ID}/ledger", "USER"),
     ("POST", f"/v1/accounts/{SOME_ID}/rebill", "ADMIN"),
+    ("POST", f"/v1/accounts/{SOME_ID}/payment_methods/setup", "USER"),
+    ("GET", "/v1/gateway", "ADMIN"),
+    ("PUT", "/v1/gateway", "ADMIN"),
     ("POST", "/v1/subscriptions", "USER"),
     ("GET", "/v1/subscriptions", "USER"),
     ("GET", f"/v1/subscriptions/{SOME_ID}", "USER"),
@@ -47,9 +50,15 @@ ROUTES = [
     ("POST", "/v1/invoice_settings", "ADMIN"),
     ("POST", "/v1/events", "USER"),
 ]
-# No token at all: a health check, and hosted invoice pages (the signed link is the credential;
-# tests/functional/test_invoice_corrections_api.py shows a tampered one is a 404).
-PUBLIC = ("/v1/health", "/v1/hosted_invoices/{link}", "/v1/hosted_invoices/{link}/pdf")
+# No token at all: a health check, hosted invoice pages (the signed link is the credential;
+# tests/functional/test_invoice_corrections_api.py shows a tampered one is a 404), and Stripe's
+# webhooks (the signature is; tests/functional/test_stripe_payments_api.py shows a bad one is a 400).
+PUBLIC = (
+    "/v1/health",
+    "/v1/hosted_invoices/{link}",
+    "/v1/hosted_invoices/{link}/pdf",
+    "/v1/gateway/stripe/{tenant_id}",
+)
 
 
 def test_every_route_in_the_app_is_in_this_matrix():
@@ -163,7 +172,7 @@ def test_health_needs_no_token(api):
 
 
 def _valid_body(method, path):
-    if method != "POST":
+    if method not in ("POST", "PUT"):
         return None
     return {
         "/v1/tenants": {"name": "N", "email": "n@x.test", "plan": "growth"},
@@ -174,6 +183,7 @@ def _valid_body(method, path):
         "/v1/invoice_items": {"account_id": SOME_ID, "currency": "USD", "description": "d", "amount": 1},
         "/v1/credit_notes": {"invoice": SOME_ID, "reason": "duplicate"},
         "/v1/invoice_settings": {"grace_hours": 1},
+        "/v1/gateway": {"provider": "stripe", "secret_key": "sk_test_12345678", "webhook_secret": "whsec_12345678"},
         "/v1/events": {
             "event_id": "e",
             "account_id": SOME_ID,

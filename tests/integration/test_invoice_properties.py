@@ -124,7 +124,7 @@ class Books:
     def __init__(self, tenant_id: str, gateway: payments.MockGateway):
         self.tenant, self.actor, self.gateway = tenant_id, billing.actor(tenant_id), gateway
         self.totals: dict[str, int] = {}  # invoice id -> what it bills: its plan's price, the items it took
-        self.items_of: dict[str, list[int]] = {}  # invoice id -> the item amounts it took (a void draft gives them back)
+        self.items_of: dict[str, list[int]] = {}  # invoice id -> item amounts it took
         self.accounts = [self._account(name) for name in ("Ada", "Grace")] + [self._subscribed()]
         self.pending = {account: [] for account in self.accounts}  # item amounts no invoice took yet
         self.refunded: Counter = Counter()  # invoice id -> refunds sent and not failed

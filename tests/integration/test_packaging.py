@@ -64,8 +64,9 @@ def test_the_package_ships_no_runtime_provided_libraries_and_stays_small(built):
     assert not tops & {"boto3", "botocore", "s3transfer", "dateutil", "urllib3"}
     assert {"app.py", "chalicelib", "pg8000", "chalice"} <= tops
     assert "__pycache__" in tops  # bytecode for the runtime's Python ships with the code
-    # fpdf2 (invoice PDFs) brings Pillow and fontTools: ~11 MB of the 16 allowed (Lambda takes 50 MB zipped).
-    assert result["zip_bytes"] <= 16 * 1024 * 1024
+    # fpdf2 (invoice PDFs) brings Pillow and fontTools (~11 MB), the Stripe SDK ~7 MB with its bytecode:
+    # 20.2 MB of the 24 allowed here (Lambda takes 50 MB zipped, 250 MB unzipped).
+    assert result["zip_bytes"] <= 24 * 1024 * 1024
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")

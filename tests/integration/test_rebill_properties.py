@@ -1,16 +1,22 @@
 """Property: whatever the schedule of duplicates, concurrent runs, crashes and payment
 timeouts, every due account ends with exactly one charge for its period, its balance
-is the sum of its entries, the gateway charged it at most once, and nobody is skipped."""
+is the sum of its entries, the gateway charged it at most once, and nobody is skipped.
 
+It runs against the mock gateway and against Stripe (the official SDK and the local
+stand-in), where the gateway's own webhooks, delivered at any point, replayed and in
+any order, race the settlers; there the charges counted are Stripe's own records."""
+
+import random
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.billing import collection, invoicing, payments, rebill, rebill_batch
 from chalicelib.db import transaction
-from tests import billing
+from tests import billing, gateway
 
 ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
 FEB_28 = datetime(2027, 2, 28, 9, tzinfo=UTC)
@@ -72,6 +78,7 @@ steps = st.lists(
         st.tuples(st.just("deliver"), st.integers(0, 50), st.booleans()),
         st.tuples(st.just("concurrent_deliver"), st.integers(0, 50)),
         st.tuples(st.just("batch"), st.integers(0, 50), st.integers(1, 12), st.booleans()),
+        st.tuples(st.just("webhooks"), st.integers(1, 3), st.integers(0, 2**16)),
         st.tuples(
             st.just("crash"),
             st.sampled_from(["issue", "open_intents", "settle_many", "_record:before"]),
@@ -82,13 +89,16 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("gateway_kind", ["mock", "stripe"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     accounts=st.integers(1, 4),
     outcomes=st.lists(st.lists(st.sampled_from(["succeed", "timeout", "decline"]), max_size=3), min_size=4, max_size=4),
     plan=steps,
 )
-def test_every_due_account_is_charged_exactly_once_per_period(database_url, make_tenant, accounts, outcomes, plan):
+def test_every_due_account_is_charged_exactly_once_per_period(
+    database_url, make_tenant, request, gateway_kind, accounts, outcomes, plan
+):
     import os
 
     from chalicelib.config import reset_settings
@@ -99,10 +109,14 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
     tenant = make_tenant()
     plan_id = billing.plan(tenant, usage_prices=[])
     account_ids = [billing.subscribed_account(tenant, plan_id, ANCHOR) for _ in range(accounts)]
-    gateway = payments.MockGateway()
+    if gateway_kind == "stripe":
+        payments.set_gateway(None)
+        charged_by = gateway.OnStandin(request.getfixturevalue("stripe"), tenant, account_ids)
+    else:
+        charged_by = payments.MockGateway()
+        payments.set_gateway(charged_by)
     for account, script in zip(account_ids, outcomes, strict=False):
-        gateway.script(account, script)
-    payments.set_gateway(gateway)
+        charged_by.script(account, script)
     queue: list[str] = []
     crashes: list[str] = []
     patched = {}
@@ -129,6 +143,8 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
                 billing.in_threads(lambda m=message: _deliver(m), lambda m=message: _deliver(m))
             elif queue and step[0] == "batch":
                 _deliver_batch(queue, step[1] % len(queue), step[2], step[3])
+            elif step[0] == "webhooks" and gateway_kind == "stripe":
+                charged_by.replay_webhooks(times=step[1], order=random.Random(step[2]))
             elif queue and step[0] == "crash":
                 crashes[:] = [step[1]]
                 if step[2] % 2:  # through the batch path, or a message on its own
@@ -137,6 +153,8 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
                     _deliver(queue[step[2] % len(queue)])
                 crashes.clear()
         # The faults stop; the queue and the next daily runs deliver everything until quiet.
+        if gateway_kind == "stripe":
+            charged_by.replay_webhooks(times=1, order=random.Random(0))
         for _ in range(10):
             _schedule(tenant, queue)
             while queue:
@@ -164,7 +182,7 @@ def test_every_due_account_is_charged_exactly_once_per_period(database_url, make
                 "SELECT CAST(COALESCE(sum(amount), 0) AS bigint) FROM ledger_entries WHERE account_id = :a", a=account
             )
         assert stored_balance == state["balance"] == sum(amount for _kind, amount in state["entries"])
-        charged = [c for c in gateway.charges if c[1] == account]
+        charged = [c for c in charged_by.charges if c[1] == account]
         payments_posted = [amount for kind, amount in state["entries"] if kind == "payment"]
         assert len(charged) <= 1, "the gateway charged this period twice"
         assert [-p for p in payments_posted] == [c[2] for c in charged], "ledger payments match real charges"

@@ -7,13 +7,15 @@ RETURNING id;
 SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a.status,
        a.next_billing_at, a.billing_anchor, a.failure_count, a.metadata, a.created_at,
        COALESCE((SELECT sum(l.amount) FROM ledger_entries l WHERE l.account_id = a.id), 0)::bigint AS balance,
-       account_credit(a.id) AS credit_balance
+       account_credit(a.id) AS credit_balance, a.gateway_customer_id,
+       a.payment_method - 'set_at' AS default_payment_method
   FROM accounts a
   LEFT JOIN plans p ON p.id = a.plan_id
  WHERE a.id = :id;
 
 -- name: get_for_update
-SELECT id, currency, status, next_billing_at, payment_retry_at, failure_count FROM accounts WHERE id = :id FOR UPDATE;
+SELECT id, tenant_id, currency, status, next_billing_at, payment_retry_at, failure_count FROM accounts
+ WHERE id = :id FOR UPDATE;
 
 -- name: list
 SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a.status,

@@ -21,6 +21,23 @@ SELECT id, account_id, invoice_id, idempotency_key, amount, currency
   FROM payment_attempts WHERE account_id = :account_id AND outcome = 'pending'
  ORDER BY created_at;
 
+-- name: waiting_for_invoice
+-- The attempt at an invoice that waits for the customer to authenticate (at most one).
+SELECT id, account_id, invoice_id, idempotency_key, amount, currency, gateway_reference
+  FROM payment_attempts WHERE invoice_id = :invoice_id AND outcome = 'requires_action';
+
+-- name: attempt_at_gateway
+-- The attempt a gateway's charge belongs to: by the attempt id it carried, else by its reference.
+SELECT id, account_id, invoice_id, idempotency_key, amount, currency, gateway_reference, outcome
+  FROM payment_attempts
+ WHERE id = CAST(:id AS uuid) OR (CAST(:id AS uuid) IS NULL AND gateway_reference = :reference)
+ LIMIT 1;
+
+-- name: payers
+-- Who pays each account's attempts at the gateway.
+SELECT id, gateway_customer_id, payment_method ->> 'id' AS payment_method
+  FROM accounts WHERE id = ANY(CAST(:ids AS uuid[]));
+
 -- name: attempts_for_invoice
 SELECT count(*) FROM payment_attempts WHERE invoice_id = :invoice_id;
 
@@ -36,12 +53,13 @@ RETURNING id;
 UPDATE payment_attempts SET claimed_until = NULL WHERE id = :id AND outcome = 'pending';
 
 -- name: lock_pending
--- The attempts still pending, locked, each with whether its account is in dunning (a payment may
--- return it to ACTIVE).
+-- The attempts still pending (with :waiting, also those waiting for the customer), locked, each
+-- with whether its account is in dunning (a payment may return it to ACTIVE).
 SELECT pa.id, (a.status <> 'ACTIVE' OR a.failure_count > 0) AS in_dunning
   FROM payment_attempts pa
   JOIN accounts a ON a.id = pa.account_id
- WHERE pa.id = ANY(CAST(:ids AS uuid[])) AND pa.outcome = 'pending'
+ WHERE pa.id = ANY(CAST(:ids AS uuid[]))
+   AND (pa.outcome = 'pending' OR (CAST(:waiting AS boolean) AND pa.outcome = 'requires_action'))
  ORDER BY pa.id
    FOR UPDATE OF pa;
 
@@ -52,13 +70,20 @@ UPDATE payment_attempts
  WHERE id = :id;
 
 -- name: resolve_paid
+-- A payment pays what is still due of its invoice: the whole of it, unless the customer completed
+-- a payment that waited for them after a credit note lowered the invoice (the rest is the account's
+-- credit, in the ledger) or after it was voided (all of it is). An uncollectible invoice paid late is paid.
 WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                  AS v(attempt_id uuid, reference text, invoice_id uuid)),
+                  AS v(attempt_id uuid, reference text, invoice_id uuid, amount bigint)),
      resolved AS (UPDATE payment_attempts p SET outcome = 'succeeded', gateway_reference = v.reference,
                          resolved_at = now(), claimed_until = NULL
                     FROM v WHERE p.id = v.attempt_id)
-UPDATE invoices i SET status = 'paid', amount_paid = amount_paid + amount_due, amount_due = 0, paid_at = now()
-  FROM v WHERE i.id = v.invoice_id;
+UPDATE invoices i
+   SET amount_paid = i.amount_paid + LEAST(v.amount, i.amount_due),
+       amount_due = i.amount_due - LEAST(v.amount, i.amount_due),
+       status = CASE WHEN i.amount_due <= v.amount THEN 'paid' ELSE i.status END,
+       paid_at = CASE WHEN i.amount_due <= v.amount THEN now() ELSE i.paid_at END
+  FROM v WHERE i.id = v.invoice_id AND i.status IN ('open', 'uncollectible');
 
 -- name: mark_paid
 UPDATE invoices SET status = 'paid', amount_paid = amount_paid + amount_due, amount_due = 0, paid_at = now() WHERE id = :id;

@@ -1,0 +1,29 @@
+"""Which gateway charges a tenant's customers: the one place that chooses.
+
+Stripe, with the credentials the tenant connected (``gateway_credentials``); without any,
+the mock outside production, and in production an error the operator sees (metric
+``gateway_not_connected``, alarmed) that leaves the payment pending, to be charged under
+the same key once the tenant connects one. Tests install one gateway for every tenant
+(``payments.set_gateway``).
+"""
+
+from chalicelib.billing import gateway_credentials, payments
+from chalicelib.config import get_settings
+from chalicelib.observability import emit_metric
+
+
+def of(tenant_id: str):
+    """The tenant's gateway (``payments.GatewayUnavailable`` in production when it has none)."""
+    installed = payments.installed()
+    if installed is not None:
+        return installed
+    credentials = gateway_credentials.get(tenant_id)
+    if credentials is not None:
+        from chalicelib.billing import stripe_gateway
+
+        return stripe_gateway.for_credentials(credentials)
+    settings = get_settings()
+    if settings.is_production or settings.payment_gateway != "mock":
+        emit_metric("gateway_not_connected", 1, TenantId=tenant_id)
+        raise payments.GatewayUnavailable(f"tenant {tenant_id} has no payment gateway connected")
+    return payments.mock_gateway()

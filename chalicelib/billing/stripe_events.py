@@ -1,0 +1,138 @@
+"""Stripe's webhooks for one tenant: verified, and what each event means, in any order.
+
+``verify`` checks the raw body with the tenant's webhook secret (the SDK's signature check,
+5-minute tolerance): a bad signature, or a tenant with no Stripe connected, is
+``invalid_signature`` and nothing is stored. The caller (``handlers.stripe_webhook``)
+processes each verified event once, under its Stripe id in ``processed_events`` (consumer
+``stripe``), in one transaction with what ``apply`` writes. Every write it makes is guarded
+by the state it moves (an attempt still pending or waiting, a refund still pending, a ledger
+key not yet posted, a card older than this event's), so events arriving late, early or twice
+change nothing twice. Types we do not handle, and objects that are not ours (a charge the
+tenant made outside this platform), are acknowledged and ignored.
+"""
+
+import logging
+import uuid
+
+from chalicelib import errors
+from chalicelib.billing import collection, disputes, gateway_credentials, gateways, payment_methods, payments, refunds
+
+log = logging.getLogger("billing.stripe_events")
+
+
+def verify(tenant_id: str, payload: bytes, signature: str | None) -> dict:
+    """The Stripe event in a webhook's raw body, verified with the tenant's webhook secret;
+    ``invalid_signature`` (400) for a bad signature or a tenant with no Stripe connected."""
+    credentials = gateway_credentials.get(tenant_id) if _is_uuid(tenant_id) else None
+    if credentials is None:
+        raise errors.InvalidRequest("the webhook signature does not verify", code="invalid_signature")
+    from chalicelib.billing import stripe_gateway
+
+    try:
+        return stripe_gateway.verify_event(payload, signature, credentials.webhook_secret)
+    except ValueError as exc:
+        raise errors.InvalidRequest("the webhook signature does not verify", code="invalid_signature") from exc
+
+
+def handles(event: dict) -> bool:
+    return event.get("type") in HANDLERS
+
+
+def prepare(tenant_id: str, event: dict):
+    """What the event's handler needs from Stripe before its transaction opens (a card's details)."""
+    return _prepare(tenant_id, event["type"], event["data"]["object"])
+
+
+def apply(tx, tenant_id: str, event: dict, prepared, now) -> None:
+    """Write what a verified event means, in ``tx`` (the caller records the event processed in it)."""
+    HANDLERS[event["type"]](tx, tenant_id, event["data"]["object"], prepared, now)
+
+
+def _prepare(tenant_id: str, event_type: str, obj: dict):
+    """What a handler needs from Stripe before its transaction opens (a card's details)."""
+    if event_type == "setup_intent.succeeded" and obj.get("payment_method"):
+        method = obj["payment_method"]
+        method_id = method["id"] if isinstance(method, dict) else method
+        return gateways.of(tenant_id).payment_method(method_id)
+    return None
+
+
+def _attempt(tx, tenant_id: str, intent: dict):
+    """Our attempt behind a PaymentIntent, or None when the intent is not ours."""
+    metadata = intent.get("metadata") or {}
+    if metadata.get("tenant_id") not in (None, tenant_id):
+        return None
+    attempt_id = metadata.get("attempt_id")
+    attempt_id = attempt_id if attempt_id and _is_uuid(attempt_id) else None
+    return collection.attempt_at_gateway(tx, attempt_id, intent.get("id"))
+
+
+def payment_succeeded(tx, tenant_id, intent, _prepared, now) -> None:
+    attempt = _attempt(tx, tenant_id, intent)
+    if attempt is not None:
+        collection.record_answer(tx, attempt, payments.PaymentResult("succeeded", reference=intent["id"]), now)
+
+
+def payment_failed(tx, tenant_id, intent, _prepared, now) -> None:
+    attempt = _attempt(tx, tenant_id, intent)
+    if attempt is None:
+        return
+    error = intent.get("last_payment_error") or {}
+    if error.get("code") == "authentication_required":
+        result = payments.PaymentResult("requires_action", intent["id"], "authentication_required")
+    else:
+        result = payments.PaymentResult("declined", intent["id"], error.get("decline_code") or error.get("code"))
+    collection.record_answer(tx, attempt, result, now)
+
+
+def payment_requires_action(tx, tenant_id, intent, _prepared, now) -> None:
+    attempt = _attempt(tx, tenant_id, intent)
+    if attempt is not None:
+        result = payments.PaymentResult("requires_action", intent["id"], "authentication_required")
+        collection.record_answer(tx, attempt, result, now)
+
+
+def setup_succeeded(tx, _tenant_id, setup_intent, method, _now) -> None:
+    if method and setup_intent.get("customer"):
+        payment_methods.set_default(tx, setup_intent["customer"], method, int(setup_intent.get("created") or 0))
+
+
+def charge_refunded(tx, tenant_id, charge, _prepared, _now) -> None:
+    """Confirms our refunds of the charge that a timeout left pending."""
+    for refund in (charge.get("refunds") or {}).get("data") or []:
+        metadata = refund.get("metadata") or {}
+        if metadata.get("tenant_id") == tenant_id and _is_uuid(metadata.get("refund_id") or ""):
+            outcome = "succeeded" if refund.get("status") in ("succeeded", "pending") else "declined"
+            result = payments.PaymentResult(outcome, reference=refund["id"], decline_code=refund.get("failure_reason"))
+            refunds.record_answer(tx, metadata["refund_id"], result)
+
+
+def dispute_created(tx, tenant_id, dispute, _prepared, _now) -> None:
+    attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
+    if attempt is not None:
+        disputes.opened(tx, attempt, dispute)
+
+
+def dispute_closed(tx, tenant_id, dispute, _prepared, _now) -> None:
+    attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
+    if attempt is not None:
+        disputes.closed(tx, attempt, dispute)
+
+
+HANDLERS = {
+    "payment_intent.succeeded": payment_succeeded,
+    "payment_intent.payment_failed": payment_failed,
+    "payment_intent.requires_action": payment_requires_action,
+    "setup_intent.succeeded": setup_succeeded,
+    "charge.refunded": charge_refunded,
+    "charge.dispute.created": dispute_created,
+    "charge.dispute.closed": dispute_closed,
+}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True

@@ -1,0 +1,331 @@
+"""Real money through the official Stripe SDK, against the local stand-in (devtools/stripe_standin.py):
+a tenant connects its Stripe account, saves a card, and its customers are charged, declined, asked to
+authenticate and disputed, end to end through HTTP, the queues (the pump) and Stripe's signed webhooks.
+Stripe's own records (the stand-in's PaymentIntents) are the ground truth every test checks the ledger
+against."""
+
+import json
+import logging
+from datetime import timedelta
+
+import boto3
+import pytest
+
+import app as app_module
+from chalicelib.billing import calendar, collection, rebill
+from chalicelib.config import reset_settings
+from chalicelib.db import transaction
+from devtools.pump import Pump, bindings_for
+from tests import gateway
+
+
+@pytest.fixture
+def stripe_tenant(api, catalog, stripe):
+    return gateway.connect(api, stripe, catalog)
+
+
+def _account(api, tenant, email="ada@customer.test") -> str:
+    body = {"email": email, "name": "Ada", "plan": "pro", "currency": "USD"}
+    reply = api.post("/v1/accounts", body, tenant.user)
+    assert reply.status == 201, reply.body
+    return reply.body["id"]
+
+
+def _subscribe_and_pump(api, tenant, account_id, messaging) -> dict:
+    reply = api.post("/v1/subscriptions", {"account_id": account_id, "plan": "pro"}, tenant.user)
+    assert reply.status == 201, reply.body
+    Pump(bindings_for(app_module, messaging.queues), wait_seconds=0).drain(timeout=20)
+    return reply.body
+
+
+def _books(tenant_id: str, account_id: str) -> dict:
+    with transaction(tenant_id=tenant_id) as tx:
+        entries = tx.all(
+            "SELECT entry_type, amount FROM ledger_entries WHERE account_id = :a ORDER BY created_at, entry_type",
+            a=account_id,
+        )
+        attempts = tx.all(
+            "SELECT outcome, gateway_reference, decline_code FROM payment_attempts WHERE account_id = :a"
+            " ORDER BY created_at",
+            a=account_id,
+        )
+        invoice = tx.one("SELECT status, amount_due, amount_paid FROM invoices WHERE account_id = :a", a=account_id)
+        account = tx.one("SELECT status, failure_count FROM accounts WHERE id = :a", a=account_id)
+    return {
+        "entries": [(e["entry_type"], e["amount"]) for e in entries],
+        "attempts": [(a["outcome"], a["decline_code"]) for a in attempts],
+        "references": [a["gateway_reference"] for a in attempts],
+        "invoice": dict(invoice),
+        "account": dict(account),
+    }
+
+
+def _sent_emails() -> list[dict]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    return [{"subject": m.subject, "body": m.body, "destinations": m.destinations} for m in sent]
+
+
+def _succeeded(standin, tenant, account_id) -> list[int]:
+    return [pi["amount"] for pi in gateway.intents(standin, tenant, account_id) if pi["status"] == "succeeded"]
+
+
+# --- connecting -------------------------------------------------------------------------------
+
+
+def test_a_tenant_connects_its_stripe_account_and_its_keys_are_never_shown_again(api, catalog, stripe, caplog):
+    caplog.set_level(logging.DEBUG)
+    keys = stripe.create_account()
+    body = {"provider": "stripe", "secret_key": keys["secret_key"], "webhook_secret": keys["webhook_secret"]}
+
+    assert api.call("PUT", "/v1/gateway", body, catalog.user).status == 403
+    connected = api.call("PUT", "/v1/gateway", body, catalog.admin)
+    shown = api.get("/v1/gateway", catalog.admin)
+
+    assert connected.status == shown.status == 200
+    assert shown.body["account_id"] == keys["id"] and shown.body["connected"] is True
+    assert shown.body["secret_key_last4"] == keys["secret_key"][-4:]
+    stored = boto3.client("secretsmanager").get_secret_value(SecretId=f"billing/tenants/{catalog.id}/gateway")
+    assert json.loads(stored["SecretString"])["secret_key"] == keys["secret_key"]
+    for secret in (keys["secret_key"], keys["webhook_secret"]):
+        assert secret not in json.dumps(connected.body) + json.dumps(shown.body)
+        assert secret not in caplog.text
+        with transaction(tenant_id=catalog.id) as tx:
+            assert not tx.all("SELECT 1 FROM audit_logs WHERE data::text LIKE :s", s=f"%{secret}%")
+
+
+def test_a_key_stripe_refuses_is_a_400_and_nothing_is_stored(api, catalog, stripe):
+    body = {"provider": "stripe", "secret_key": "sk_test_notarealkey123", "webhook_secret": "whsec_abcdefgh1234"}
+
+    reply = api.call("PUT", "/v1/gateway", body, catalog.admin)
+
+    assert (reply.status, reply.body["error"]["code"]) == (400, "gateway_credentials_invalid")
+    assert api.get("/v1/gateway", catalog.admin).body == {"object": "gateway", "provider": None, "connected": False}
+
+
+def test_setting_up_a_card_needs_a_connected_gateway(api, catalog, account, stripe):
+    reply = api.post(f"/v1/accounts/{account['id']}/payment_methods/setup", None, catalog.user)
+
+    assert (reply.status, reply.body["error"]["code"]) == (422, "gateway_not_connected")
+
+
+def test_a_saved_card_becomes_the_default_once_stripe_confirms_it_and_a_late_older_event_does_not_replace_it(
+    api, stripe_tenant, stripe
+):
+    account_id = _account(api, stripe_tenant)
+    first = gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_visa")
+    older = [e for e in stripe.events(stripe_tenant.keys["id"]) if e["type"] == "setup_intent.succeeded"][0]
+    second = gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_mastercard")
+
+    older = {**older, "id": "evt_late_redelivery", "data": {"object": {**older["data"]["object"], "created": 0}}}
+    gateway.webhook(api, stripe_tenant, *stripe.signed(stripe_tenant.keys["id"], older))
+    now = api.get(f"/v1/accounts/{account_id}", stripe_tenant.user).body
+
+    assert first["default_payment_method"]["brand"] == "visa" and first["default_payment_method"]["last4"] == "4242"
+    assert second["default_payment_method"]["last4"] == "4444"
+    assert now["default_payment_method"] == second["default_payment_method"]
+    assert now["gateway_customer_id"] == first["gateway_customer_id"]  # made once
+
+
+# --- charging ---------------------------------------------------------------------------------
+
+
+def test_a_new_subscription_is_charged_once_at_stripe_and_replayed_webhooks_change_nothing(
+    api, stripe_tenant, stripe, messaging
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id)
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    before = _books(stripe_tenant.tenant_id, account_id)
+
+    gateway.deliver(api, stripe, stripe_tenant, times=3)
+
+    assert _succeeded(stripe, stripe_tenant, account_id) == [4900]
+    assert before["invoice"]["status"] == "paid"
+    assert ("payment", -4900) in before["entries"]
+    assert _books(stripe_tenant.tenant_id, account_id) == before
+    intent = gateway.intents(stripe, stripe_tenant, account_id)[0]
+    assert intent["metadata"]["tenant_id"] == stripe_tenant.tenant_id and intent["currency"] == "usd"
+    assert before["references"] == [intent["id"]]
+
+
+def test_a_declined_card_puts_the_account_in_dunning_once_whatever_the_webhooks(api, stripe_tenant, stripe, messaging):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_chargeDeclinedInsufficientFunds")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+
+    gateway.deliver(api, stripe, stripe_tenant, times=3)
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert books["attempts"] == [("declined", "insufficient_funds")]
+    assert books["account"] == {"status": "PENDING", "failure_count": 1}
+    assert books["invoice"]["status"] == "open"
+    assert _succeeded(stripe, stripe_tenant, account_id) == []
+
+
+def test_a_card_that_needs_authentication_waits_for_the_customer_and_is_paid_once_they_do(
+    api, stripe_tenant, stripe, messaging, monkeypatch
+):
+    monkeypatch.setenv("PUBLIC_API_URL", "https://billing.example.test")
+    reset_settings()
+    account_id = _account(api, stripe_tenant)
+    card = gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_authenticationRequired")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    waiting = _books(stripe_tenant.tenant_id, account_id)
+    emails = int(boto3.client("ses").get_send_quota()["SentLast24Hours"])
+
+    # The customer follows the email's link and confirms on-session (Stripe.js), then 3-D Secure.
+    intent_id = waiting["references"][0]
+    customer = gateway.sdk(stripe, stripe_tenant)
+    customer.v1.payment_intents.confirm(intent_id, {"payment_method": card["default_payment_method"]["id"]})
+    stripe.authenticate(intent_id)
+    gateway.deliver(api, stripe, stripe_tenant, times=2)
+    paid = _books(stripe_tenant.tenant_id, account_id)
+
+    assert waiting["attempts"] == [("requires_action", "authentication_required")]
+    assert waiting["account"]["status"] == "PENDING" and waiting["invoice"]["status"] == "open"
+    assert emails == 2  # the subscription's, and "confirm your payment" with the hosted invoice's link
+    asked = _sent_emails()[-1]
+    assert asked["subject"].startswith("Action required") and asked["destinations"]["ToAddresses"] == [
+        "ada@customer.test"
+    ]
+    assert "https://billing.example.test/v1/hosted_invoices/" in asked["body"]
+    assert paid["attempts"] == [("succeeded", "authentication_required")]
+    assert paid["invoice"]["status"] == "paid" and paid["account"] == {"status": "ACTIVE", "failure_count": 0}
+    assert [e for e in paid["entries"] if e[0] == "payment"] == [("payment", -4900)]
+    assert _succeeded(stripe, stripe_tenant, account_id) == [4900]
+
+
+def test_a_dunning_retry_withdraws_the_charge_still_waiting_for_the_customer_before_trying_again(
+    api, stripe_tenant, stripe, messaging
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_authenticationRequired")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+
+    outcome = collection.collect_open(stripe_tenant.tenant_id, account_id, calendar.utcnow() + timedelta(days=1))
+    statuses = [pi["status"] for pi in gateway.intents(stripe, stripe_tenant, account_id)]
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert outcome == "declined"  # the new attempt needs the customer too
+    assert statuses == ["canceled", "requires_payment_method"]  # never two live charges of one invoice
+    assert books["attempts"] == [
+        ("canceled", None),
+        ("requires_action", "authentication_required"),
+    ]
+    assert books["account"]["failure_count"] == 2
+
+
+def test_a_dispute_withdraws_the_payment_and_winning_it_gives_it_back_once(api, stripe_tenant, stripe, messaging):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_createDispute")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    gateway.deliver(api, stripe, stripe_tenant, times=3)
+    disputed = _books(stripe_tenant.tenant_id, account_id)
+    opened = next(e for e in stripe.events(stripe_tenant.keys["id"]) if e["type"] == "charge.dispute.created")
+
+    stripe.close_dispute(opened["data"]["object"]["id"], "won")
+    gateway.deliver(api, stripe, stripe_tenant, times=3)
+    won = _books(stripe_tenant.tenant_id, account_id)
+
+    assert [e for e in disputed["entries"] if e[0].startswith("dispute")] == [("dispute", 4900)]
+    assert sum(amount for _k, amount in disputed["entries"]) == 4900  # owed again
+    assert [e for e in won["entries"] if e[0].startswith("dispute")] == [("dispute", 4900), ("dispute_won", -4900)]
+    assert sum(amount for _k, amount in won["entries"]) == 0
+    assert won["invoice"]["status"] == "paid"
+    with transaction(tenant_id=stripe_tenant.tenant_id) as tx:
+        actions = [r["action"] for r in tx.all("SELECT action FROM audit_logs WHERE action LIKE 'dispute.%'")]
+    assert sorted(actions) == ["dispute.created", "dispute.won"]
+
+
+def test_a_charge_whose_answer_was_lost_is_settled_by_the_webhook_and_never_charged_again(
+    api, stripe_tenant, stripe, messaging
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_standin_timeout")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    pending = _books(stripe_tenant.tenant_id, account_id)
+
+    gateway.deliver(api, stripe, stripe_tenant)  # payment_intent.succeeded, before our own settlement
+    settled = _books(stripe_tenant.tenant_id, account_id)
+    later = collection.settle_pending(stripe_tenant.tenant_id, account_id, calendar.utcnow())
+
+    assert pending["attempts"] == [("pending", None)]
+    assert settled["attempts"] == [("succeeded", None)] and settled["invoice"]["status"] == "paid"
+    assert later is None  # nothing left pending: no second call, no second charge
+    assert _succeeded(stripe, stripe_tenant, account_id) == [4900]
+    assert [e for e in _books(stripe_tenant.tenant_id, account_id)["entries"] if e[0] == "payment"] == [
+        ("payment", -4900)
+    ]
+
+
+def test_a_credit_note_refund_goes_back_through_stripe_once(api, stripe_tenant, stripe, messaging):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id)
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    with transaction(tenant_id=stripe_tenant.tenant_id) as tx:
+        invoice_id = str(tx.scalar("SELECT id FROM invoices WHERE account_id = :a", a=account_id))
+
+    body = {"invoice": invoice_id, "amount": 1000, "refund_amount": 1000, "reason": "order_change"}
+    reply = api.post("/v1/credit_notes", body, stripe_tenant.admin, headers={"Idempotency-Key": "cn-1"})
+    again = api.post("/v1/credit_notes", body, stripe_tenant.admin, headers={"Idempotency-Key": "cn-1"})
+    gateway.deliver(api, stripe, stripe_tenant, times=2)
+
+    assert reply.status == again.status == 201, reply.body
+    assert reply.body["refund_status"] == "succeeded"
+    refunds = stripe.refunds(stripe_tenant.keys["id"])
+    assert [(r["amount"], r["metadata"]["credit_note_id"]) for r in refunds] == [(1000, reply.body["id"])]
+
+
+# --- what is refused or ignored -----------------------------------------------------------------
+
+
+def test_a_webhook_that_does_not_verify_is_a_400_and_leaves_nothing_stored(api, stripe_tenant, stripe, make_tenant):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id)
+    event = stripe.events(stripe_tenant.keys["id"])[-1]
+    payload, signature = stripe.signed(stripe_tenant.keys["id"], {**event, "id": "evt_forged"})
+    stale = signature.replace(signature.split(",")[0], "t=1000000000")
+    other = gateway.Connected(make_tenant("Other"), "", "", stripe_tenant.keys)
+
+    refused = [
+        gateway.webhook(api, stripe_tenant, payload + b" ", signature),  # the body changed
+        gateway.webhook(api, stripe_tenant, payload, None),
+        gateway.webhook(api, stripe_tenant, payload, stale),  # older than 5 minutes
+        gateway.webhook(api, stripe_tenant, payload, "t=1,v1=00"),
+        gateway.webhook(api, other, payload, signature),  # a tenant with no Stripe connected
+        gateway.webhook(api, gateway.Connected("not-a-uuid", "", "", {}), payload, signature),
+    ]
+
+    assert {(r.status, r.body["error"]["code"]) for r in refused} == {(400, "invalid_signature")}
+    with transaction(tenant_id=stripe_tenant.tenant_id) as tx:
+        assert not tx.all("SELECT 1 FROM processed_events WHERE message_id = 'evt_forged'")
+
+
+def test_an_event_type_we_do_not_handle_is_acknowledged_and_ignored(api, stripe_tenant, stripe):
+    event = {"id": "evt_unknown", "object": "event", "type": "customer.tax_id.created", "data": {"object": {}}}
+
+    reply = gateway.webhook(api, stripe_tenant, *stripe.signed(stripe_tenant.keys["id"], event))
+
+    assert (reply.status, reply.body) == (200, {"received": True, "handled": False})
+
+
+def test_in_production_a_tenant_without_a_gateway_is_never_charged_by_the_mock(
+    make_tenant, stripe, monkeypatch, capsys
+):
+    from tests import billing
+
+    tenant = make_tenant()
+    now = calendar.utcnow()
+    account = billing.subscribed_account(tenant, billing.plan(tenant, usage_prices=[]), now - timedelta(days=40))
+    due = billing.state(tenant, account)["next_billing_at"]
+    monkeypatch.setenv("STAGE", "prod")
+    reset_settings()
+
+    with pytest.raises(collection.payments.RetryableGatewayError):  # the message comes back later
+        rebill.renew(tenant, account, due, now)
+
+    assert billing.pending_attempts(tenant, account) == 1  # charged later, under the same key
+    assert '"gateway_not_connected"' in capsys.readouterr().out
