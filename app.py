@@ -326,9 +326,10 @@ def mark_invoice_uncollectible(invoice_id):
 @app.route("/v1/hosted_invoices/{link}", methods=["GET"])
 @api(app)
 def hosted_invoice_page(link):
-    document = invoice_documents.of_link(link, calendar.utcnow())
-    page = documents.render_html(document, pdf_url=f"{http.base_url(app)}/v1/hosted_invoices/{link}/pdf")
-    return http.html_response(page)
+    document = invoice_documents.of_link(link, calendar.utcnow(), confirmable=True)
+    nonce = http.script_nonce() if document.confirm else None
+    pdf_url = f"{http.base_url(app)}/v1/hosted_invoices/{link}/pdf"
+    return http.html_response(documents.render_html(document, pdf_url=pdf_url, script_nonce=nonce), script_nonce=nonce)
 
 
 @app.route("/v1/hosted_invoices/{link}/pdf", methods=["GET"])

@@ -8,6 +8,7 @@ generic 500 that leaks nothing.
 
 import functools
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass, field
 
@@ -83,18 +84,28 @@ def pdf_response(pdf: bytes, invoice: dict) -> Response:
     )
 
 
-def html_response(page: str) -> Response:
-    """A page for a person: never cached by shared caches, never framed, no scripts."""
+def html_response(page: str, *, script_nonce: str | None = None) -> Response:
+    """A page for a person: never cached by shared caches, never framed, no scripts; with
+    ``script_nonce``, Stripe.js and the page's one script under that nonce (confirming a payment)."""
+    policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+    if script_nonce:
+        policy = (
+            f"default-src 'none'; style-src 'unsafe-inline'; img-src data: https://*.stripe.com;"
+            f" script-src 'nonce-{script_nonce}' https://js.stripe.com; connect-src https://api.stripe.com;"
+            " frame-src https://js.stripe.com https://hooks.stripe.com; frame-ancestors 'none'"
+        )
     headers = {
         "Content-Type": "text/html; charset=utf-8",
         "Cache-Control": "private, no-store",
-        "Content-Security-Policy": (
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
-        ),
+        "Content-Security-Policy": policy,
         "X-Robots-Tag": "noindex",
         "Referrer-Policy": "no-referrer",
     }
     return Response(body=page, status_code=200, headers=headers)
+
+
+def script_nonce() -> str:
+    return secrets.token_urlsafe(16)
 
 
 def base_url(app) -> str:

@@ -109,6 +109,7 @@ RESPONSES = {
             "account_id": {"type": "string", "description": "the Stripe account the secret key belongs to"},
             "secret_key_last4": {"type": "string"},
             "webhook_secret_last4": {"type": "string"},
+            "publishable_key": {"type": ["string", "null"], "description": "for Stripe.js on the hosted page"},
             "connected_at": TS,
         },
     },

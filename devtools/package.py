@@ -115,6 +115,10 @@ RUNTIME_ENV = {
     "SES_SENDER": "${var.ses_sender}",
     "RESOURCE_PREFIX": "${var.prefix}",
     "CONSUMER_STALE_AFTER_S": "${6 * var.function_timeout_s}",
+    # Tenants' Stripe keys: one secret each under ${var.prefix}/tenants/, encrypted with the secrets' key.
+    "GATEWAY_CREDENTIALS_STORE": "secretsmanager",
+    "GATEWAY_SECRETS_KMS_KEY_ID": "${module.database.kms_key_arn}",
+    "PUBLIC_API_URL": "${var.public_api_url}",
 }
 
 

@@ -25,6 +25,8 @@ ENV_FROM_OUTPUTS = {
     "COGNITO_USER_POOL_ARN": "cognito_user_pool_arn",
     "SES_SENDER": "ses_sender",
     "RESOURCE_PREFIX": "resource_prefix",
+    "GATEWAY_SECRETS_KMS_KEY_ID": "gateway_secrets_kms_key_arn",
+    "PUBLIC_API_URL": "public_api_url",
 }
 
 
@@ -51,6 +53,16 @@ def runtime_policy(values: dict) -> dict:
             },
             {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
             {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": values["db_secret_arn"]},
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "secretsmanager:GetSecretValue",
+                    "secretsmanager:CreateSecret",
+                    "secretsmanager:PutSecretValue",
+                    "secretsmanager:TagResource",
+                ],
+                "Resource": f"arn:*:secretsmanager:*:*:secret:{values['resource_prefix']}/tenants/*",
+            },
             {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": values["kms_key_arns"]},
             {"Effect": "Allow", "Action": ["sns:Publish"], "Resource": values["events_topic_arn"]},
             {
@@ -82,6 +94,7 @@ def apply(config: dict, stage: str, outputs: dict, policy_dir: Path | None = Non
     # chalice deploy cannot set ReportBatchItemFailures: handlers must fail whole batches.
     env["SQS_REPORT_BATCH_ITEM_FAILURES"] = "false"
     env["TRACING"] = "true"
+    env["GATEWAY_CREDENTIALS_STORE"] = "secretsmanager"  # tenants' Stripe keys, under the prefix above
     # Claims go stale after the queues' visibility timeout (6 x the 30 s function timeout).
     env["CONSUMER_STALE_AFTER_S"] = str(6 * int(settings.get("lambda_timeout", 30)))
     settings["subnet_ids"] = list(values["lambda_subnet_ids"])

@@ -16,3 +16,5 @@ output "migrations_security_group_id" { value = module.network.migrations_securi
 output "cognito_domain" { value = module.cognito.domain }
 output "kms_key_arns" { value = [module.database.kms_key_arn, module.messaging.kms_key_arn] }
 output "queue_arns" { value = values(module.messaging.queue_arns) }
+output "gateway_secrets_kms_key_arn" { value = module.database.kms_key_arn }
+output "public_api_url" { value = var.public_api_url }

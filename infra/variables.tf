@@ -93,3 +93,9 @@ variable "callback_urls" {
   type    = list(string)
   default = ["https://localhost/callback"]
 }
+
+variable "public_api_url" {
+  description = "Where customers reach the API (a custom domain, or the stage's invoke URL after a first apply); emails link hosted invoices under it. Empty: emails carry no link."
+  type        = string
+  default     = ""
+}

@@ -108,6 +108,12 @@ def pending_for_invoice(tx, invoice_id: str) -> Intent | None:
     return _intent(row) if row else None
 
 
+def waiting_for(tx, invoice_id: str) -> Intent | None:
+    """The attempt at an invoice that waits for the customer to authenticate, if any."""
+    row = tx.one(Q["waiting_for_invoice"], invoice_id=invoice_id)
+    return _intent(row) if row else None
+
+
 def open_for_invoice(tx, account_id: str, invoice: dict) -> Intent | None:
     """The pending attempt at an open invoice, opening the next one if there is none (for what the
     account's credit balance leaves of it)."""
@@ -208,10 +214,10 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
             if invoice is None:
                 reactivate_if_clear(tx, account_id)
                 return outcome
-            waiting = tx.one(Q["waiting_for_invoice"], invoice_id=invoice["id"])
+            waiting = waiting_for(tx, invoice["id"])
             intent = None if waiting else open_for_invoice(tx, account_id, invoice)
         if waiting:
-            _withdraw_waiting(tenant_id, _intent(waiting), now)
+            _withdraw_waiting(tenant_id, waiting, now)
         elif intent is not None:
             outcome = settle(tenant_id, intent, now)
     return outcome

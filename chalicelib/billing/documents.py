@@ -22,6 +22,7 @@ fpdf2 is imported inside ``render_pdf``: importing this module stays cheap on a 
 """
 
 import html
+import json
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -55,6 +56,9 @@ class InvoiceDocument:
     buyer: dict  # {"name", "email"}: the billed account
     invoice: dict
     credit_notes: list[dict] = field(default_factory=list)  # each {number, amount, reason, created_at, memo?}
+    # A payment of this invoice waiting for the customer's authentication, confirmable here with
+    # Stripe.js: {publishable_key, client_secret, payment_method} (None: nothing to confirm).
+    confirm: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -407,14 +411,18 @@ def _safe_url(url: str | None) -> str | None:
     return url if url and urlsplit(url.strip()).scheme.lower() in ("", "http", "https") else None
 
 
-def render_html(doc: InvoiceDocument, *, pdf_url: str | None = None) -> str:
-    """The hosted invoice page: one self-contained HTML document (inline CSS, no script, no asset).
+def render_html(doc: InvoiceDocument, *, pdf_url: str | None = None, script_nonce: str | None = None) -> str:
+    """The hosted invoice page: one self-contained HTML document (inline CSS, no asset). It has no
+    script, except Stripe.js and one inline script under ``script_nonce`` where a payment waits for
+    the customer to confirm it (``doc.confirm``).
 
     Every interpolated value goes through ``html.escape``: names and descriptions are tenant text.
     """
     view = _view(doc)
     reference = next((value for label, value in view.details if label == "Invoice number"), "")
-    body = "".join((_html_header(view), _html_parties(view, _safe_url(pdf_url)), _html_lines(view), _html_totals(view)))
+    pay = _html_confirm(doc.confirm, script_nonce) if doc.confirm and script_nonce else ""
+    parts = (_html_header(view), pay, _html_parties(view, _safe_url(pdf_url)), _html_lines(view), _html_totals(view))
+    body = "".join(parts)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -423,6 +431,24 @@ def render_html(doc: InvoiceDocument, *, pdf_url: str | None = None) -> str:
         f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}{_html_credit_notes(view)}"
         f"<footer>{_e(view.seller[0])}{' · ' + _e(reference) if reference else ''}</footer>\n"
         "</main>\n</body>\n</html>\n"
+    )
+
+
+def _html_confirm(confirm: dict, nonce: str) -> str:
+    """Confirm a waiting payment with Stripe.js (3-D Secure in Stripe's own frame), then reload."""
+    values = {k: confirm[k] for k in ("publishable_key", "client_secret", "payment_method")}
+    data = json.dumps(values).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (
+        '<section class="confirm"><p>Your bank asks you to confirm this payment.</p>'
+        '<button id="confirm-payment" type="button">Confirm payment</button><p id="confirm-result"></p></section>\n'
+        '<script src="https://js.stripe.com/v3/"></script>\n'
+        f'<script nonce="{_e(nonce)}">const pay = {data};'
+        "document.getElementById('confirm-payment').addEventListener('click', async () => {"
+        "const stripe = Stripe(pay.publishable_key);"
+        "const r = await stripe.confirmCardPayment(pay.client_secret, {payment_method: pay.payment_method});"
+        "document.getElementById('confirm-result').textContent ="
+        " r.error ? r.error.message : 'Thank you: your payment is confirmed.';"
+        "if (!r.error) setTimeout(() => location.reload(), 3000);});</script>\n"
     )
 
 

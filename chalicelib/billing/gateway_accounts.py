@@ -16,6 +16,7 @@ class Connection:
     provider: str
     secret_key: str
     webhook_secret: str
+    publishable_key: str = ""  # for Stripe.js on the hosted invoice page (not a secret)
 
     def __repr__(self) -> str:  # never the keys, whatever logs it
         return f"Connection(provider={self.provider!r})"
@@ -39,7 +40,16 @@ def connect(tenant_id: str, actor, command: Connection, at, transaction) -> dict
     except payments.RetryableGatewayError as exc:
         raise errors.ServiceUnavailable("Stripe did not answer; try again") from exc
     stored = gateway_credentials.store(
-        tenant_id, command.provider, command.secret_key, command.webhook_secret, account_id, at
+        tenant_id,
+        gateway_credentials.Credentials(
+            tenant_id,
+            command.provider,
+            command.secret_key,
+            command.webhook_secret,
+            account_id,
+            at.isoformat(),
+            command.publishable_key,
+        ),
     )
     with transaction(tenant_id) as tx:
         audit.record(tx, actor, "gateway.connected", "tenant", tenant_id, stored.describe())
@@ -63,3 +73,16 @@ def stripe_of(tenant_id: str):
     from chalicelib.billing import stripe_gateway
 
     return stripe_gateway.for_credentials(credentials)
+
+
+def confirmation(tenant_id: str, reference: str | None) -> dict | None:
+    """What Stripe.js needs to let the customer confirm a payment that waits for them (the
+    PaymentIntent's client secret, read from Stripe now), or None: no publishable key, or the
+    payment no longer waits."""
+    credentials = gateway_credentials.get(tenant_id)
+    if credentials is None or not credentials.publishable_key or not reference:
+        return None
+    from chalicelib.billing import stripe_gateway
+
+    confirm = stripe_gateway.for_credentials(credentials).confirmation(reference)
+    return {"publishable_key": credentials.publishable_key, **confirm} if confirm else None

@@ -2,7 +2,7 @@
 
 One secret per tenant, ``{RESOURCE_PREFIX}/tenants/{tenant_id}/gateway`` (the Lambda policy
 grants that prefix only), encrypted with ``GATEWAY_SECRETS_KMS_KEY_ID`` where set. Its value
-is JSON: provider, secret_key, webhook_secret, account_id, connected_at. The keys are never
+is JSON: provider, secret_key, webhook_secret, account_id, connected_at, publishable_key. The keys are never
 logged and never returned: ``describe`` shows their last 4 characters and the gateway's
 account id. A warm function caches what it read (absence included) for
 ``GATEWAY_CREDENTIALS_TTL_S``; a connection made in this process replaces its cache at once.
@@ -11,8 +11,7 @@ account id. A warm function caches what it read (absence included) for
 import json
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, fields
 
 from chalicelib import aws
 from chalicelib.config import get_settings
@@ -26,6 +25,7 @@ class Credentials:
     webhook_secret: str
     account_id: str
     connected_at: str
+    publishable_key: str = ""
 
     def __repr__(self) -> str:  # never the keys, whatever logs it
         return f"Credentials(tenant_id={self.tenant_id!r}, provider={self.provider!r}, account_id={self.account_id!r})"
@@ -37,6 +37,7 @@ class Credentials:
             "account_id": self.account_id,
             "secret_key_last4": self.secret_key[-4:],
             "webhook_secret_last4": self.webhook_secret[-4:],
+            "publishable_key": self.publishable_key or None,
             "connected_at": self.connected_at,
         }
 
@@ -61,18 +62,9 @@ def get(tenant_id: str) -> Credentials | None:
     return credentials
 
 
-def store(tenant_id: str, provider: str, secret_key: str, webhook_secret: str, account_id: str, at: datetime):
+def store(tenant_id: str, credentials: Credentials) -> Credentials:
     """Create or replace the tenant's secret; the credentials as stored."""
-    credentials = Credentials(tenant_id, provider, secret_key, webhook_secret, account_id, at.isoformat())
-    value = json.dumps(
-        {
-            "provider": provider,
-            "secret_key": secret_key,
-            "webhook_secret": webhook_secret,
-            "account_id": account_id,
-            "connected_at": credentials.connected_at,
-        }
-    )
+    value = json.dumps({k: v for k, v in asdict(credentials).items() if k != "tenant_id"})
     client = aws.client("secretsmanager")
     try:
         client.put_secret_value(SecretId=secret_name(tenant_id), SecretString=value)
@@ -104,14 +96,8 @@ def _read(tenant_id: str) -> Credentials | None:
     except client.exceptions.ResourceNotFoundException:
         return None
     value = json.loads(raw)
-    return Credentials(
-        tenant_id,
-        value["provider"],
-        value["secret_key"],
-        value["webhook_secret"],
-        value["account_id"],
-        value["connected_at"],
-    )
+    known = {f.name for f in fields(Credentials)}
+    return Credentials(tenant_id=tenant_id, **{k: v for k, v in value.items() if k in known})
 
 
 def forget() -> None:

@@ -7,9 +7,13 @@ the same key once the tenant connects one. Tests install one gateway for every t
 (``payments.set_gateway``).
 """
 
+import logging
+
 from chalicelib.billing import gateway_credentials, payments
 from chalicelib.config import get_settings
 from chalicelib.observability import emit_metric
+
+log = logging.getLogger("billing.gateways")
 
 
 def of(tenant_id: str):
@@ -24,6 +28,8 @@ def of(tenant_id: str):
         return stripe_gateway.for_credentials(credentials)
     settings = get_settings()
     if settings.is_production or settings.payment_gateway != "mock":
-        emit_metric("gateway_not_connected", 1, TenantId=tenant_id)
+        # One series for the alarm (no tenant dimension); the log line names the tenant.
+        log.error("tenant %s has no payment gateway connected: its payment stays pending", tenant_id)
+        emit_metric("gateway_not_connected", 1)
         raise payments.GatewayUnavailable(f"tenant {tenant_id} has no payment gateway connected")
     return payments.mock_gateway()

@@ -4,10 +4,20 @@ This module gathers what the document shows (seller = the tenant, buyer = the ac
 invoice with its lines, its credit notes) in the tenant's transaction; rendering is pure.
 """
 
+from dataclasses import replace
 from datetime import datetime
 
 from chalicelib import errors
-from chalicelib.billing import accounts, credit_notes, documents, hosted, invoices, tenants
+from chalicelib.billing import (
+    accounts,
+    collection,
+    credit_notes,
+    documents,
+    gateway_accounts,
+    hosted,
+    invoices,
+    tenants,
+)
 from chalicelib.db.scope import tenant_transaction
 
 
@@ -30,17 +40,21 @@ def with_links(tx, tenant_id: str, invoice: dict, base_url: str, now: datetime) 
     return {**invoice, "hosted_invoice_url": link, "invoice_pdf": f"{link}/pdf"}
 
 
-def of_link(link: str, now: datetime) -> documents.InvoiceDocument:
+def of_link(link: str, now: datetime, *, confirmable: bool = False) -> documents.InvoiceDocument:
     """The finalized invoice a signed hosted link grants (no sign-in: the link is the credential).
 
     Anything wrong (malformed, forged, expired, a draft, a tenant suspended or unknown) is the
     same 404, so a link tells a prober nothing, not even whether its tenant exists.
     """
+    tenant_id = hosted.tenant_of(link)
     try:
-        with tenant_transaction(hosted.tenant_of(link)) as tx:
+        with tenant_transaction(tenant_id) as tx:
             document = of(tx, hosted.verify(tx, link, now))
+            waiting = collection.waiting_for(tx, str(document.invoice["id"])) if confirmable else None
     except errors.Forbidden:
         raise errors.NotFound("no such invoice link") from None
     if document.invoice["status"] == "draft":
         raise errors.NotFound("no such invoice link")
+    if waiting is not None and document.invoice["status"] == "open":
+        return replace(document, confirm=gateway_accounts.confirmation(tenant_id, waiting.reference))
     return document

@@ -108,6 +108,15 @@ class StripeGateway:
             return payments.PaymentResult("canceled", reference=intent["id"])
         raise payments.GatewayBusy(f"payment intent {reference} is {intent['status']}: try again")
 
+    def confirmation(self, reference: str) -> dict | None:
+        """The client secret and card of a PaymentIntent the customer can still confirm, or None."""
+        intent = self._fetch(lambda: self._client.v1.payment_intents.retrieve(reference))
+        if intent["status"] not in ("requires_payment_method", "requires_action", "requires_confirmation"):
+            return None
+        method = intent.get("payment_method") or (intent.get("last_payment_error") or {}).get("payment_method")
+        method_id = method.get("id") if isinstance(method, dict) else method
+        return {"client_secret": intent["client_secret"], "payment_method": method_id}
+
     # --- customers and payment methods -------------------------------------------------------
 
     def account_id(self) -> str:

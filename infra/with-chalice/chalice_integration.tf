@@ -24,6 +24,13 @@ data "aws_iam_policy_document" "runtime" {
     resources = [module.database.secret_arn]
   }
   statement {
+    # Each tenant's payment-gateway keys (chalicelib/billing/gateway_credentials.py): PUT /v1/gateway
+    # creates or replaces them, charging and Stripe's webhooks read them. Nothing outside the prefix.
+    sid       = "GatewaySecrets"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:TagResource"]
+    resources = ["arn:${data.aws_partition.current.partition}:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:secret:${var.prefix}/tenants/*"]
+  }
+  statement {
     sid       = "Decrypt"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [module.database.kms_key_arn, module.messaging.kms_key_arn]

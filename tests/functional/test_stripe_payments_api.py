@@ -198,6 +198,37 @@ def test_a_card_that_needs_authentication_waits_for_the_customer_and_is_paid_onc
     assert _succeeded(stripe, stripe_tenant, account_id) == [4900]
 
 
+def test_the_hosted_page_lets_the_customer_confirm_a_waiting_payment_with_stripe_js_and_nothing_else(
+    api, catalog, stripe, messaging
+):
+    keys = stripe.create_account()
+    body = {"provider": "stripe", "secret_key": keys["secret_key"], "webhook_secret": keys["webhook_secret"]}
+    api.call("PUT", "/v1/gateway", {**body, "publishable_key": "pk_test_hostedpage1"}, catalog.admin)
+    tenant = gateway.Connected(catalog.id, catalog.admin, catalog.user, keys)
+    account_id = _account(api, tenant)
+    card = gateway.save_card(api, stripe, tenant, account_id, "pm_card_authenticationRequired")
+    _subscribe_and_pump(api, tenant, account_id, messaging)
+    invoice = api.get(f"/v1/invoices?account_id={account_id}", tenant.user).body["data"][0]
+    link = api.get(f"/v1/invoices/{invoice['id']}", tenant.user).body["hosted_invoice_url"].split("/v1/")[1]
+
+    status, headers, page = api.fetch(f"/v1/{link}", accept="text/html")
+    intent = gateway.intents(stripe, tenant, account_id)[0]
+    method = card["default_payment_method"]["id"]
+    gateway.sdk(stripe, tenant).v1.payment_intents.confirm(intent["id"], {"payment_method": method})  # Stripe.js
+    stripe.authenticate(intent["id"])
+    gateway.deliver(api, stripe, tenant)
+    _, paid_headers, paid_page = api.fetch(f"/v1/{link}", accept="text/html")
+
+    text = page.decode()
+    nonce = headers["Content-Security-Policy"].split("'nonce-")[1].split("'")[0]
+    assert status == 200 and "Confirm payment" in text
+    assert intent["client_secret"] in text and "pk_test_hostedpage1" in text and method in text
+    assert '<script src="https://js.stripe.com/v3/"></script>' in text and f'<script nonce="{nonce}">' in text
+    assert text.count("<script") == 2
+    assert "script-src" not in paid_headers["Content-Security-Policy"]  # paid: no script at all
+    assert "<script" not in paid_page.decode() and "Confirm payment" not in paid_page.decode()
+
+
 def test_a_dunning_retry_withdraws_the_charge_still_waiting_for_the_customer_before_trying_again(
     api, stripe_tenant, stripe, messaging
 ):

@@ -110,7 +110,10 @@ DEFAULTS_OK = {
     "USAGE_MAX_AGE_DAYS": "default 35",
     "USAGE_MAX_FUTURE_S": "default 300",
     "DUNNING_RETRY_DAYS": "default 1,3,7",
-    "PAYMENT_GATEWAY": "mock is the only gateway this build has",
+    "PAYMENT_GATEWAY": "mock outside production for tenants without a connected gateway (Stripe is per tenant)",
+    "STRIPE_API_BASE": "local stand-in only; deployed, the SDK talks to Stripe",
+    "STRIPE_TIMEOUT_S": "default 10 s, well under the claim lease",
+    "GATEWAY_CREDENTIALS_TTL_S": "default 300 s",
     "MOCK_PAYMENT_OUTCOME": "mock gateway only",
     "MOCK_PAYMENT_DECLINE_PERCENT": "mock gateway only",
     "REBILL_CATCH_UP_PERIODS": "default 12",
@@ -145,6 +148,29 @@ def test_every_env_var_the_app_reads_is_set_by_the_terraform_or_has_a_stated_def
         variables = function["environment"]["variables"]
         missing = sorted(n for n in read if n not in variables and n not in DEFAULTS_OK)
         assert missing == [], f"{name} lacks {missing}"
+
+
+def test_functions_may_keep_tenants_gateway_secrets_under_the_stage_prefix_only(built):
+    out, _result, tf = built
+    integration = (out / "chalice_integration.tf").read_text()
+    statement = integration[integration.index('sid       = "GatewaySecrets"') :].split("statement {")[0]
+    assert "secretsmanager:CreateSecret" in statement and "secretsmanager:PutSecretValue" in statement
+    assert 'secret:${var.prefix}/tenants/*"' in statement
+    for function in tf["resource"]["aws_lambda_function"].values():
+        variables = function["environment"]["variables"]
+        assert variables["GATEWAY_CREDENTIALS_STORE"] == "secretsmanager"
+        assert variables["GATEWAY_SECRETS_KMS_KEY_ID"] == "${module.database.kms_key_arn}"
+
+
+def test_stripes_webhook_route_has_no_cognito_authorizer_and_every_other_route_has(built):
+    _out, _result, tf = built
+    swagger = json.loads(tf["locals"]["chalice_api_swagger"])
+    for path, methods in swagger["paths"].items():
+        for method, operation in methods.items():
+            if method == "options":
+                continue
+            public = path.startswith(("/v1/gateway/stripe/", "/v1/hosted_invoices/")) or path == "/v1/health"
+            assert ("security" in operation) is not public, (method, path)
 
 
 def test_every_queue_the_app_consumes_is_created_by_the_infra():

@@ -96,6 +96,20 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
   alarm_actions       = [var.alarm_topic_arn]
 }
 
+resource "aws_cloudwatch_metric_alarm" "gateway_not_connected" {
+  alarm_name          = "${var.name}-gateway-not-connected"
+  alarm_description   = "A tenant with no payment gateway was due a charge: payments wait (pending) until it connects one (the log names the tenant)"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 1
+  namespace           = "BillingPlatform"
+  metric_name         = "gateway_not_connected"
+  period              = 300
+  statistic           = "Sum"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [var.alarm_topic_arn]
+}
+
 resource "aws_cloudwatch_metric_alarm" "db" {
   for_each = {
     cpu         = { metric = "CPUUtilization", op = "GreaterThanThreshold", threshold = 80, stat = "Average" }
@@ -117,7 +131,7 @@ resource "aws_cloudwatch_metric_alarm" "db" {
 
 locals {
   region = data.aws_region.current.name
-  kpis   = ["subscription_count", "subscription_revenue", "invoice_amount", "rebill_accounts", "rebill_failures", "payment_declines"]
+  kpis   = ["subscription_count", "subscription_revenue", "invoice_amount", "rebill_accounts", "rebill_failures", "payment_declines", "payment_action_required"]
   widgets = [
     { title = "API", metrics = [for m in ["Count", "4XXError", "5XXError"] : ["AWS/ApiGateway", m, "ApiName", var.api_name]] },
     { title = "API latency p99", metrics = [["AWS/ApiGateway", "Latency", "ApiName", var.api_name, { stat = "p99" }]] },
