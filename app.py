@@ -312,6 +312,8 @@ def finalize_invoice(invoice_id):
 def void_invoice(invoice_id):
     request = http.read(app, ADMIN)
     invoice_id = pagination.parse_id(invoice_id, "id")
+    require_active(request.principal.tenant_id)
+    invoices.withdraw_waiting_payment(request.principal.tenant_id, invoice_id, calendar.utcnow())
     return _with_events(request, lambda tx: invoices.void(tx, request.principal, invoice_id))
 
 
@@ -383,6 +385,8 @@ def delete_invoice_item(item_id):
 def create_credit_note():
     request = http.read(app, ADMIN, "credit_note_create")
     command, tenant_id = credit_notes.NewCreditNote.of(request.body), request.principal.tenant_id
+    require_active(tenant_id)
+    invoices.withdraw_waiting_payment(tenant_id, command.invoice_id, calendar.utcnow())
     work = lambda tx: credit_notes.issue(tx, request.principal, command)  # noqa: E731
     return _with_events(request, work, status=201, then=lambda note: credit_notes.refunded(tenant_id, note))
 

@@ -314,7 +314,15 @@ class StripeStandin:
                 raise ValueError(f"{dispute_id} is already {found['status']}")
             found["status"] = status
             self._emit(Call(account), "charge.dispute.closed", found)
+            if status == "won":  # the money comes back to the merchant's balance
+                self._emit(Call(account), "charge.dispute.funds_reinstated", found)
             return copy.deepcopy(found)
+
+    def expire_keys(self, account_id: str) -> None:
+        """What 24 hours do at Stripe: every idempotency key of the account is forgotten."""
+        with self._lock:
+            account = self._account(account_id)
+            account.keys = {k: r for k, r in account.keys.items() if r.reply is None}
 
     def fail_next(self, count: int, status: int = 500) -> None:
         if not 500 <= status <= 599:
@@ -670,6 +678,7 @@ class StripeStandin:
         dispute = self._add(call.account, "dp", fields)
         charge["disputed"] = True
         self._emit(call, "charge.dispute.created", dispute)
+        self._emit(call, "charge.dispute.funds_withdrawn", dispute)  # not an inquiry: the money leaves at once
         return dispute
 
     def _create_refund(self, call: Call, params: Json) -> Json:

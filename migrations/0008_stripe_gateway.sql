@@ -2,9 +2,13 @@
 -- the customer, and disputes in the ledger.
 --
 -- * accounts.gateway_customer_id is the account's Customer at the tenant's Stripe account
---   (made once, by POST /v1/accounts/{id}/payment_methods/setup); payment_method is the
+--   gateway_account_id (made once per Stripe account, by POST /v1/accounts/{id}/payment_methods/setup:
+--   a tenant that connects another Stripe account gets new customers); payment_method is the
 --   default card Stripe confirmed (id, brand, last4, exp_month, exp_year, and the Stripe
 --   event time that set it, so an older event arriving late cannot replace a newer card).
+-- * payment_attempts.payer is who the attempt charges (customer, card, Stripe account), fixed the
+--   first time it goes to the gateway: a retry under the same key always presents the same request,
+--   whatever card the customer saved meanwhile (Stripe refuses a key reused with other parameters).
 -- * A payment attempt may wait for the customer (``requires_action``: the bank asks for
 --   authentication, off-session). It is no longer pending (nothing is in flight at the
 --   gateway), but it is not final either: the customer may still complete it (it becomes
@@ -15,10 +19,13 @@
 
 ALTER TABLE accounts
     ADD COLUMN gateway_customer_id text CHECK (length(gateway_customer_id) BETWEEN 1 AND 255),
+    ADD COLUMN gateway_account_id text CHECK (length(gateway_account_id) BETWEEN 1 AND 255),
     ADD COLUMN payment_method jsonb;
 CREATE UNIQUE INDEX accounts_gateway_customer ON accounts (tenant_id, gateway_customer_id)
     WHERE gateway_customer_id IS NOT NULL;
 
+ALTER TABLE payment_attempts ADD COLUMN payer jsonb;
+GRANT UPDATE (payer) ON payment_attempts TO billing_app;
 ALTER TABLE payment_attempts DROP CONSTRAINT payment_attempts_outcome_check;
 ALTER TABLE payment_attempts ADD CONSTRAINT payment_attempts_outcome_check
     CHECK (outcome IN ('pending', 'succeeded', 'declined', 'requires_action', 'canceled'));
@@ -35,6 +42,7 @@ BEGIN
     IF TG_OP = 'DELETE'
        OR NOT (OLD.outcome = 'pending'
                OR (OLD.outcome = 'requires_action' AND NEW.outcome IN ('succeeded', 'declined', 'canceled')))
+       OR (OLD.payer IS NOT NULL AND NEW.payer IS DISTINCT FROM OLD.payer)
        OR (NEW.id, NEW.tenant_id, NEW.account_id, NEW.invoice_id, NEW.attempt, NEW.idempotency_key, NEW.amount,
            NEW.currency) IS DISTINCT FROM
           (OLD.id, OLD.tenant_id, OLD.account_id, OLD.invoice_id, OLD.attempt, OLD.idempotency_key, OLD.amount,

@@ -73,14 +73,8 @@ class OnStandin:
 
         self.standin, self.tenant_id = standin, tenant_id
         self.keys = standin.create_account()
-        gateway_credentials.store(
-            tenant_id,
-            "stripe",
-            self.keys["secret_key"],
-            self.keys["webhook_secret"],
-            self.keys["id"],
-            calendar.utcnow(),
-        )
+        keys = (self.keys["secret_key"], self.keys["webhook_secret"], self.keys["id"], calendar.utcnow().isoformat())
+        gateway_credentials.store(tenant_id, gateway_credentials.Credentials(tenant_id, "stripe", *keys))
         self.customers = {}
         for account in account_ids:
             self.add(account)
@@ -95,8 +89,9 @@ class OnStandin:
         method = client.v1.setup_intents.confirm(setup["id"], {"payment_method": "pm_card_visa"})["payment_method"]
         with transaction(tenant_id=self.tenant_id) as tx:
             tx.run(
-                "UPDATE accounts SET gateway_customer_id = :c,"
+                "UPDATE accounts SET gateway_customer_id = :c, gateway_account_id = :g,"
                 " payment_method = jsonb_build_object('id', CAST(:m AS text)) WHERE id = :a",
+                g=self.keys["id"],
                 c=customer,
                 m=method,
                 a=account_id,

@@ -32,6 +32,7 @@ invoice remains. Every transition is an audit row; every outcome a ledger entry 
 payment negative, a failure recorded at zero).
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,6 +44,7 @@ from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
 Q = load("collection")
+log = logging.getLogger("billing.collection")
 
 
 class PaymentUnresolved(Exception):
@@ -162,7 +164,10 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed
         try:
             with tracing.subsegment("payment.charge", tenant_id=tenant_id):
                 answers[intent.attempt_id] = (intent, _charge(tenant_id, intent, payers))
-        except payments.RetryableGatewayError:
+        except payments.RetryableGatewayError as exc:
+            if isinstance(exc, payments.RequestRefused):  # ours to fix, not the customer's decline
+                log.error("the gateway refused attempt %s: %s", intent.attempt_id, exc)
+                emit_metric("gateway_refused", 1)
             outcomes[intent.attempt_id] = "timeout"
             _release(tenant_id, intent)
     outcomes.update(_record(tenant_id, answers, now))
@@ -170,7 +175,8 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed
 
 
 def _payers(tenant_id: str, intents: list[Intent]) -> dict:
-    """Each account's payer at the gateway, read only for a gateway that needs one (not the mock)."""
+    """Who each attempt charges, by attempt id, fixed on the attempt the first time it is sent; read
+    only for a gateway that needs one (not the mock)."""
     try:
         needs = intents and gateways.of(tenant_id).needs_payer
     except payments.RetryableGatewayError:
@@ -178,8 +184,15 @@ def _payers(tenant_id: str, intents: list[Intent]) -> dict:
     if not needs:
         return {}
     with transaction(tenant_id=tenant_id) as tx:
-        rows = tx.all(Q["payers"], ids=sorted({i.account_id for i in intents}))
-    return {str(r["id"]): payments.Payer(r["gateway_customer_id"], r["payment_method"]) for r in rows}
+        rows = tx.all(Q["payers"], ids=sorted(i.attempt_id for i in intents))
+    return {str(r["id"]): _payer(r) for r in rows}
+
+
+def _payer(row: dict) -> payments.Payer:
+    payer = row["payer"] or {}
+    return payments.Payer(
+        payer.get("customer"), payer.get("payment_method"), payer.get("gateway_account"), row["sent_before_s"]
+    )
 
 
 def _claim(tenant_id: str, intents: list[Intent]) -> set[str]:
@@ -223,6 +236,19 @@ def collect_open(tenant_id: str, account_id: str, now: datetime) -> str:
     return outcome
 
 
+def withdraw_waiting(tenant_id: str, invoice_id: str, now: datetime) -> None:
+    """Withdraw the invoice's payment that waits for the customer, if any; quietly nothing if the
+    gateway does not answer (the caller's check then still finds it waiting)."""
+    with transaction(tenant_id=tenant_id) as tx:
+        waiting = waiting_for(tx, invoice_id)
+    if waiting is None:
+        return
+    try:
+        _withdraw_waiting(tenant_id, waiting, now)
+    except payments.RetryableGatewayError:
+        log.warning("payment %s still waits: the gateway did not answer its withdrawal", waiting.attempt_id)
+
+
 def _withdraw_waiting(tenant_id: str, waiting: Intent, now: datetime) -> None:
     """Cancel at the gateway a charge that waits for the customer; if they completed it, record it paid."""
     gateway = gateways.of(tenant_id)
@@ -244,29 +270,57 @@ def record_answer(tx, intent: Intent, result: payments.PaymentResult, now: datet
 
     A success pays a pending or waiting attempt; a decline, a wait or a cancellation
     resolves a pending one (a waiting attempt that the customer failed to authenticate
-    stays waiting: dunning already counts it; a canceled one is resolved). Anything else
-    was settled already: ``in_progress``, nothing written.
+    stays waiting: dunning already counts it; a canceled one is resolved). A success
+    for an attempt already declined or canceled is money the gateway took all the same:
+    it is posted to the ledger (the account's credit, which its next invoice uses first)
+    and alarmed. Anything else was settled already: ``in_progress``, nothing written.
     """
+    accounts.find_locked(tx, intent.account_id)  # the account first, as every writer of its money locks
     if result.succeeded:
-        pending = tx.all(Q["lock_pending"], ids=[intent.attempt_id], waiting=True)
-        if not pending:
+        if not _pay(tx, [(intent, result)], waiting=True):
+            _late_success(tx, intent, result)
             return "in_progress"
-        _record_paid(tx, [(intent, result)])
-        if pending[0]["in_dunning"]:
-            reactivate_if_clear(tx, intent.account_id)
         return "succeeded"
     if result.outcome == "canceled":
         if not tx.all(Q["lock_pending"], ids=[intent.attempt_id], waiting=True):
             return "in_progress"
-        tx.run(
-            Q["resolve_attempt"],
-            id=intent.attempt_id,
-            outcome="canceled",
-            reference=result.reference,
-            decline_code=None,
-        )
+        resolution = {"outcome": "canceled", "reference": result.reference, "decline_code": None}
+        tx.run(Q["resolve_attempt"], id=intent.attempt_id, **resolution)
         return "canceled"
     return _record_unpaid(tx, intent, result, now)
+
+
+def _pay(tx, paid: list, *, waiting: bool) -> set[str]:
+    """Successes onto the attempts still pending (with ``waiting``, or waiting for the customer): their
+    payments, and the accounts they take out of dunning. The attempt ids paid."""
+    tx.run(Q["lock_accounts"], ids=sorted({i.account_id for i, _r in paid}))  # accounts first, as everywhere
+    pending = tx.all(Q["lock_pending"], ids=sorted(i.attempt_id for i, _r in paid), waiting=waiting)
+    still = {str(row["id"]) for row in pending}
+    _record_paid(tx, [(i, r) for i, r in paid if i.attempt_id in still])
+    in_dunning = {str(row["id"]) for row in pending if row["in_dunning"]}
+    dunning = {i.account_id for i, _r in paid if i.attempt_id in in_dunning}
+    for account_id in sorted(dunning):
+        reactivate_if_clear(tx, account_id)
+    return still
+
+
+def _late_success(tx, intent: Intent, result: payments.PaymentResult) -> None:
+    """The gateway says it took money for an attempt we resolved otherwise: the money is the account's."""
+    if tx.scalar(Q["attempt_outcome"], id=intent.attempt_id) not in ("declined", "canceled"):
+        return  # paid already: this is a replay
+    log.error("attempt %s was charged after it was resolved: posted as the account's credit", intent.attempt_id)
+    emit_metric("payment_after_resolution", 1)
+    ledger.post(
+        tx,
+        account_id=intent.account_id,
+        entry_type="payment",
+        amount=-intent.amount,
+        currency=intent.currency,
+        invoice_id=intent.invoice_id,
+        idempotency_key=f"payment:{intent.key}",
+        description="Payment received after its attempt was resolved",
+        metadata={"reference": result.reference},
+    )
 
 
 def lease_retry(tx, account_id: str, until: datetime) -> None:
@@ -280,7 +334,7 @@ def _charge(tenant_id: str, intent: Intent, payers: dict) -> payments.PaymentRes
         amount=intent.amount,
         currency=intent.currency,
         idempotency_key=intent.key,
-        payer=payers.get(intent.account_id, payments.NO_PAYER),
+        payer=payers.get(intent.attempt_id, payments.NO_PAYER),
         metadata={"tenant_id": tenant_id, "attempt_id": intent.attempt_id, "invoice_id": intent.invoice_id},
     )
 
@@ -298,12 +352,7 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
     paid = {a: (i, r) for a, (i, r) in answers.items() if r.succeeded}
     if paid:
         with transaction(tenant_id=tenant_id) as tx:
-            pending = tx.all(Q["lock_pending"], ids=sorted(paid), waiting=False)
-            still = {str(row["id"]) for row in pending}
-            _record_paid(tx, [paid[a] for a in sorted(still)])
-            dunning = {paid[str(row["id"])][0].account_id for row in pending if row["in_dunning"]}
-            for account_id in sorted(dunning):
-                reactivate_if_clear(tx, account_id)
+            still = _pay(tx, [paid[a] for a in sorted(paid)], waiting=False)
         outcomes.update({a: "succeeded" if a in still else "in_progress" for a in paid})
     for attempt_id, (intent, result) in answers.items():
         if not result.succeeded:

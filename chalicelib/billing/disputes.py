@@ -1,55 +1,40 @@
 """Disputes (chargebacks) the gateway reports: the money they take and give back, in the ledger.
 
-A dispute withdraws a payment: a ``dispute`` entry (+amount: the customer owes it again) and
-an audit row. Closed and won, the money comes back: ``dispute_won`` (-amount). Lost, it
-stays withdrawn (an audit row says so). The invoice stays paid, as at Stripe. Each entry's
-key is the dispute's id, so a redelivered or reordered event posts nothing twice: a
-``closed`` that arrives before its ``created`` posts the withdrawal first.
+Money moves with Stripe's funds events, never with the dispute's opening: an inquiry
+(``warning_needs_response``) takes nothing. ``charge.dispute.funds_withdrawn`` posts a
+``dispute`` entry (+amount: the customer owes it again); ``funds_reinstated`` (a dispute won)
+posts ``dispute_won`` (-amount). The invoice stays paid, as at Stripe. Opening and closing
+are audit rows. Each entry's key is the dispute's id and the direction, so a redelivered or
+reordered event posts nothing twice.
 """
 
 from chalicelib import audit
 from chalicelib.billing import ledger
 
 
-def opened(tx, attempt, dispute: dict) -> None:
-    """The payment ``attempt`` is disputed."""
-    _withdraw(tx, attempt, dispute)
-    audit.record(tx, "system:gateway", "dispute.created", "payment_attempt", attempt.attempt_id, _facts(dispute))
+def funds_moved(tx, attempt, dispute: dict) -> None:
+    """Money the dispute took or gave back: ``dispute["funds"]`` is "withdrawn" or "reinstated",
+    ``dispute["amount"]`` how much, in our minor units of the account's currency."""
+    withdrawn = dispute["funds"] == "withdrawn"
+    ledger.post(
+        tx,
+        account_id=attempt.account_id,
+        entry_type="dispute" if withdrawn else "dispute_won",
+        amount=dispute["amount"] if withdrawn else -dispute["amount"],
+        currency=attempt.currency,
+        idempotency_key=f"dispute_{dispute['funds']}:{dispute['id']}",
+        invoice_id=attempt.invoice_id,
+        description="Payment disputed: funds withdrawn" if withdrawn else "Dispute won: funds reinstated",
+        metadata=_facts(dispute),
+    )
 
 
-def closed(tx, attempt, dispute: dict) -> None:
-    """The dispute is decided: ``won`` gives the money back, anything else keeps it withdrawn."""
-    _withdraw(tx, attempt, dispute)
-    if dispute["status"] == "won":
-        ledger.post(
-            tx,
-            account_id=attempt.account_id,
-            entry_type="dispute_won",
-            amount=-dispute["amount"],
-            currency=dispute["currency"].upper(),
-            idempotency_key=f"dispute_won:{dispute['id']}",
-            invoice_id=attempt.invoice_id,
-            description="Dispute won: payment reinstated",
-            metadata=_facts(dispute),
-        )
+def noted(tx, attempt, dispute: dict) -> None:
+    """An audit row for a dispute's opening or decision."""
     audit.record(
         tx, "system:gateway", f"dispute.{dispute['status']}", "payment_attempt", attempt.attempt_id, _facts(dispute)
     )
 
 
-def _withdraw(tx, attempt, dispute: dict) -> None:
-    ledger.post(
-        tx,
-        account_id=attempt.account_id,
-        entry_type="dispute",
-        amount=dispute["amount"],
-        currency=dispute["currency"].upper(),
-        idempotency_key=f"dispute:{dispute['id']}",
-        invoice_id=attempt.invoice_id,
-        description=f"Payment disputed ({dispute.get('reason') or 'unknown reason'})",
-        metadata=_facts(dispute),
-    )
-
-
 def _facts(dispute: dict) -> dict:
-    return {k: dispute.get(k) for k in ("id", "status", "reason", "amount", "currency", "payment_intent")}
+    return {k: dispute.get(k) for k in ("id", "status", "reason", "amount", "payment_intent")}

@@ -5,10 +5,13 @@ then stores the keys in Secrets Manager (``gateway_credentials``) and writes an 
 that names the account and the keys' last 4 characters, never the keys.
 """
 
+import logging
 from dataclasses import dataclass
 
 from chalicelib import audit, errors
-from chalicelib.billing import gateway_credentials, payments
+from chalicelib.billing import gateway_credentials, gateways, payments
+
+log = logging.getLogger("billing.gateway_accounts")
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,17 @@ def connect(tenant_id: str, actor, command: Connection, at, transaction) -> dict
     from chalicelib.billing import stripe_gateway
 
     try:
-        account_id = stripe_gateway.StripeGateway(command.secret_key).account_id()
+        account_id = stripe_gateway.StripeGateway(command.secret_key).account()
     except payments.CredentialsRefused as exc:
         raise errors.InvalidRequest(
             "Stripe refused this secret key",
             code="gateway_credentials_invalid",
             details=[{"field": "secret_key", "issue": "Stripe did not accept it"}],
+        ) from exc
+    except payments.RequestRefused as exc:
+        details = [{"field": "secret_key", "issue": "Stripe refused it"}]
+        raise errors.InvalidRequest(
+            "Stripe refused this key", code="gateway_credentials_invalid", details=details
         ) from exc
     except payments.RetryableGatewayError as exc:
         raise errors.ServiceUnavailable("Stripe did not answer; try again") from exc
@@ -58,31 +66,22 @@ def connect(tenant_id: str, actor, command: Connection, at, transaction) -> dict
 
 def describe(tenant_id: str) -> dict:
     """The tenant's gateway as the API shows it: provider, account, the keys' last 4 characters."""
-    credentials = gateway_credentials.get(tenant_id)
+    credentials = gateway_credentials.get_for_request(tenant_id)
     if credentials is None:
         return {"object": "gateway", "provider": None, "connected": False}
     return {**credentials.describe(), "connected": True}
-
-
-def stripe_of(tenant_id: str):
-    """The tenant's Stripe gateway; 422 ``gateway_not_connected`` if it connected none."""
-    credentials = gateway_credentials.get(tenant_id)
-    if credentials is None:
-        message = "connect a payment gateway first (PUT /v1/gateway)"
-        raise errors.UnprocessableState(message, code="gateway_not_connected")
-    from chalicelib.billing import stripe_gateway
-
-    return stripe_gateway.for_credentials(credentials)
 
 
 def confirmation(tenant_id: str, reference: str | None) -> dict | None:
     """What Stripe.js needs to let the customer confirm a payment that waits for them (the
     PaymentIntent's client secret, read from Stripe now), or None: no publishable key, or the
     payment no longer waits."""
-    credentials = gateway_credentials.get(tenant_id)
-    if credentials is None or not credentials.publishable_key or not reference:
-        return None
-    from chalicelib.billing import stripe_gateway
-
-    confirm = stripe_gateway.for_credentials(credentials).confirmation(reference)
+    try:
+        credentials = gateway_credentials.get_for_request(tenant_id)
+        if credentials is None or not credentials.publishable_key or not reference:
+            return None
+        confirm = gateways.stripe_of(tenant_id).confirmation(reference)
+    except errors.BillingError:
+        log.warning("no confirmation for payment %s: Stripe did not give it", reference)
+        return None  # the page still shows the invoice
     return {"publishable_key": credentials.publishable_key, **confirm} if confirm else None

@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, fields
 
-from chalicelib import aws
+from chalicelib import aws, errors
+from chalicelib.billing.payments import GatewayUnavailable
 from chalicelib.config import get_settings
 
 
@@ -51,7 +52,8 @@ def secret_name(tenant_id: str) -> str:
 
 
 def get(tenant_id: str) -> Credentials | None:
-    """The tenant's credentials, or None when it connected no gateway (cached per warm function)."""
+    """The tenant's credentials, or None when it connected no gateway (cached per warm function);
+    ``GatewayUnavailable`` when Secrets Manager does not answer."""
     now = time.monotonic()
     cached = _cache.get(tenant_id)
     if cached is not None and cached[0] > now:
@@ -67,19 +69,28 @@ def store(tenant_id: str, credentials: Credentials) -> Credentials:
     value = json.dumps({k: v for k, v in asdict(credentials).items() if k != "tenant_id"})
     client = aws.client("secretsmanager")
     try:
+        try:
+            client.put_secret_value(SecretId=secret_name(tenant_id), SecretString=value)
+        except client.exceptions.ResourceNotFoundException:
+            _create(client, tenant_id, value)
+    except client.exceptions.ResourceExistsException:  # a concurrent first connection made it: replace it
         client.put_secret_value(SecretId=secret_name(tenant_id), SecretString=value)
-    except client.exceptions.ResourceNotFoundException:
-        kms = get_settings().gateway_secrets_kms_key_id
-        client.create_secret(
-            Name=secret_name(tenant_id),
-            SecretString=value,
-            Description=f"Payment gateway credentials of tenant {tenant_id}",
-            Tags=[{"Key": "tenant_id", "Value": tenant_id}],
-            **({"KmsKeyId": kms} if kms else {}),
-        )
+    except client.exceptions.ClientError as exc:
+        raise errors.ServiceUnavailable("the credential store did not answer; try again") from exc
     with _lock:
         _cache[tenant_id] = (time.monotonic() + get_settings().gateway_credentials_ttl_s, credentials)
     return credentials
+
+
+def _create(client, tenant_id: str, value: str) -> None:
+    kms = get_settings().gateway_secrets_kms_key_id
+    client.create_secret(
+        Name=secret_name(tenant_id),
+        SecretString=value,
+        Description=f"Payment gateway credentials of tenant {tenant_id}",
+        Tags=[{"Key": "tenant_id", "Value": tenant_id}],
+        **({"KmsKeyId": kms} if kms else {}),
+    )
 
 
 def enabled() -> bool:
@@ -95,6 +106,8 @@ def _read(tenant_id: str) -> Credentials | None:
         raw = client.get_secret_value(SecretId=secret_name(tenant_id))["SecretString"]
     except client.exceptions.ResourceNotFoundException:
         return None
+    except client.exceptions.ClientError as exc:  # throttled, KMS, access: no answer about this tenant yet
+        raise GatewayUnavailable(f"Secrets Manager: {exc.response['Error']['Code']}") from exc
     value = json.loads(raw)
     known = {f.name for f in fields(Credentials)}
     return Credentials(tenant_id=tenant_id, **{k: v for k, v in value.items() if k in known})
@@ -104,3 +117,11 @@ def forget() -> None:
     """Drop every cached read (tests switch AWS contexts)."""
     with _lock:
         _cache.clear()
+
+
+def get_for_request(tenant_id: str) -> Credentials | None:
+    """``get`` for a request someone waits on: Secrets Manager's silence is a 503 to retry."""
+    try:
+        return get(tenant_id)
+    except GatewayUnavailable as exc:
+        raise errors.ServiceUnavailable("the credential store did not answer; try again") from exc

@@ -9,6 +9,7 @@ the same key once the tenant connects one. Tests install one gateway for every t
 
 import logging
 
+from chalicelib import errors
 from chalicelib.billing import gateway_credentials, payments
 from chalicelib.config import get_settings
 from chalicelib.observability import emit_metric
@@ -33,3 +34,15 @@ def of(tenant_id: str):
         emit_metric("gateway_not_connected", 1)
         raise payments.GatewayUnavailable(f"tenant {tenant_id} has no payment gateway connected")
     return payments.mock_gateway()
+
+
+def stripe_of(tenant_id: str):
+    """The tenant's own Stripe (for what only Stripe does: cards, webhooks, confirmations); 422
+    ``gateway_not_connected`` if it connected none."""
+    credentials = gateway_credentials.get_for_request(tenant_id)
+    if credentials is None:
+        message = "connect a payment gateway first (PUT /v1/gateway)"
+        raise errors.UnprocessableState(message, code="gateway_not_connected")
+    from chalicelib.billing import stripe_gateway
+
+    return stripe_gateway.for_credentials(credentials)

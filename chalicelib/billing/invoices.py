@@ -203,7 +203,7 @@ def void(tx, actor, invoice_id: str) -> dict:
 def mark_uncollectible(tx, actor, invoice_id: str) -> dict:
     """Stop collecting an open invoice: it is still owed (the ledger keeps it), but not pursued."""
     account, invoice = _lock(tx, invoice_id, ("open",), "invoice_not_open")
-    check_no_payment_in_flight(tx, invoice)
+    check_no_payment_in_flight(tx, invoice, waiting_too=False)  # the customer may still pay it: that is fine
     tx.run(Q["mark_uncollectible"], id=invoice_id)
     collection.reactivate_if_clear(tx, str(account["id"]))  # no longer pursued: dunning ends with it
     audit.record(tx, actor, "invoice.marked_uncollectible", "invoice", invoice_id)
@@ -222,13 +222,22 @@ def lock_finalized(tx, invoice_id: str) -> tuple[dict, dict]:
     return _lock(tx, invoice_id, ("open", "paid", "uncollectible"), "invoice_not_finalized")
 
 
-def check_no_payment_in_flight(tx, invoice: dict) -> None:
-    """409 while a payment of the invoice waits for the gateway's answer: its amount must not move."""
-    if collection.pending_for_invoice(tx, invoice["id"]) is not None:
+def check_no_payment_in_flight(tx, invoice: dict, *, waiting_too: bool = True) -> None:
+    """409 while a payment of the invoice waits for the gateway's answer (or, ``waiting_too``, for the
+    customer's authentication): its amount must not move under a charge that may still succeed."""
+    in_flight = collection.pending_for_invoice(tx, invoice["id"]) is not None
+    if in_flight or (waiting_too and collection.waiting_for(tx, invoice["id"]) is not None):
         raise errors.Conflict(
             "a payment of this invoice is waiting for the gateway's answer; try again shortly",
             code="payment_in_progress",
         )
+
+
+def withdraw_waiting_payment(tenant_id: str, invoice_id: str, now) -> None:
+    """Before a void or a credit note: a payment of the invoice that waits for the customer is
+    cancelled at the gateway (or found completed and recorded), so the change does not leave a
+    live charge behind. If the gateway does not answer, the change is refused (409) and retried."""
+    collection.withdraw_waiting(tenant_id, invoice_id, now)
 
 
 def _lock(tx, invoice_id: str, statuses: tuple[str, ...], code: str) -> tuple[dict, dict]:

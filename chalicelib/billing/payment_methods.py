@@ -1,14 +1,15 @@
 """An account's way to pay at its tenant's gateway: the Stripe Customer and the default card.
 
-``setup`` makes the account's Customer once (our key ``customer:{account}``, and the id kept on
-the account, so a retry days later finds it) and a SetupIntent whose ``client_secret`` the
-tenant's page hands to Stripe.js. The card becomes the account's default only when Stripe
-says the setup succeeded (``set_default``, from the webhook); a later event never loses to an
-older one that arrives after it.
+``setup`` makes the account's Customer once per Stripe account (our key
+``customer:{stripe account}:{account}``, and the id kept on the account, so a retry days later
+finds it; a tenant that connects another Stripe account gets new customers there) and a
+SetupIntent whose ``client_secret`` the tenant's page hands to Stripe.js. The card becomes the
+account's default only when Stripe says the setup succeeded (``set_default``, from the webhook);
+a later event never loses to an older one that arrives after it.
 """
 
 from chalicelib import audit, encoding
-from chalicelib.billing import accounts, gateway_accounts
+from chalicelib.billing import accounts, gateways
 from chalicelib.db.queries import load
 
 Q = load("payment_methods")
@@ -19,12 +20,14 @@ def setup(tenant_id: str, actor, account_id: str, transaction) -> dict:
     opens the tenant's scope for each short step (no transaction stays open while Stripe answers)."""
     with transaction(tenant_id) as tx:
         account = accounts.get(tx, account_id)  # 404 first: another tenant's id learns nothing more
-        customer = tx.scalar(Q["customer_of"], id=account_id)
-    gateway = gateway_accounts.stripe_of(tenant_id)
+    gateway = gateways.stripe_of(tenant_id)
+    with transaction(tenant_id) as tx:
+        customer = tx.scalar(Q["customer_of"], id=account_id, gateway_account=gateway.account_id)
     if customer is None:
-        made = gateway.create_customer(account, idempotency_key=f"customer:{account_id}")
+        key = f"customer:{gateway.account_id}:{account_id}"
+        made = gateway.create_customer(account, idempotency_key=key)
         with transaction(tenant_id) as tx:
-            customer = tx.scalar(Q["keep_customer"], id=account_id, customer=made)
+            customer = tx.scalar(Q["keep_customer"], id=account_id, customer=made, gateway_account=gateway.account_id)
             audit.record(tx, actor, "account.gateway_customer_created", "account", account_id, {"customer": customer})
     intent = gateway.setup_intent(customer, account_id)
     return {"object": "setup_intent", "account_id": account_id, **intent}

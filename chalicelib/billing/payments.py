@@ -25,10 +25,13 @@ log = logging.getLogger("billing.payments")
 
 @dataclass(frozen=True)
 class Payer:
-    """Who pays at the gateway: the account's customer there and its default payment method (None: none yet)."""
+    """Who an attempt charges at the gateway, fixed the first time it was sent: the account's customer
+    there, its default payment method and the gateway account they belong to (None: none yet)."""
 
     customer: str | None = None
     payment_method: str | None = None
+    gateway_account: str | None = None
+    sent_before_s: int | None = None  # how long ago the attempt was opened (a gateway's keys expire)
 
 
 NO_PAYER = Payer()
@@ -63,6 +66,11 @@ class GatewayUnavailable(RetryableGatewayError):
 
 class CredentialsRefused(GatewayUnavailable):
     """The gateway refused the tenant's credentials (Stripe 401/403): nothing the customer did."""
+
+
+class RequestRefused(GatewayUnavailable):
+    """The gateway refused our request as invalid (a 4xx other than a card's decline): a defect or a
+    limit of ours, never the customer's decline. The attempt stays pending and an alarm goes off."""
 
 
 class MockGateway:

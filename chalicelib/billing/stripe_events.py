@@ -15,7 +15,17 @@ import logging
 import uuid
 
 from chalicelib import errors
-from chalicelib.billing import collection, disputes, gateway_credentials, gateways, payment_methods, payments, refunds
+from chalicelib.billing import (
+    collection,
+    disputes,
+    gateway_credentials,
+    gateways,
+    payment_methods,
+    payments,
+    refunds,
+    tenants,
+)
+from chalicelib.db import transaction
 
 log = logging.getLogger("billing.stripe_events")
 
@@ -23,7 +33,8 @@ log = logging.getLogger("billing.stripe_events")
 def verify(tenant_id: str, payload: bytes, signature: str | None) -> dict:
     """The Stripe event in a webhook's raw body, verified with the tenant's webhook secret;
     ``invalid_signature`` (400) for a bad signature or a tenant with no Stripe connected."""
-    credentials = gateway_credentials.get(tenant_id) if _is_uuid(tenant_id) else None
+    known = _is_uuid(tenant_id) and _exists(tenant_id)
+    credentials = gateway_credentials.get_for_request(tenant_id) if known else None
     if credentials is None:
         raise errors.InvalidRequest("the webhook signature does not verify", code="invalid_signature")
     from chalicelib.billing import stripe_gateway
@@ -32,6 +43,12 @@ def verify(tenant_id: str, payload: bytes, signature: str | None) -> dict:
         return stripe_gateway.verify_event(payload, signature, credentials.webhook_secret)
     except ValueError as exc:
         raise errors.InvalidRequest("the webhook signature does not verify", code="invalid_signature") from exc
+
+
+def _exists(tenant_id: str) -> bool:
+    """A tenant we know (one indexed read): an unknown id in the URL costs no Secrets Manager call."""
+    with transaction(tenant_id=tenant_id) as tx:
+        return tenants.exists(tx)
 
 
 def handles(event: dict) -> bool:
@@ -53,7 +70,7 @@ def _prepare(tenant_id: str, event_type: str, obj: dict):
     if event_type == "setup_intent.succeeded" and obj.get("payment_method"):
         method = obj["payment_method"]
         method_id = method["id"] if isinstance(method, dict) else method
-        return gateways.of(tenant_id).payment_method(method_id)
+        return gateways.stripe_of(tenant_id).payment_method(method_id)  # 503 while Stripe is down: redelivered
     return None
 
 
@@ -67,29 +84,18 @@ def _attempt(tx, tenant_id: str, intent: dict):
     return collection.attempt_at_gateway(tx, attempt_id, intent.get("id"))
 
 
-def payment_succeeded(tx, tenant_id, intent, _prepared, now) -> None:
-    attempt = _attempt(tx, tenant_id, intent)
-    if attempt is not None:
-        collection.record_answer(tx, attempt, payments.PaymentResult("succeeded", reference=intent["id"]), now)
-
-
-def payment_failed(tx, tenant_id, intent, _prepared, now) -> None:
+def payment_intent(tx, tenant_id, intent, _prepared, now) -> None:
+    """What a PaymentIntent now is (succeeded, failed, waiting for the customer), onto our attempt."""
     attempt = _attempt(tx, tenant_id, intent)
     if attempt is None:
         return
-    error = intent.get("last_payment_error") or {}
-    if error.get("code") == "authentication_required":
-        result = payments.PaymentResult("requires_action", intent["id"], "authentication_required")
-    else:
-        result = payments.PaymentResult("declined", intent["id"], error.get("decline_code") or error.get("code"))
+    from chalicelib.billing import stripe_gateway
+
+    try:
+        result = stripe_gateway.result_of(intent)
+    except payments.GatewayTimeout:
+        return  # processing: its final word comes in a later event
     collection.record_answer(tx, attempt, result, now)
-
-
-def payment_requires_action(tx, tenant_id, intent, _prepared, now) -> None:
-    attempt = _attempt(tx, tenant_id, intent)
-    if attempt is not None:
-        result = payments.PaymentResult("requires_action", intent["id"], "authentication_required")
-        collection.record_answer(tx, attempt, result, now)
 
 
 def setup_succeeded(tx, _tenant_id, setup_intent, method, _now) -> None:
@@ -97,36 +103,61 @@ def setup_succeeded(tx, _tenant_id, setup_intent, method, _now) -> None:
         payment_methods.set_default(tx, setup_intent["customer"], method, int(setup_intent.get("created") or 0))
 
 
-def charge_refunded(tx, tenant_id, charge, _prepared, _now) -> None:
-    """Confirms our refunds of the charge that a timeout left pending."""
+def refund_changed(tx, tenant_id, refund, _prepared, _now) -> None:
+    """A refund Stripe settled (a timeout, or Stripe's own ``pending``, left ours pending)."""
+    metadata = refund.get("metadata") or {}
+    if metadata.get("tenant_id") != tenant_id or not _is_uuid(metadata.get("refund_id") or ""):
+        return  # not ours
+    from chalicelib.billing import stripe_gateway
+
+    try:
+        result = stripe_gateway.refund_result(refund)
+    except payments.GatewayTimeout:
+        return  # still pending at Stripe
+    refunds.record_answer(tx, metadata["refund_id"], result)
+
+
+def charge_refunded(tx, tenant_id, charge, prepared, now) -> None:
+    """Older API versions list the charge's refunds in it; newer ones send ``refund.*`` events."""
     for refund in (charge.get("refunds") or {}).get("data") or []:
-        metadata = refund.get("metadata") or {}
-        if metadata.get("tenant_id") == tenant_id and _is_uuid(metadata.get("refund_id") or ""):
-            outcome = "succeeded" if refund.get("status") in ("succeeded", "pending") else "declined"
-            result = payments.PaymentResult(outcome, reference=refund["id"], decline_code=refund.get("failure_reason"))
-            refunds.record_answer(tx, metadata["refund_id"], result)
+        refund_changed(tx, tenant_id, refund, prepared, now)
 
 
-def dispute_created(tx, tenant_id, dispute, _prepared, _now) -> None:
+def _dispute_funds(funds: str):
+    """Money a dispute took (``withdrawn``) or gave back (``reinstated``); an inquiry moves none."""
+
+    def handle(tx, tenant_id, dispute, _prepared, _now) -> None:
+        attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
+        if attempt is None:
+            return
+        from chalicelib.billing import stripe_gateway
+
+        amount = stripe_gateway.from_stripe(dispute["amount"], dispute["currency"])
+        disputes.funds_moved(tx, attempt, {**dispute, "funds": funds, "amount": amount})
+
+    return handle
+
+
+def dispute_changed(tx, tenant_id, dispute, _prepared, _now) -> None:
+    """A dispute opened or closed: an audit row (the money moves with the funds events)."""
     attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
     if attempt is not None:
-        disputes.opened(tx, attempt, dispute)
-
-
-def dispute_closed(tx, tenant_id, dispute, _prepared, _now) -> None:
-    attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
-    if attempt is not None:
-        disputes.closed(tx, attempt, dispute)
+        disputes.noted(tx, attempt, dispute)
 
 
 HANDLERS = {
-    "payment_intent.succeeded": payment_succeeded,
-    "payment_intent.payment_failed": payment_failed,
-    "payment_intent.requires_action": payment_requires_action,
+    "payment_intent.succeeded": payment_intent,
+    "payment_intent.payment_failed": payment_intent,
+    "payment_intent.requires_action": payment_intent,
     "setup_intent.succeeded": setup_succeeded,
+    "refund.created": refund_changed,
+    "refund.updated": refund_changed,
+    "refund.failed": refund_changed,
     "charge.refunded": charge_refunded,
-    "charge.dispute.created": dispute_created,
-    "charge.dispute.closed": dispute_closed,
+    "charge.dispute.created": dispute_changed,
+    "charge.dispute.closed": dispute_changed,
+    "charge.dispute.funds_withdrawn": _dispute_funds("withdrawn"),
+    "charge.dispute.funds_reinstated": _dispute_funds("reinstated"),
 }
 
 

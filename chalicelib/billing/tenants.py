@@ -53,3 +53,8 @@ def seller(tx) -> dict:
 def hosted_link_key(tx) -> str:
     """The key the tenant's hosted invoice links are signed with (``hosted``); never returned by the API."""
     return tx.scalar(Q["hosted_link_key"])
+
+
+def exists(tx) -> bool:
+    """Whether the transaction's tenant exists (suspended or not)."""
+    return bool(tx.scalar(Q["exists"]))

@@ -6,6 +6,8 @@ against."""
 
 import json
 import logging
+import time
+import uuid
 from datetime import timedelta
 
 import boto3
@@ -268,7 +270,7 @@ def test_a_dispute_withdraws_the_payment_and_winning_it_gives_it_back_once(api, 
     assert won["invoice"]["status"] == "paid"
     with transaction(tenant_id=stripe_tenant.tenant_id) as tx:
         actions = [r["action"] for r in tx.all("SELECT action FROM audit_logs WHERE action LIKE 'dispute.%'")]
-    assert sorted(actions) == ["dispute.created", "dispute.won"]
+    assert sorted(actions) == ["dispute.needs_response", "dispute.won"]
 
 
 def test_a_charge_whose_answer_was_lost_is_settled_by_the_webhook_and_never_charged_again(
@@ -360,3 +362,153 @@ def test_in_production_a_tenant_without_a_gateway_is_never_charged_by_the_mock(
 
     assert billing.pending_attempts(tenant, account) == 1  # charged later, under the same key
     assert '"gateway_not_connected"' in capsys.readouterr().out
+
+
+# --- what the review found: each a way money could go wrong -------------------------------------
+
+
+def test_a_card_saved_while_a_charge_waits_for_its_answer_is_not_what_the_retry_sends(
+    api, stripe_tenant, stripe, messaging
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_standin_timeout")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)  # charged at Stripe, the answer lost
+    stripe_tenant.delivered = len(stripe.events(stripe_tenant.keys["id"]))  # its webhook has not come yet
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_mastercard")  # a new default card
+    time.sleep(stripe.slow_seconds + 0.2)  # Stripe has finished the first request under that key
+
+    outcome = collection.settle_pending(stripe_tenant.tenant_id, account_id, calendar.utcnow())
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert outcome == "succeeded"  # the same request again (the first card), replayed: not a decline
+    assert _succeeded(stripe, stripe_tenant, account_id) == [4900]
+    assert books["attempts"] == [("succeeded", None)]
+    assert [e for e in books["entries"] if e[0] == "payment"] == [("payment", -4900)]
+
+
+def test_money_the_gateway_took_for_an_attempt_already_declined_becomes_the_accounts_credit(
+    api, stripe_tenant, stripe, messaging
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_chargeDeclined")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    with transaction(tenant_id=stripe_tenant.tenant_id) as tx:
+        row = tx.one("SELECT * FROM payment_attempts WHERE account_id = :a", a=account_id)
+        intent = collection.attempt_at_gateway(tx, str(row["id"]), None)
+        late = collection.payments.PaymentResult("succeeded", reference=row["gateway_reference"])
+        twice = [collection.record_answer(tx, intent, late, calendar.utcnow()) for _ in range(2)]
+
+    collection.collect_open(stripe_tenant.tenant_id, account_id, calendar.utcnow() + timedelta(days=1))
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert twice == ["in_progress", "in_progress"]
+    assert [e for e in books["entries"] if e[0] == "payment"] == [("payment", -4900)]  # posted once
+    assert books["invoice"]["status"] == "paid"  # by that credit: no second charge
+    assert _succeeded(stripe, stripe_tenant, account_id) == []
+
+
+def test_a_dispute_that_is_only_an_inquiry_moves_no_money(api, stripe_tenant, stripe, messaging):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id)
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    intent = gateway.intents(stripe, stripe_tenant, account_id)[0]
+    inquiry = {"id": "dp_inquiry", "object": "dispute", "amount": 4900, "currency": "usd", "reason": "general"}
+    inquiry.update(status="warning_needs_response", payment_intent=intent["id"], charge=intent["latest_charge"])
+    for kind in ("charge.dispute.created", "charge.dispute.closed"):
+        body = {"id": f"evt_{kind}", "object": "event", "type": kind, "data": {"object": inquiry}}
+        gateway.webhook(api, stripe_tenant, *stripe.signed(stripe_tenant.keys["id"], body))
+        inquiry = {**inquiry, "status": "warning_closed"}
+
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert not [e for e in books["entries"] if e[0].startswith("dispute")]
+    assert sum(amount for _k, amount in books["entries"]) == 0
+
+
+def test_voiding_an_invoice_whose_payment_waits_for_the_customer_cancels_that_payment_first(
+    api, stripe_tenant, stripe, messaging
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_authenticationRequired")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    invoice = api.get(f"/v1/invoices?account_id={account_id}", stripe_tenant.user).body["data"][0]
+
+    reply = api.post(f"/v1/invoices/{invoice['id']}/void", None, stripe_tenant.admin)
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert reply.status == 200, reply.body
+    assert [pi["status"] for pi in gateway.intents(stripe, stripe_tenant, account_id)] == ["canceled"]
+    assert books["attempts"] == [("canceled", None)]
+    assert sum(amount for _k, amount in books["entries"]) == 0
+
+
+def test_a_tenant_that_connects_another_stripe_account_sets_up_its_customers_again_there(
+    api, catalog, stripe_tenant, stripe, messaging
+):
+    account_id = _account(api, stripe_tenant)
+    before = gateway.save_card(api, stripe, stripe_tenant, account_id)
+    live = gateway.connect(api, stripe, catalog)  # its live keys, say: another Stripe account
+    declined_unsent = collection.payments.PaymentResult("declined", decline_code="no_payment_method")
+
+    _subscribe_and_pump(api, live, account_id, messaging)  # the old account's card: not charged at the new one
+    books = _books(live.tenant_id, account_id)
+    after = gateway.save_card(api, stripe, live, account_id)
+
+    assert books["attempts"] == [(declined_unsent.outcome, declined_unsent.decline_code)]
+    assert gateway.intents(stripe, live) == [] and gateway.intents(stripe, stripe_tenant) == []
+    assert after["gateway_customer_id"] != before["gateway_customer_id"]
+    assert after["default_payment_method"]["id"] != before["default_payment_method"]["id"]
+
+
+def test_a_request_stripe_refuses_as_invalid_is_not_the_customers_decline(stripe_tenant, stripe, capsys):
+    from chalicelib.billing import gateways
+
+    stripe_gateway = gateways.stripe_of(stripe_tenant.tenant_id)
+    payer = collection.payments.Payer("cus_missing", "pm_missing", stripe_tenant.keys["id"])
+
+    with pytest.raises(collection.payments.RequestRefused):
+        stripe_gateway.charge(account_id="a", amount=100, currency="USD", idempotency_key="k-1", payer=payer)
+    with pytest.raises(collection.payments.RequestRefused):  # never rounded: 12.345 KWD ends in 5
+        stripe_gateway.charge(account_id="a", amount=12345, currency="KWD", idempotency_key="k-2", payer=payer)
+
+
+def test_stripe_down_while_a_card_is_set_up_is_a_503_to_retry(api, stripe_tenant, stripe):
+    account_id = _account(api, stripe_tenant)
+    stripe.fail_next(1)
+
+    reply = api.post(f"/v1/accounts/{account_id}/payment_methods/setup", None, stripe_tenant.user)
+
+    assert (reply.status, reply.body["error"]["type"]) == (503, "service_unavailable")
+
+
+def test_a_webhook_for_an_unknown_tenant_costs_no_secrets_manager_call(api, stripe_tenant, stripe):
+    from chalicelib import aws
+
+    calls = []
+    aws.client("secretsmanager").meta.events.register("before-call", lambda **kw: calls.append(kw))
+    payload, signature = stripe.signed(stripe_tenant.keys["id"], {"id": "evt_x", "type": "x", "data": {}})
+
+    reply = gateway.webhook(api, gateway.Connected(str(uuid.uuid4()), "", "", {}), payload, signature)
+
+    assert (reply.status, reply.body["error"]["code"]) == (400, "invalid_signature")
+    assert calls == []
+
+
+def test_a_charge_left_pending_past_stripes_memory_of_its_key_is_found_not_made_again(
+    api, stripe_tenant, stripe, messaging, owner_conn
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_standin_timeout")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)  # charged at Stripe, the answer lost
+    time.sleep(stripe.slow_seconds + 0.2)
+    stripe.expire_keys(stripe_tenant.keys["id"])  # a day later: Stripe no longer knows the key
+    back = (
+        "UPDATE payment_attempts SET created_at = created_at - interval '25 hours' WHERE account_id = CAST(:a AS uuid)"
+    )
+    owner_conn.run(back, a=account_id)
+
+    outcome = collection.settle_pending(stripe_tenant.tenant_id, account_id, calendar.utcnow())
+
+    assert outcome == "succeeded"
+    assert len(gateway.intents(stripe, stripe_tenant, account_id)) == 1  # found by its attempt id, not made again
+    assert _succeeded(stripe, stripe_tenant, account_id) == [4900]

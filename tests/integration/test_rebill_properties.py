@@ -93,7 +93,11 @@ steps = st.lists(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     accounts=st.integers(1, 4),
-    outcomes=st.lists(st.lists(st.sampled_from(["succeed", "timeout", "decline"]), max_size=3), min_size=4, max_size=4),
+    outcomes=st.lists(
+        st.lists(st.sampled_from(["succeed", "timeout", "decline", "requires_action"]), max_size=3),
+        min_size=4,
+        max_size=4,
+    ),
     plan=steps,
 )
 def test_every_due_account_is_charged_exactly_once_per_period(

@@ -34,9 +34,22 @@ SELECT id, account_id, invoice_id, idempotency_key, amount, currency, gateway_re
  LIMIT 1;
 
 -- name: payers
--- Who pays each account's attempts at the gateway.
-SELECT id, gateway_customer_id, payment_method ->> 'id' AS payment_method
-  FROM accounts WHERE id = ANY(CAST(:ids AS uuid[]));
+-- Who each attempt charges at the gateway, fixed the first time it is sent (a retry under the
+-- same key presents the same request): the account's customer, default card and their Stripe account.
+UPDATE payment_attempts p
+   SET payer = COALESCE(p.payer, jsonb_build_object('customer', a.gateway_customer_id,
+                                                    'payment_method', a.payment_method ->> 'id',
+                                                    'gateway_account', a.gateway_account_id))
+  FROM accounts a
+ WHERE p.id = ANY(CAST(:ids AS uuid[])) AND a.id = p.account_id AND p.outcome = 'pending'
+RETURNING p.id, p.payer, CAST(extract(epoch FROM now() - p.created_at) AS integer) AS sent_before_s;
+
+-- name: lock_accounts
+-- Accounts before their attempts and invoices, in one order, as every writer of an account's money locks.
+SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE;
+
+-- name: attempt_outcome
+SELECT outcome FROM payment_attempts WHERE id = :id;
 
 -- name: attempts_for_invoice
 SELECT count(*) FROM payment_attempts WHERE invoice_id = :invoice_id;

@@ -2,11 +2,19 @@
 -- (chalicelib/billing/payment_methods.py).
 
 -- name: customer_of
-SELECT gateway_customer_id FROM accounts WHERE id = :id;
+-- The account's customer at Stripe account :gateway_account (none: not made there yet).
+SELECT gateway_customer_id FROM accounts WHERE id = :id AND gateway_account_id = :gateway_account;
 
 -- name: keep_customer
--- Kept once: a concurrent setup made the same customer (the same Stripe key) or keeps the first.
-UPDATE accounts SET gateway_customer_id = COALESCE(gateway_customer_id, :customer)
+-- Kept once per Stripe account: a concurrent setup made the same customer (the same Stripe key)
+-- or keeps the first. A customer of another Stripe account (the tenant connected a new one) is
+-- replaced, and its card with it.
+UPDATE accounts
+   SET payment_method = CASE WHEN gateway_account_id IS DISTINCT FROM :gateway_account THEN NULL
+                             ELSE payment_method END,
+       gateway_customer_id = CASE WHEN gateway_account_id IS DISTINCT FROM :gateway_account THEN :customer
+                                  ELSE gateway_customer_id END,
+       gateway_account_id = :gateway_account
  WHERE id = :id
 RETURNING gateway_customer_id;
 

@@ -24,3 +24,6 @@ SELECT name, email FROM tenants WHERE id = app_current_tenant();
 
 -- name: hosted_link_key
 SELECT hosted_link_key FROM tenants WHERE id = app_current_tenant();
+
+-- name: exists
+SELECT EXISTS (SELECT 1 FROM tenants WHERE id = app_current_tenant());

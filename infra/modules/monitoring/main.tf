@@ -96,14 +96,21 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
   alarm_actions       = [var.alarm_topic_arn]
 }
 
-resource "aws_cloudwatch_metric_alarm" "gateway_not_connected" {
-  alarm_name          = "${var.name}-gateway-not-connected"
-  alarm_description   = "A tenant with no payment gateway was due a charge: payments wait (pending) until it connects one (the log names the tenant)"
+resource "aws_cloudwatch_metric_alarm" "payments" {
+  # The app's own word that a payment needs a person (chalicelib/billing/gateways.py, collection.py);
+  # the log line next to each names the tenant and the attempt.
+  for_each = {
+    gateway-not-connected    = "A tenant with no payment gateway was due a charge: it stays pending until the tenant connects one"
+    gateway-refused          = "Stripe refused a charge or refund as invalid (not a decline): the attempt stays pending; fix and it is retried under its key"
+    payment-after-resolution = "Stripe took money for an attempt we had declined or cancelled: it was posted as the account's credit; check the account"
+  }
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = each.value
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   evaluation_periods  = 1
   namespace           = "BillingPlatform"
-  metric_name         = "gateway_not_connected"
+  metric_name         = replace(each.key, "-", "_")
   period              = 300
   statistic           = "Sum"
   treat_missing_data  = "notBreaching"
