@@ -103,7 +103,7 @@ SET_BASED = [
     """INSERT INTO payment_attempts (tenant_id, account_id, invoice_id, attempt, idempotency_key, amount, currency,
                                     outcome, gateway_reference)
        SELECT tenant_id, account_id, id, 0, 'pay:' || subscription_id || ':' || period_start || ':0', total,
-              currency, 'succeeded', 'ref' FROM inv""",
+              currency, 'succeeded', 'mock_pay:' || id FROM inv""",
     "UPDATE subscriptions s SET current_period_start = d.next_billing_at, current_period_end = d.period_end"
     " FROM due d WHERE s.id = d.sid",
     "UPDATE accounts a SET next_billing_at = d.period_end FROM due d WHERE a.id = d.id",

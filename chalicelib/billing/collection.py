@@ -310,17 +310,7 @@ def _late_success(tx, intent: Intent, result: payments.PaymentResult) -> None:
         return  # paid already: this is a replay
     log.error("attempt %s was charged after it was resolved: posted as the account's credit", intent.attempt_id)
     emit_metric("payment_after_resolution", 1)
-    ledger.post(
-        tx,
-        account_id=intent.account_id,
-        entry_type="payment",
-        amount=-intent.amount,
-        currency=intent.currency,
-        invoice_id=intent.invoice_id,
-        idempotency_key=f"payment:{intent.key}",
-        description="Payment received after its attempt was resolved",
-        metadata={"reference": result.reference},
-    )
+    ledger.post_many(tx, [_payment_entry(intent, result, "Payment received after its attempt was resolved")])
 
 
 def lease_retry(tx, account_id: str, until: datetime) -> None:
@@ -368,23 +358,22 @@ def _record_paid(tx, paid: list) -> None:
         for i, r in paid
     ]
     tx.run(Q["resolve_paid"], rows=encoding.dumps(rows))
-    ledger.post_many(
-        tx,
-        [
-            {
-                "account_id": i.account_id,
-                "entry_type": "payment",
-                "amount": -i.amount,
-                "currency": i.currency,
-                "invoice_id": i.invoice_id,
-                "period_start": None,
-                "idempotency_key": f"payment:{i.key}",
-                "description": "Payment",
-                "metadata": {"reference": r.reference},
-            }
-            for i, r in paid
-        ],
-    )
+    ledger.post_many(tx, [_payment_entry(i, r) for i, r in paid])
+
+
+def _payment_entry(intent: Intent, result: payments.PaymentResult, description: str = "Payment") -> dict:
+    """The ledger entry of money the gateway took for an attempt: one per attempt, whoever records it."""
+    return {
+        "account_id": intent.account_id,
+        "entry_type": "payment",
+        "amount": -intent.amount,
+        "currency": intent.currency,
+        "invoice_id": intent.invoice_id,
+        "period_start": None,
+        "idempotency_key": f"payment:{intent.key}",
+        "description": description,
+        "metadata": {"reference": result.reference},
+    }
 
 
 def _record_decline(tenant_id: str, intent: Intent, result, now: datetime) -> str:

@@ -156,7 +156,11 @@ class StripeGateway:
             self._call(lambda: self._client.v1.payment_intents.cancel(reference))
         except payments.RequestRefused:
             pass  # not cancelable: it succeeded, or was canceled already
-        intent = self._call(lambda: self._client.v1.payment_intents.retrieve(reference))
+        try:
+            intent = self._call(lambda: self._client.v1.payment_intents.retrieve(reference))
+        except payments.RequestRefused:  # not at this Stripe account (the tenant connected another one)
+            log.warning("payment intent %s is not at Stripe account %s: nothing live here", reference, self.account_id)
+            return payments.PaymentResult("canceled", reference=reference)
         if intent["status"] in ("succeeded", "canceled"):
             return payments.PaymentResult(intent["status"], reference=intent["id"])
         raise payments.GatewayBusy(f"payment intent {reference} is {intent['status']}: try again")
