@@ -18,6 +18,7 @@ answers are never stored under an idempotency key, so a retry runs for real.
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import hashlib
 import hmac
@@ -86,6 +87,17 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # webhoo
 
 def new_id(prefix: str, length: int = 24) -> str:
     return prefix + "_" + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(length))
+
+
+def secret_key_of(authorization: str) -> str:
+    """The key of ``Bearer sk_...`` (the SDK) or ``Basic base64(sk_...:)`` (curl -u sk_...:), as Stripe takes both."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value).decode().partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return value if scheme.lower() == "bearer" else ""
 
 
 def signature_header(payload: bytes, secret: str) -> str:
@@ -352,7 +364,7 @@ class StripeStandin:
         request_id = new_id("req", 14)
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
-            account = self._by_secret_key.get(headers.get("authorization", "").removeprefix("Bearer "))
+            account = self._by_secret_key.get(secret_key_of(headers.get("authorization", "")))
         if failure is not None:
             return error_reply(failure, API_ERROR, request_id)
         if account is None:

@@ -69,7 +69,7 @@ def describe(tenant_id: str) -> dict:
     credentials = gateway_credentials.get_for_request(tenant_id)
     if credentials is None:
         return {"object": "gateway", "provider": None, "connected": False}
-    return {**credentials.describe(), "connected": True}
+    return credentials.describe()
 
 
 def confirmation(tenant_id: str, reference: str | None) -> dict | None:

@@ -34,6 +34,7 @@ class Credentials:
     def describe(self) -> dict:
         return {
             "object": "gateway",
+            "connected": True,
             "provider": self.provider,
             "account_id": self.account_id,
             "secret_key_last4": self.secret_key[-4:],

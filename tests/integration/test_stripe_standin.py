@@ -474,3 +474,13 @@ def retry_while_in_progress(request, seconds: float = 5.0):
             if exc.http_status != 409 or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_a_secret_key_in_basic_auth_works_as_stripes_curl_examples_send_it(standin, account):
+    import base64
+    import urllib.request
+
+    basic = base64.b64encode(f"{account['secret_key']}:".encode()).decode()
+    request = urllib.request.Request(f"{standin.url}/v1/account", headers={"Authorization": f"Basic {basic}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.loads(response.read())["id"] == account["id"]
