@@ -8,7 +8,7 @@ further effect. An unresolved payment fails the record, which SQS redelivers.
 """
 
 from chalicelib import audit, events, idempotency, notifications, outbox
-from chalicelib.billing import calendar, collection, engine, stripe_events
+from chalicelib.billing import calendar, collection, engine
 
 
 def invoice_new_subscription(event: dict) -> bool:
@@ -77,6 +77,8 @@ def record_audit(event: dict) -> bool:
 def stripe_webhook(tenant_id: str, payload: bytes, signature: str | None) -> dict:
     """A Stripe webhook delivery: verified, then processed once (its Stripe event id claimed in the
     transaction of its writes); a type we do not handle is acknowledged and ignored."""
+    from chalicelib.billing import stripe_events  # only Stripe's webhooks pay for importing it
+
     event = stripe_events.verify(tenant_id, payload, signature)
     if not stripe_events.handles(event):
         return {"received": True, "handled": False}

@@ -10,7 +10,7 @@ the same key once the tenant connects one. Tests install one gateway for every t
 import logging
 
 from chalicelib import errors
-from chalicelib.billing import gateway_credentials, payments
+from chalicelib.billing import payments
 from chalicelib.config import get_settings
 from chalicelib.observability import emit_metric
 
@@ -22,6 +22,8 @@ def of(tenant_id: str):
     installed = payments.installed()
     if installed is not None:
         return installed
+    from chalicelib.billing import gateway_credentials  # imported when a payment is made, not at cold start
+
     credentials = gateway_credentials.get(tenant_id)
     if credentials is not None:
         from chalicelib.billing import stripe_gateway
@@ -39,6 +41,8 @@ def of(tenant_id: str):
 def stripe_of(tenant_id: str):
     """The tenant's own Stripe (for what only Stripe does: cards, webhooks, confirmations); 422
     ``gateway_not_connected`` if it connected none."""
+    from chalicelib.billing import gateway_credentials
+
     credentials = gateway_credentials.get_for_request(tenant_id)
     if credentials is None:
         message = "connect a payment gateway first (PUT /v1/gateway)"
