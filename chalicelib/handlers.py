@@ -85,7 +85,9 @@ def stripe_webhook(tenant_id: str, payload: bytes, signature: str | None) -> dic
     prepared = stripe_events.prepare(tenant_id, event)
     now = calendar.utcnow()
     work = lambda tx: stripe_events.apply(tx, tenant_id, event, prepared, now)  # noqa: E731
-    return {"received": True, "handled": idempotency.consume_once(tenant_id, "stripe", event["id"], work)}
+    handled = idempotency.consume_once(tenant_id, "stripe", event["id"], work)
+    outbox.flush_quietly(tenant_id)  # what it changed (an invoice paid, a payment waiting) goes out now
+    return {"received": True, "handled": handled}
 
 
 GENERATE_INVOICE = {
