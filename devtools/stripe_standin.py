@@ -231,6 +231,7 @@ class StripeStandin:
 
     def __init__(self) -> None:
         self.slow_seconds = 3.0  # how long a "timeout" outcome holds its answer
+        self.refunds_pending = False  # new refunds start "pending" (settle_refund settles one later)
         self._lock = threading.Lock()
         self._accounts: dict[str, Account] = {}
         self._by_secret_key: dict[str, Account] = {}
@@ -329,6 +330,18 @@ class StripeStandin:
             if status == "won":  # the money comes back to the merchant's balance
                 self._emit(Call(account), "charge.dispute.funds_reinstated", found)
             return copy.deepcopy(found)
+
+    def settle_refund(self, refund_id: str, status: str = "succeeded") -> Json:
+        """Stripe's later word on a refund: a pending one succeeds or fails; a succeeded one may still fail
+        (an expired or closed card). Emits refund.updated, or refund.failed."""
+        if status not in ("succeeded", "failed"):
+            raise ValueError("a refund settles as succeeded or failed")
+        with self._lock:
+            account, refund = self._owned(refund_id, "refund")
+            refund["status"] = status
+            refund["failure_reason"] = "expired_or_canceled_card" if status == "failed" else None
+            self._emit(Call(account), "refund.failed" if status == "failed" else "refund.updated", refund)
+            return copy.deepcopy(refund)
 
     def expire_keys(self, account_id: str) -> None:
         """What 24 hours do at Stripe: every idempotency key of the account is forgotten."""
@@ -704,7 +717,8 @@ class StripeStandin:
             raise invalid(message, "amount", "amount_too_large", store=True)
         if params.get("reason") not in (None, "duplicate", "fraudulent", "requested_by_customer"):
             raise invalid(f"Invalid reason: {params['reason']}", "reason")
-        fields = {"object": "refund", "amount": amount, "currency": charge["currency"], "status": "succeeded"}
+        status = "pending" if self.refunds_pending else "succeeded"  # Stripe holds some (a short balance)
+        fields = {"object": "refund", "amount": amount, "currency": charge["currency"], "status": status}
         fields.update(charge=charge["id"], payment_intent=charge["payment_intent"], reason=params.get("reason"))
         refund = self._add(call.account, "re", {**fields, "metadata": metadata({}, params)})
         charge["amount_refunded"] += amount

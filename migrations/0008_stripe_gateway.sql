@@ -60,3 +60,18 @@ ALTER TABLE ledger_entries
                               'dispute_won', 'adjustment')),
     ADD CONSTRAINT ledger_entries_dispute_positive CHECK (entry_type <> 'dispute' OR amount >= 0),
     ADD CONSTRAINT ledger_entries_dispute_won_negative CHECK (entry_type <> 'dispute_won' OR amount <= 0);
+
+-- A refund Stripe holds as its own ``pending`` (it keeps its id here) is settled by Stripe's
+-- webhook, never sent again: sending it again after Stripe forgot the key would refund twice.
+CREATE OR REPLACE FUNCTION refunds_pending(max_rows integer)
+    RETURNS TABLE (tenant_id uuid, refund_id uuid)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
+    AS $$
+        SELECT r.tenant_id, r.id
+          FROM refunds r
+         WHERE r.status = 'pending' AND r.gateway_reference IS NULL
+           AND r.created_at <= now() - interval '5 minutes'
+           AND (r.claimed_until IS NULL OR r.claimed_until < now())
+         ORDER BY r.created_at, r.id
+         LIMIT max_rows
+    $$;

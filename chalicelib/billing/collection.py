@@ -159,11 +159,15 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed
     outcomes = {i.attempt_id: "in_progress" for i in intents if i.attempt_id not in claimed}
     answers = {}
     charging = [i for i in intents if i.attempt_id in claimed]
-    payers = _payers(tenant_id, charging)
+    try:
+        gateway = gateways.of(tenant_id)  # once: the same gateway for every payer and charge of this call
+        payers = _payers(tenant_id, gateway, charging)
+    except payments.RetryableGatewayError:
+        gateway, payers = None, {}
     for intent in charging:
         try:
             with tracing.subsegment("payment.charge", tenant_id=tenant_id):
-                answers[intent.attempt_id] = (intent, _charge(tenant_id, intent, payers))
+                answers[intent.attempt_id] = (intent, _charge(tenant_id, gateway, intent, payers))
         except payments.RetryableGatewayError as exc:
             if isinstance(exc, payments.RequestRefused):  # ours to fix, not the customer's decline
                 log.error("the gateway refused attempt %s: %s", intent.attempt_id, exc)
@@ -174,14 +178,10 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed
     return outcomes
 
 
-def _payers(tenant_id: str, intents: list[Intent]) -> dict:
+def _payers(tenant_id: str, gateway, intents: list[Intent]) -> dict:
     """Who each attempt charges, by attempt id, fixed on the attempt the first time it is sent; read
     only for a gateway that needs one (not the mock)."""
-    try:
-        needs = intents and gateways.of(tenant_id).needs_payer
-    except payments.RetryableGatewayError:
-        return {}  # no gateway: every charge fails retryably below
-    if not needs:
+    if not (intents and gateway.needs_payer):
         return {}
     with transaction(tenant_id=tenant_id) as tx:
         rows = tx.all(Q["payers"], ids=sorted(i.attempt_id for i in intents))
@@ -191,7 +191,11 @@ def _payers(tenant_id: str, intents: list[Intent]) -> dict:
 def _payer(row: dict) -> payments.Payer:
     payer = row["payer"] or {}
     return payments.Payer(
-        payer.get("customer"), payer.get("payment_method"), payer.get("gateway_account"), row["sent_before_s"]
+        payer.get("customer"),
+        payer.get("payment_method"),
+        payer.get("gateway_account"),
+        row["sent_before_s"],
+        first_send=row["first_send"],
     )
 
 
@@ -304,6 +308,16 @@ def _pay(tx, paid: list, *, waiting: bool) -> set[str]:
     return still
 
 
+def _overtaken(tx, intent: Intent, result: payments.PaymentResult) -> str:
+    """A success someone recorded first (the gateway's webhook) is a success; one for an attempt
+    resolved otherwise is the account's credit (``_late_success``)."""
+    outcome = tx.scalar(Q["attempt_outcome"], id=intent.attempt_id)
+    if outcome == "succeeded":
+        return "succeeded"
+    _late_success(tx, intent, result)
+    return "in_progress"
+
+
 def _late_success(tx, intent: Intent, result: payments.PaymentResult) -> None:
     """The gateway says it took money for an attempt we resolved otherwise: the money is the account's."""
     if tx.scalar(Q["attempt_outcome"], id=intent.attempt_id) not in ("declined", "canceled"):
@@ -318,13 +332,18 @@ def lease_retry(tx, account_id: str, until: datetime) -> None:
     tx.run(Q["lease_retry"], id=account_id, lease_until=until)
 
 
-def _charge(tenant_id: str, intent: Intent, payers: dict) -> payments.PaymentResult:
-    return gateways.of(tenant_id).charge(
+def _charge(tenant_id: str, gateway, intent: Intent, payers: dict) -> payments.PaymentResult:
+    if gateway is None:
+        raise payments.GatewayUnavailable("no gateway answered for this tenant")
+    payer = payers.get(intent.attempt_id)
+    if payer is None and gateway.needs_payer:  # not read (the database or the store failed): never a decline
+        raise payments.GatewayTimeout(f"no payer read for attempt {intent.attempt_id}")
+    return gateway.charge(
         account_id=intent.account_id,
         amount=intent.amount,
         currency=intent.currency,
         idempotency_key=intent.key,
-        payer=payers.get(intent.attempt_id, payments.NO_PAYER),
+        payer=payer or payments.NO_PAYER,
         metadata={"tenant_id": tenant_id, "attempt_id": intent.attempt_id, "invoice_id": intent.invoice_id},
     )
 
@@ -343,7 +362,9 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
     if paid:
         with transaction(tenant_id=tenant_id) as tx:
             still = _pay(tx, [paid[a] for a in sorted(paid)], waiting=False)
-        outcomes.update({a: "succeeded" if a in still else "in_progress" for a in paid})
+            for attempt_id in sorted(set(paid) - still):  # recorded meanwhile (a webhook), or resolved otherwise
+                outcomes[attempt_id] = _overtaken(tx, *paid[attempt_id])
+        outcomes.update({a: "succeeded" for a in still})
     for attempt_id, (intent, result) in answers.items():
         if not result.succeeded:
             outcomes[attempt_id] = _record_decline(tenant_id, intent, result, now)

@@ -66,21 +66,32 @@ def get(tenant_id: str) -> Credentials | None:
 
 
 def store(tenant_id: str, credentials: Credentials) -> Credentials:
-    """Create or replace the tenant's secret; the credentials as stored."""
+    """Create or replace the tenant's secret; the credentials as stored (503 when Secrets Manager fails)."""
     value = json.dumps({k: v for k, v in asdict(credentials).items() if k != "tenant_id"})
     client = aws.client("secretsmanager")
+    from botocore.exceptions import BotoCoreError, ClientError  # loaded with the client above
+
     try:
         try:
             client.put_secret_value(SecretId=secret_name(tenant_id), SecretString=value)
         except client.exceptions.ResourceNotFoundException:
             _create(client, tenant_id, value)
     except client.exceptions.ResourceExistsException:  # a concurrent first connection made it: replace it
-        client.put_secret_value(SecretId=secret_name(tenant_id), SecretString=value)
-    except client.exceptions.ClientError as exc:
+        _put_again(client, tenant_id, value)
+    except (ClientError, BotoCoreError) as exc:
         raise errors.ServiceUnavailable("the credential store did not answer; try again") from exc
     with _lock:
         _cache[tenant_id] = (time.monotonic() + get_settings().gateway_credentials_ttl_s, credentials)
     return credentials
+
+
+def _put_again(client, tenant_id: str, value: str) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.put_secret_value(SecretId=secret_name(tenant_id), SecretString=value)
+    except (ClientError, BotoCoreError) as exc:
+        raise errors.ServiceUnavailable("the credential store did not answer; try again") from exc
 
 
 def _create(client, tenant_id: str, value: str) -> None:
@@ -103,12 +114,14 @@ def _read(tenant_id: str) -> Credentials | None:
     if not enabled():
         return None
     client = aws.client("secretsmanager")
+    from botocore.exceptions import BotoCoreError, ClientError  # loaded with the client above
+
     try:
         raw = client.get_secret_value(SecretId=secret_name(tenant_id))["SecretString"]
     except client.exceptions.ResourceNotFoundException:
         return None
-    except client.exceptions.ClientError as exc:  # throttled, KMS, access: no answer about this tenant yet
-        raise GatewayUnavailable(f"Secrets Manager: {exc.response['Error']['Code']}") from exc
+    except (ClientError, BotoCoreError) as exc:  # throttled, KMS, access, network: no answer about this tenant yet
+        raise GatewayUnavailable(f"Secrets Manager did not answer: {type(exc).__name__}") from exc
     value = json.loads(raw)
     known = {f.name for f in fields(Credentials)}
     return Credentials(tenant_id=tenant_id, **{k: v for k, v in value.items() if k in known})

@@ -236,7 +236,8 @@ def check_no_payment_in_flight(tx, invoice: dict, *, waiting_too: bool = True) -
 def withdraw_waiting_payment(tenant_id: str, invoice_id: str, now) -> None:
     """Before a void or a credit note: a payment of the invoice that waits for the customer is
     cancelled at the gateway (or found completed and recorded), so the change does not leave a
-    live charge behind. If the gateway does not answer, the change is refused (409) and retried."""
+    live charge behind. If the gateway does not answer, it still waits, and the change's own
+    ``check_no_payment_in_flight`` refuses it (409 ``payment_in_progress``)."""
     collection.withdraw_waiting(tenant_id, invoice_id, now)
 
 

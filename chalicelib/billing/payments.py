@@ -32,6 +32,7 @@ class Payer:
     payment_method: str | None = None
     gateway_account: str | None = None
     sent_before_s: int | None = None  # how long ago the attempt was opened (a gateway's keys expire)
+    first_send: bool = True  # never sent before: nothing of it can exist at any gateway yet
 
 
 NO_PAYER = Payer()
@@ -117,6 +118,7 @@ class MockGateway:
         idempotency_key: str,
         charge_reference: str | None,
         metadata=None,
+        sent_before_s: int | None = None,
     ) -> PaymentResult:
         """Return ``amount`` of an earlier charge; scripted like a charge (``decline``: the refund failed)."""
         log.info("mock gateway: refund %s %s of %s (key %s)", amount, currency, charge_reference, idempotency_key)

@@ -19,6 +19,7 @@ from chalicelib.billing import gateways, ledger, payments
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
+from chalicelib.observability import emit_metric
 
 Q = load("refunds")
 log = logging.getLogger("billing.refunds")
@@ -33,6 +34,7 @@ class Refund:
     amount: int
     currency: str
     charge_reference: str | None
+    age_s: int | None = None  # how long ago it was recorded (a gateway's keys expire)
 
 
 def refundable(tx, invoice: dict) -> int:
@@ -86,19 +88,29 @@ def settle(tenant_id: str, refund: Refund, now: datetime) -> str:
                 idempotency_key=refund.key,
                 charge_reference=refund.charge_reference,
                 metadata={"tenant_id": tenant_id, "refund_id": refund.id, "credit_note_id": refund.credit_note_id},
+                sent_before_s=refund.age_s,
             )
-    except payments.RetryableGatewayError:
+    except payments.RetryableGatewayError as exc:
+        if isinstance(exc, payments.RequestRefused):  # ours to fix (the ledger says it went back): alarmed
+            log.error("the gateway refused refund %s: %s", refund.id, exc)
+            emit_metric("gateway_refused", 1)
         with transaction(tenant_id=tenant_id) as tx:
             tx.run(Q["release"], id=refund.id)
         return "timeout"
     with transaction(tenant_id=tenant_id) as tx:
+        if result.outcome == "pending":  # taken; the gateway settles it later, by its webhook
+            tx.run(Q["keep_reference"], id=refund.id, reference=result.reference)
+            return "timeout"
         return _record(tx, refund, result)
 
 
 def record_answer(tx, refund_id: str, result: payments.PaymentResult) -> str:
-    """The gateway's later word on a refund (its webhook): written once, onto a refund still pending."""
+    """The gateway's later word on a refund (its webhook): written once, onto a refund still pending,
+    or a failure after it succeeded (an expired card: the amount returns to the customer's balance)."""
     row = tx.one(Q["get"], id=refund_id)
-    return _record(tx, _refund(row), result) if row else "in_progress"
+    if row is None or result.outcome == "pending":
+        return "in_progress"
+    return _record(tx, _refund(row), result)
 
 
 def _record(tx, refund: Refund, result: payments.PaymentResult) -> str:
@@ -143,4 +155,5 @@ def _refund(row: dict) -> Refund:
         amount=row["amount"],
         currency=row["currency"],
         charge_reference=row["charge_reference"],
+        age_s=row.get("age_s"),
     )

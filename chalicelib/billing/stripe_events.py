@@ -56,8 +56,10 @@ def handles(event: dict) -> bool:
 
 
 def prepare(tenant_id: str, event: dict):
-    """What the event's handler needs from Stripe before its transaction opens (a card's details)."""
-    return _prepare(tenant_id, event["type"], event["data"]["object"])
+    """What the event's handler needs from Stripe before its transaction opens (a card's details,
+    with the event's time: the newer of two cards is the one Stripe confirmed last)."""
+    found = _prepare(tenant_id, event["type"], event["data"]["object"])
+    return {**found, "at": int(event.get("created") or 0)} if found else None
 
 
 def apply(tx, tenant_id: str, event: dict, prepared, now) -> None:
@@ -98,23 +100,21 @@ def payment_intent(tx, tenant_id, intent, _prepared, now) -> None:
     collection.record_answer(tx, attempt, result, now)
 
 
-def setup_succeeded(tx, _tenant_id, setup_intent, method, _now) -> None:
-    if method and setup_intent.get("customer"):
-        payment_methods.set_default(tx, setup_intent["customer"], method, int(setup_intent.get("created") or 0))
+def setup_succeeded(tx, _tenant_id, setup_intent, prepared, _now) -> None:
+    if prepared and setup_intent.get("customer"):
+        method = {k: v for k, v in prepared.items() if k != "at"}
+        payment_methods.set_default(tx, setup_intent["customer"], method, prepared["at"])
 
 
 def refund_changed(tx, tenant_id, refund, _prepared, _now) -> None:
-    """A refund Stripe settled (a timeout, or Stripe's own ``pending``, left ours pending)."""
+    """A refund Stripe settled (a timeout, or Stripe's own ``pending``, left ours pending), or one that
+    failed after it succeeded."""
     metadata = refund.get("metadata") or {}
     if metadata.get("tenant_id") != tenant_id or not _is_uuid(metadata.get("refund_id") or ""):
         return  # not ours
     from chalicelib.billing import stripe_gateway
 
-    try:
-        result = stripe_gateway.refund_result(refund)
-    except payments.GatewayTimeout:
-        return  # still pending at Stripe
-    refunds.record_answer(tx, metadata["refund_id"], result)
+    refunds.record_answer(tx, metadata["refund_id"], stripe_gateway.refund_result(refund))
 
 
 def charge_refunded(tx, tenant_id, charge, prepared, now) -> None:

@@ -37,6 +37,7 @@ TWO_DECIMAL_AT_STRIPE = frozenset({"ISK"})  # zero-decimal, sent as two-decimal 
 THREE_DECIMAL_ENDING_IN_0 = frozenset("BHD JOD KWD OMR TND".split())
 # An attempt older than this may be past Stripe's memory of its key (24 h): look it up before creating it.
 KEY_MEMORY_S = 23 * 3600
+LOOKUP_PAGES = 10  # of 100 PaymentIntents each
 
 _clients: dict[tuple, "StripeGateway"] = {}
 _lock = threading.Lock()
@@ -115,7 +116,12 @@ class StripeGateway:
     def charge(
         self, *, account_id, amount: int, currency: str, idempotency_key: str, payer=payments.NO_PAYER, metadata=None
     ) -> payments.PaymentResult:
-        if not (payer.customer and payer.payment_method) or payer.gateway_account not in (None, self.account_id):
+        elsewhere = payer.gateway_account not in (None, self.account_id)
+        if elsewhere and not payer.first_send:  # sent to the tenant's previous Stripe account: it may be charged there
+            raise payments.RequestRefused(
+                f"attempt sent to Stripe account {payer.gateway_account}, not {self.account_id}"
+            )
+        if not (payer.customer and payer.payment_method) or elsewhere:
             return payments.PaymentResult("declined", decline_code="no_payment_method")
         metadata = {"account_id": str(account_id), **(metadata or {})}
         if payer.sent_before_s is not None and payer.sent_before_s > KEY_MEMORY_S:
@@ -137,17 +143,44 @@ class StripeGateway:
             return _card_error(exc)
 
     def _already_made(self, customer: str, attempt_id: str | None) -> dict | None:
-        """The PaymentIntent an old attempt made, found by its attempt id (Stripe forgets keys after 24 h)."""
-        found = self._call(lambda: self._client.v1.payment_intents.list({"customer": customer, "limit": 100}))
-        return next((pi for pi in found["data"] if (pi.get("metadata") or {}).get("attempt_id") == attempt_id), None)
+        """The PaymentIntent an old attempt made, found by its attempt id (Stripe forgets keys after 24 h).
+        Absence must be proven: past LOOKUP_PAGES pages of the customer's intents, RequestRefused."""
+        params = {"customer": customer, "limit": 100}
+        for _ in range(LOOKUP_PAGES):
+            page = self._call(lambda p=dict(params): self._client.v1.payment_intents.list(p))
+            found = next(
+                (pi for pi in page["data"] if (pi.get("metadata") or {}).get("attempt_id") == attempt_id), None
+            )
+            if found is not None or not page.get("has_more"):
+                return found
+            params["starting_after"] = page["data"][-1]["id"]
+        raise payments.RequestRefused(f"attempt {attempt_id} not found in {LOOKUP_PAGES * 100} intents: not made again")
 
     def refund(
-        self, *, account_id, amount: int, currency: str, idempotency_key: str, charge_reference, metadata=None
+        self,
+        *,
+        account_id,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        charge_reference,
+        metadata=None,
+        sent_before_s: int | None = None,
     ) -> payments.PaymentResult:
         if not charge_reference:
             return payments.PaymentResult("declined", decline_code="no_charge_to_refund")
-        params = {"payment_intent": charge_reference, "amount": to_stripe(amount, currency), "metadata": metadata or {}}
+        metadata = dict(metadata or {})
+        if sent_before_s is not None and sent_before_s > KEY_MEMORY_S:  # Stripe may have forgotten the key
+            found = self._refund_made(charge_reference, metadata.get("refund_id"))
+            if found is not None:
+                return refund_result(found)
+        params = {"payment_intent": charge_reference, "amount": to_stripe(amount, currency), "metadata": metadata}
         return refund_result(self._call(lambda: self._client.v1.refunds.create(params, _key(idempotency_key))))
+
+    def _refund_made(self, payment_intent: str, refund_id: str | None) -> dict | None:
+        """A refund an old request made, found by our refund id among the charge's (a charge has few)."""
+        page = self._call(lambda: self._client.v1.refunds.list({"payment_intent": payment_intent, "limit": 100}))
+        return next((r for r in page["data"] if (r.get("metadata") or {}).get("refund_id") == refund_id), None)
 
     def withdraw(self, *, reference: str, idempotency_key: str) -> payments.PaymentResult:
         """Cancel a PaymentIntent that waits for the customer; ``succeeded`` if they completed it first.
@@ -158,9 +191,9 @@ class StripeGateway:
             pass  # not cancelable: it succeeded, or was canceled already
         try:
             intent = self._call(lambda: self._client.v1.payment_intents.retrieve(reference))
-        except payments.RequestRefused:  # not at this Stripe account (the tenant connected another one)
-            log.warning("payment intent %s is not at Stripe account %s: nothing live here", reference, self.account_id)
-            return payments.PaymentResult("canceled", reference=reference)
+        except payments.RequestRefused:  # not at this Stripe account: it may still be live at the previous one
+            log.error("payment intent %s is not at Stripe account %s: withdraw it there", reference, self.account_id)
+            raise
         if intent["status"] in ("succeeded", "canceled"):
             return payments.PaymentResult(intent["status"], reference=intent["id"])
         raise payments.GatewayBusy(f"payment intent {reference} is {intent['status']}: try again")
@@ -253,11 +286,9 @@ def _key(idempotency_key: str) -> dict:
 
 
 def refund_result(refund: dict) -> payments.PaymentResult:
-    """A Refund's state as our outcome: ``pending`` is no answer yet (its webhook settles it)."""
-    if refund["status"] == "succeeded":
-        return payments.PaymentResult("succeeded", reference=refund["id"])
-    if refund["status"] == "pending":
-        raise payments.GatewayTimeout(f"refund {refund['id']} is pending at Stripe")
+    """A Refund's state as our outcome; ``pending`` (Stripe settles it later, by webhook) keeps its id."""
+    if refund["status"] in ("succeeded", "pending"):
+        return payments.PaymentResult(refund["status"], reference=refund["id"])
     return payments.PaymentResult("declined", reference=refund["id"], decline_code=refund.get("failure_reason"))
 
 

@@ -62,6 +62,18 @@ def _books(tenant_id: str, account_id: str) -> dict:
     }
 
 
+REFUND_1000 = {"amount": 1000, "refund_amount": 1000, "reason": "order_change"}
+
+
+def _paid_invoice(api, tenant, standin, messaging) -> tuple[str, str]:
+    """(account, invoice) of a new subscription paid by card at Stripe."""
+    account_id = _account(api, tenant)
+    gateway.save_card(api, standin, tenant, account_id)
+    _subscribe_and_pump(api, tenant, account_id, messaging)
+    with transaction(tenant_id=tenant.tenant_id) as tx:
+        return account_id, str(tx.scalar("SELECT id FROM invoices WHERE account_id = :a", a=account_id))
+
+
 def _sent_emails() -> list[dict]:
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
@@ -121,7 +133,7 @@ def test_a_saved_card_becomes_the_default_once_stripe_confirms_it_and_a_late_old
     older = [e for e in stripe.events(stripe_tenant.keys["id"]) if e["type"] == "setup_intent.succeeded"][0]
     second = gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_mastercard")
 
-    older = {**older, "id": "evt_late_redelivery", "data": {"object": {**older["data"]["object"], "created": 0}}}
+    older = {**older, "id": "evt_late_redelivery", "created": older["created"] - 10}  # older than the second's
     gateway.webhook(api, stripe_tenant, *stripe.signed(stripe_tenant.keys["id"], older))
     now = api.get(f"/v1/accounts/{account_id}", stripe_tenant.user).body
 
@@ -295,13 +307,9 @@ def test_a_charge_whose_answer_was_lost_is_settled_by_the_webhook_and_never_char
 
 
 def test_a_credit_note_refund_goes_back_through_stripe_once(api, stripe_tenant, stripe, messaging):
-    account_id = _account(api, stripe_tenant)
-    gateway.save_card(api, stripe, stripe_tenant, account_id)
-    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
-    with transaction(tenant_id=stripe_tenant.tenant_id) as tx:
-        invoice_id = str(tx.scalar("SELECT id FROM invoices WHERE account_id = :a", a=account_id))
+    account_id, invoice_id = _paid_invoice(api, stripe_tenant, stripe, messaging)
 
-    body = {"invoice": invoice_id, "amount": 1000, "refund_amount": 1000, "reason": "order_change"}
+    body = {"invoice": invoice_id, **REFUND_1000}
     reply = api.post("/v1/credit_notes", body, stripe_tenant.admin, headers={"Idempotency-Key": "cn-1"})
     again = api.post("/v1/credit_notes", body, stripe_tenant.admin, headers={"Idempotency-Key": "cn-1"})
     gateway.deliver(api, stripe, stripe_tenant, times=2)
@@ -512,3 +520,96 @@ def test_a_charge_left_pending_past_stripes_memory_of_its_key_is_found_not_made_
     assert outcome == "succeeded"
     assert len(gateway.intents(stripe, stripe_tenant, account_id)) == 1  # found by its attempt id, not made again
     assert _succeeded(stripe, stripe_tenant, account_id) == [4900]
+
+
+# --- what the second review found -------------------------------------------------------------------
+
+
+def test_a_moment_of_secrets_manager_trouble_leaves_the_charge_pending_never_declined(
+    api, stripe_tenant, stripe, messaging
+):
+    from botocore.exceptions import ClientError
+
+    from chalicelib import aws
+    from chalicelib.billing import gateway_credentials
+
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id)
+    failures = [ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "GetSecretValue")]
+
+    def throttle_once(**_kwargs):
+        if failures:
+            raise failures.pop()
+
+    gateway_credentials.forget()  # a cold function: it reads the tenant's keys again
+    aws.client("secretsmanager").meta.events.register("before-call.secrets-manager.GetSecretValue", throttle_once)
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert failures == []  # the throttling happened
+    assert books["attempts"] in ([("pending", None)], [("succeeded", None)])  # retried, never declined
+    assert books["account"] == {"status": "ACTIVE", "failure_count": 0}
+    assert collection.settle_pending(stripe_tenant.tenant_id, account_id, calendar.utcnow()) in (None, "succeeded")
+    assert _succeeded(stripe, stripe_tenant, account_id) == [4900]
+
+
+def test_a_refund_stripe_holds_pending_waits_for_its_webhook_and_is_never_sent_again(
+    api, stripe_tenant, stripe, messaging, owner_conn
+):
+    from chalicelib.billing import refunds
+
+    account_id, invoice_id = _paid_invoice(api, stripe_tenant, stripe, messaging)
+    stripe.refunds_pending = True
+    try:
+        body = {"invoice": invoice_id, **REFUND_1000}
+        note = api.post("/v1/credit_notes", body, stripe_tenant.admin).body
+    finally:
+        stripe.refunds_pending = False
+    stripe.expire_keys(stripe_tenant.keys["id"])  # days later
+    owner_conn.run("UPDATE refunds SET created_at = created_at - interval '2 days'")
+    tried = refunds.settle_stale(calendar.utcnow())
+    [made] = stripe.refunds(stripe_tenant.keys["id"])
+    stripe.settle_refund(made["id"])
+    gateway.deliver(api, stripe, stripe_tenant, times=2)
+
+    assert note["refund_status"] == "pending" and tried == 0  # Stripe has it: nothing is sent again
+    assert [r["amount"] for r in stripe.refunds(stripe_tenant.keys["id"])] == [1000]
+    assert api.get(f"/v1/credit_notes/{note['id']}", stripe_tenant.user).body["refund_status"] == "succeeded"
+
+
+def test_a_refund_that_fails_after_it_succeeded_returns_the_money_to_the_balance_once(
+    api, stripe_tenant, stripe, messaging
+):
+    account_id, invoice_id = _paid_invoice(api, stripe_tenant, stripe, messaging)
+    body = {"invoice": invoice_id, **REFUND_1000}
+    note = api.post("/v1/credit_notes", body, stripe_tenant.admin).body
+    gateway.deliver(api, stripe, stripe_tenant)
+    before = _books(stripe_tenant.tenant_id, account_id)
+
+    stripe.settle_refund(stripe.refunds(stripe_tenant.keys["id"])[0]["id"], "failed")  # the card was closed
+    gateway.deliver(api, stripe, stripe_tenant, times=3)
+    after = _books(stripe_tenant.tenant_id, account_id)
+
+    assert note["refund_status"] == "succeeded"
+    assert api.get(f"/v1/credit_notes/{note['id']}", stripe_tenant.user).body["refund_status"] == "failed"
+    assert after["entries"][: len(before["entries"])] == before["entries"]
+    assert after["entries"][len(before["entries"]) :] == [("credit", -1000)]  # back to the balance, once
+
+
+def test_a_charge_sent_to_the_previous_stripe_account_is_never_declined_for_the_switch(
+    api, catalog, stripe_tenant, stripe, messaging, capsys
+):
+    account_id = _account(api, stripe_tenant)
+    gateway.save_card(api, stripe, stripe_tenant, account_id, "pm_card_standin_timeout")
+    _subscribe_and_pump(api, stripe_tenant, account_id, messaging)  # charged at the old account, answer lost
+    gateway.connect(api, stripe, catalog)  # the tenant switches to another Stripe account meanwhile
+    time.sleep(stripe.slow_seconds + 0.2)
+
+    with pytest.raises(collection.payments.RetryableGatewayError):
+        collection.resolved(collection.settle_pending(stripe_tenant.tenant_id, account_id, calendar.utcnow()))
+    books = _books(stripe_tenant.tenant_id, account_id)
+
+    assert books["attempts"] == [("pending", None)]  # waits for a person, alarmed: not a decline
+    assert books["account"]["failure_count"] == 0
+    assert '"gateway_refused"' in capsys.readouterr().out
+    assert _succeeded(stripe, stripe_tenant, account_id) == [4900]  # the old account has the money

@@ -35,14 +35,17 @@ SELECT id, account_id, invoice_id, idempotency_key, amount, currency, gateway_re
 
 -- name: payers
 -- Who each attempt charges at the gateway, fixed the first time it is sent (a retry under the
--- same key presents the same request): the account's customer, default card and their Stripe account.
+-- same key presents the same request): the account's customer, default card and their Stripe
+-- account; with whether this is that first time.
+WITH before AS (SELECT id, payer IS NULL AS first_send FROM payment_attempts
+                 WHERE id = ANY(CAST(:ids AS uuid[])) AND outcome = 'pending' ORDER BY id FOR UPDATE)
 UPDATE payment_attempts p
    SET payer = COALESCE(p.payer, jsonb_build_object('customer', a.gateway_customer_id,
                                                     'payment_method', a.payment_method ->> 'id',
                                                     'gateway_account', a.gateway_account_id))
-  FROM accounts a
- WHERE p.id = ANY(CAST(:ids AS uuid[])) AND a.id = p.account_id AND p.outcome = 'pending'
-RETURNING p.id, p.payer, CAST(extract(epoch FROM now() - p.created_at) AS integer) AS sent_before_s;
+  FROM accounts a, before b
+ WHERE p.id = b.id AND a.id = p.account_id
+RETURNING p.id, p.payer, b.first_send, CAST(extract(epoch FROM now() - p.created_at) AS integer) AS sent_before_s;
 
 -- name: lock_accounts
 -- Accounts before their attempts and invoices, in one order, as every writer of an account's money locks.

@@ -17,13 +17,13 @@ RETURNING id, account_id, credit_note_id, idempotency_key, amount, currency,
 
 -- name: get
 SELECT r.id, r.account_id, r.credit_note_id, r.idempotency_key, r.amount, r.currency,
-       p.gateway_reference AS charge_reference
+       p.gateway_reference AS charge_reference, CAST(extract(epoch FROM now() - r.created_at) AS integer) AS age_s
   FROM refunds r JOIN payment_attempts p ON p.id = r.payment_attempt_id
  WHERE r.id = :id;
 
 -- name: pending_of_credit_note
 SELECT r.id, r.account_id, r.credit_note_id, r.idempotency_key, r.amount, r.currency,
-       p.gateway_reference AS charge_reference
+       p.gateway_reference AS charge_reference, CAST(extract(epoch FROM now() - r.created_at) AS integer) AS age_s
   FROM refunds r JOIN payment_attempts p ON p.id = r.payment_attempt_id
  WHERE r.credit_note_id = :credit_note_id AND r.status = 'pending';
 
@@ -36,10 +36,17 @@ RETURNING id;
 UPDATE refunds SET claimed_until = NULL WHERE id = :id AND status = 'pending';
 
 -- name: resolve
-UPDATE refunds SET status = :status, gateway_reference = :reference, failure_code = :code, resolved_at = now(),
-       claimed_until = NULL
- WHERE id = :id AND status = 'pending'
+-- Once, from pending; and a refund that succeeded may still fail later (an expired or closed card:
+-- Stripe sends refund.failed), which is heard once too.
+UPDATE refunds SET status = :status, gateway_reference = COALESCE(:reference, gateway_reference),
+       failure_code = :code, resolved_at = now(), claimed_until = NULL
+ WHERE id = :id AND (status = 'pending' OR (status = 'succeeded' AND :status = 'failed'))
 RETURNING id;
+
+-- name: keep_reference
+-- Stripe took the refund and will settle it later (its own ``pending``): its id is kept, and the
+-- refund waits for Stripe's webhook instead of being sent again.
+UPDATE refunds SET gateway_reference = :reference, claimed_until = NULL WHERE id = :id AND status = 'pending';
 
 -- name: stale
 SELECT tenant_id, refund_id FROM refunds_pending(:max_rows);
