@@ -20,7 +20,8 @@ from tests import billing
 DOCUMENT = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
 FIGURE = (
     "tenant breakout (API): {probes} requests with another tenant's ids over {parameters} id-bearing parameters"
-    " -> {not_found} x 404, {rejected} usage event rejected as for an unknown account, {leaks} leaks"
+    " -> {not_found} x 404, {rejected} refused as for an unknown id (a usage event; Stripe's unsigned webhook),"
+    " {leaks} leaks"
 )
 
 # (method, path, role, where the victim's id goes, parameter, which victim id)
