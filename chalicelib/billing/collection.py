@@ -169,9 +169,7 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed
             with tracing.subsegment("payment.charge", tenant_id=tenant_id):
                 answers[intent.attempt_id] = (intent, _charge(tenant_id, gateway, intent, payers))
         except payments.RetryableGatewayError as exc:
-            if isinstance(exc, payments.RequestRefused):  # ours to fix, not the customer's decline
-                log.error("the gateway refused attempt %s: %s", intent.attempt_id, exc)
-                emit_metric("gateway_refused", 1)
+            gateways.note_unanswered(exc, f"attempt {intent.attempt_id}")
             outcomes[intent.attempt_id] = "timeout"
             _release(tenant_id, intent)
     outcomes.update(_record(tenant_id, answers, now))

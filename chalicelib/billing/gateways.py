@@ -50,3 +50,11 @@ def stripe_of(tenant_id: str):
     from chalicelib.billing import stripe_gateway
 
     return stripe_gateway.for_credentials(credentials)
+
+
+def note_unanswered(exc: Exception, what: str) -> None:
+    """A gateway call left without a final answer: a refusal of our request (ours to fix, never the
+    customer's decline) is logged and alarmed (``gateway_refused``); the rest is retried quietly."""
+    if isinstance(exc, payments.RequestRefused):
+        log.error("the gateway refused %s: %s", what, exc)
+        emit_metric("gateway_refused", 1)

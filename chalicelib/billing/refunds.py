@@ -19,7 +19,6 @@ from chalicelib.billing import gateways, ledger, payments
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
-from chalicelib.observability import emit_metric
 
 Q = load("refunds")
 log = logging.getLogger("billing.refunds")
@@ -91,9 +90,7 @@ def settle(tenant_id: str, refund: Refund, now: datetime) -> str:
                 sent_before_s=refund.age_s,
             )
     except payments.RetryableGatewayError as exc:
-        if isinstance(exc, payments.RequestRefused):  # ours to fix (the ledger says it went back): alarmed
-            log.error("the gateway refused refund %s: %s", refund.id, exc)
-            emit_metric("gateway_refused", 1)
+        gateways.note_unanswered(exc, f"refund {refund.id}")
         with transaction(tenant_id=tenant_id) as tx:
             tx.run(Q["release"], id=refund.id)
         return "timeout"
