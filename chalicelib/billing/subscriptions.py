@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import accounts, calendar, changes, engine, plans
+from chalicelib.billing import accounts, calendar, changes, engine, plans, subscription_views
 from chalicelib.billing.lines import MAX_AMOUNT
 from chalicelib.db import paging
 from chalicelib.db.queries import load
@@ -120,9 +120,10 @@ def create(tx, actor, command: NewSubscription, now: datetime | None = None) -> 
         "trialEnd": trial_end,
         "timestamp": now,
     }
-    outbox.add(tx, "subscription.created", fields)
+    subscription = get(tx, subscription_id)
+    outbox.add(tx, "subscription.created", fields, subscription)
     _count(actor, plan, command.quantity)
-    return get(tx, subscription_id)
+    return subscription
 
 
 def _trial_end(command: NewSubscription, plan: dict, now: datetime) -> datetime | None:
@@ -159,24 +160,7 @@ def price_for(tx, account: dict, code: str, billing_cycle: str) -> dict:
 
 
 def get(tx, subscription_id: str) -> dict:
-    subscription = tx.one(Q["get"], id=subscription_id)
-    if subscription is None:
-        raise errors.NotFound("no such subscription")
-    return _view(subscription)
-
-
-def _view(row: dict) -> dict:
-    """The API's subscription: a scheduled change and a pause as objects of their own."""
-    change, behavior = row.pop("pending_change"), row.pop("pause_behavior")
-    paused_at, resumes_at = row.pop("paused_at"), row.pop("resumes_at")
-    row["pending_change"] = None
-    if change is not None:
-        row["pending_change"] = {**public_terms(change), "effective_at": row["current_period_end"]}
-    row["pause"] = (
-        None if behavior is None else {"behavior": behavior, "paused_at": paused_at, "resumes_at": resumes_at}
-    )
-    row["pending_prorations"] = [{"object": "proration", **line} for line in row["pending_prorations"]]
-    return row
+    return subscription_views.get(tx, subscription_id)
 
 
 def lock_live(tx, subscription_id: str) -> tuple[dict, dict]:
@@ -218,19 +202,5 @@ def cancel(tx, actor, command: Cancel, now: datetime | None = None) -> dict:
     return get(tx, command.subscription_id)
 
 
-def public_terms(terms: dict) -> dict:
-    """Price terms as the API shows them (a scheduled change, a change's event)."""
-    cycle = calendar.CYCLE_OF[terms["interval"]]
-    return {
-        "plan": terms["plan_code"],
-        "billing_cycle": cycle,
-        "quantity": terms["quantity"],
-        "amount": terms["amount"],
-    }
-
-
 def list_page(tx, page: paging.PageRequest, *, account_id: str | None = None, status: str | None = None) -> dict:
-    accounts.check_visible(tx, account_id)
-    paging.check_cursor(tx, Q["exists"], page, "subscription")
-    rows = tx.all(Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1)
-    return paging.page([_view(row) for row in rows], page, "/v1/subscriptions")
+    return subscription_views.list_page(tx, page, account_id=account_id, status=status)

@@ -1,0 +1,51 @@
+"""Subscriptions as the API shows them: one shape for GET, lists and the objects events carry.
+
+Kept apart from ``subscriptions`` (which changes them) so that the billing engine, which
+``subscriptions`` calls, can describe a subscription in its events without an import cycle.
+"""
+
+from chalicelib import errors
+from chalicelib.billing import accounts, calendar
+from chalicelib.db import paging
+from chalicelib.db.queries import load
+
+Q = load("subscription_views")
+
+
+def get(tx, subscription_id: str) -> dict:
+    subscription = tx.one(Q["get"], id=subscription_id)
+    if subscription is None:
+        raise errors.NotFound("no such subscription")
+    return view(subscription)
+
+
+def view(row: dict) -> dict:
+    """The API's subscription: a scheduled change and a pause as objects of their own."""
+    change, behavior = row.pop("pending_change"), row.pop("pause_behavior")
+    paused_at, resumes_at = row.pop("paused_at"), row.pop("resumes_at")
+    row["pending_change"] = None
+    if change is not None:
+        row["pending_change"] = {**public_terms(change), "effective_at": row["current_period_end"]}
+    row["pause"] = (
+        None if behavior is None else {"behavior": behavior, "paused_at": paused_at, "resumes_at": resumes_at}
+    )
+    row["pending_prorations"] = [{"object": "proration", **line} for line in row["pending_prorations"]]
+    return row
+
+
+def public_terms(terms: dict) -> dict:
+    """Price terms as the API shows them (a scheduled change, a change's event)."""
+    cycle = calendar.CYCLE_OF[terms["interval"]]
+    return {
+        "plan": terms["plan_code"],
+        "billing_cycle": cycle,
+        "quantity": terms["quantity"],
+        "amount": terms["amount"],
+    }
+
+
+def list_page(tx, page: paging.PageRequest, *, account_id: str | None = None, status: str | None = None) -> dict:
+    accounts.check_visible(tx, account_id)
+    paging.check_cursor(tx, Q["exists"], page, "subscription")
+    rows = tx.all(Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1)
+    return paging.page([view(row) for row in rows], page, "/v1/subscriptions")
