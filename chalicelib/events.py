@@ -2,7 +2,8 @@
 messages, and how a bad one is refused.
 
 An event is one JSON object with ``eventId`` (the outbox row's id: stable across
-re-publishes), ``eventType``, ``tenantId`` and the type's own fields. Each known
+re-publishes), ``eventType``, ``tenantId``, the type's own fields and ``object`` (the
+changed object as the API returns it, which is all tenants see: ``public``). Each known
 type has a schema file ``schemas/event_<type>.json``; a message that is not JSON,
 names an unknown type or fails its schema is a PoisonMessage.
 """
@@ -25,12 +26,40 @@ KNOWN_TYPES = (
     "invoice.voided",
     "invoice.marked_uncollectible",
     "invoice.payment_action_required",
+    "invoice.payment_failed",
     "credit_note.created",
+    "account.created",
+    "account.past_due",
+    "account.inactive",
+    "account.reactivated",
+    "refund.succeeded",
+    "refund.failed",
+    "dispute.created",
+    "dispute.closed",
+    "dispute.funds_withdrawn",
+    "dispute.funds_reinstated",
+    "usage.rejected",
+    "webhook_endpoint.disabled",
 )
+# The public shape's version: a change that is not additive (a field removed or retyped) is a new version.
+VERSION = 1
 
 
 class PoisonMessage(Exception):
     """A message no retry can fix; it goes to the DLQ after maxReceiveCount."""
+
+
+def public(event_id, event_type: str, payload: dict, created) -> dict:
+    """An event as tenants see it (GET /v1/notifications, webhooks): Stripe's shape, ``data.object`` being
+    the changed object as the API returned it when the change was made."""
+    return {
+        "id": str(event_id),
+        "object": "event",
+        "type": event_type,
+        "version": VERSION,
+        "created": created,
+        "data": {"object": payload.get("object")},
+    }
 
 
 def schema_name(event_type: str) -> str:

@@ -11,22 +11,24 @@ between publish and mark re-sends the same event id, which consumers ignore.
 import json
 import logging
 
-from chalicelib import aws, encoding
+from chalicelib import aws, encoding, errors, events
 from chalicelib.config import get_settings
-from chalicelib.db import transaction
+from chalicelib.db import paging, transaction
 from chalicelib.db.queries import load
 
 Q = load("outbox")
 log = logging.getLogger("billing.outbox")
 
 
-def add(tx, event_type: str, fields: dict) -> str:
-    """Store one event in the caller's (tenant-scoped) transaction; returns its event id."""
-    return str(tx.scalar(Q["add"], event_type=event_type, payload=encoding.dumps(fields)))
+def add(tx, event_type: str, fields: dict, obj: dict) -> str:
+    """Store one event in the caller's (tenant-scoped) transaction; returns its event id. ``obj`` is the
+    changed object as the API returns it now (what tenants see of the event: ``events.public``)."""
+    return str(tx.scalar(Q["add"], event_type=event_type, payload=encoding.dumps({**fields, "object": obj})))
 
 
 def add_many(tx, events: list[tuple[str, dict]]) -> None:
-    """Store ``(event_type, fields)`` events in one statement (a billing round's)."""
+    """Store ``(event_type, fields)`` events in one statement (a billing round's); each one's fields
+    carry its ``object``, as ``add``'s."""
     if events:
         rows = [{"event_type": event_type, "payload": fields} for event_type, fields in events]
         tx.run(Q["add_many"], rows=encoding.dumps(rows))
@@ -75,6 +77,24 @@ def sweep(older_than_s: int = 0, max_rows: int = 1000) -> int:
             str(row[0]) for row in tx.run(Q["tenants_with_backlog"], older_than_s=older_than_s, max_rows=max_rows)
         ]
     return sum(flush(tenant_id, limit=max_rows) for tenant_id in tenants)
+
+
+def list_page(tx, page: paging.PageRequest, event_type: str | None = None) -> dict:
+    """The tenant's events of the last 30 days, newest first, as tenants see them (``events.public``)."""
+    paging.check_cursor(tx, Q["exists"], page, "event")
+    rows = tx.all(Q["list"], type=event_type, id=None, after=page.starting_after, limit=page.limit + 1)
+    return paging.page([_public(row) for row in rows], page, "/v1/notifications")
+
+
+def get(tx, event_id: str) -> dict:
+    row = tx.one(Q["list"], type=None, id=event_id, after=None, limit=1)
+    if row is None:
+        raise errors.NotFound("no such event")
+    return _public(row)
+
+
+def _public(row: dict) -> dict:
+    return events.public(row["id"], row["event_type"], row["payload"], row["created_at"])
 
 
 def _envelope(tenant_id: str, row: dict) -> dict:

@@ -43,6 +43,14 @@ def parse_id(value: str, field: str, details: list | None = None) -> str | None:
         return None
 
 
+def choice(query: dict, name: str, allowed: tuple[str, ...]) -> str | None:
+    """An optional query parameter that must be one of ``allowed`` (an event type, a status)."""
+    value = query.get(name)
+    if value is not None and value not in allowed:
+        raise errors.InvalidRequest(f"invalid {name}", details=[{"field": name, "issue": "not a known value"}])
+    return value
+
+
 def filters(query: dict, statuses: tuple[str, ...], timestamps: tuple[str, ...] = ()) -> dict:
     """The ``account_id`` and ``status`` filters (and any timestamp bounds named), or one 400 with every problem."""
     details = []

@@ -3,7 +3,7 @@
 import json
 from dataclasses import dataclass, field
 
-from chalicelib import audit, errors
+from chalicelib import audit, errors, outbox
 from chalicelib.billing import plans
 from chalicelib.db import paging
 from chalicelib.db.queries import load
@@ -41,7 +41,9 @@ def create(tx, actor, command: NewAccount) -> dict:
         metadata=json.dumps(command.metadata),
     )
     audit.record(tx, actor, "account.created", "account", account_id)
-    return get(tx, account_id)
+    account = get(tx, account_id)
+    outbox.add(tx, "account.created", {"accountId": str(account_id), "status": account["status"]}, account)
+    return account
 
 
 def get(tx, account_id: str) -> dict:

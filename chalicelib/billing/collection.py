@@ -426,9 +426,11 @@ def _record_unpaid(tx, intent: Intent, result, now: datetime) -> str:
         if waits
         else f"Payment declined ({result.decline_code})",
     )
-    if waits:
-        fields = {"accountId": intent.account_id, "invoiceId": intent.invoice_id, "timestamp": now.isoformat()}
-        outbox.add(tx, "invoice.payment_action_required", fields)
+    fields = {"accountId": intent.account_id, "invoiceId": intent.invoice_id, "timestamp": now.isoformat()}
+    if not waits:
+        fields["declineCode"] = result.decline_code
+    event_type = "invoice.payment_action_required" if waits else "invoice.payment_failed"
+    outbox.add(tx, event_type, fields, tx.scalar(Q["invoice_object"], id=intent.invoice_id))
     emit_metric("payment_action_required" if waits else "payment_declines", 1, TenantId=str(account["tenant_id"]))
     return _dun(tx, account, now)
 
@@ -457,6 +459,7 @@ def reactivate_if_clear(tx, account_id) -> None:
 
 
 def _transition(tx, account, status, failures, retry_at, subscription_status) -> None:
+    previous = account["status"]
     tx.run(Q["set_dunning"], id=account["id"], status=status, failure_count=failures, retry_at=retry_at)
     tx.run(Q["set_subscription_status"], account_id=account["id"], status=subscription_status)
     audit.record(
@@ -468,6 +471,12 @@ def _transition(tx, account, status, failures, retry_at, subscription_status) ->
         {"from": account["status"], "failure_count": failures, "retry_at": retry_at},
     )
     account.update(status=status, failure_count=failures, payment_retry_at=retry_at)
+    fields = {"accountId": str(account["id"]), "status": status, "previousStatus": previous, "retryAt": retry_at}
+    outbox.add(tx, ACCOUNT_EVENTS[status], fields, accounts.get(tx, account["id"]))
+
+
+# An account's dunning status, as the event that says it changed.
+ACCOUNT_EVENTS = {"PENDING": "account.past_due", "INACTIVE": "account.inactive", "ACTIVE": "account.reactivated"}
 
 
 def _intent(row: dict) -> Intent:

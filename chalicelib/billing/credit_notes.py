@@ -116,7 +116,7 @@ def _check_currency(invoice: dict, currency: str | None) -> None:
 def _announce(tx, actor, invoice: dict, note: dict) -> None:
     fields = {"creditNoteId": note["id"], "invoiceId": invoice["id"], "accountId": invoice["account_id"]}
     fields.update(number=note["number"], amount=note["amount"], currency=invoice["currency"])
-    outbox.add(tx, "credit_note.created", fields)
+    outbox.add(tx, "credit_note.created", fields, get(tx, str(note["id"])))
     audit.record(tx, actor, "credit_note.created", "credit_note", note["id"], {"invoice": invoice["id"]})
 
 

@@ -8,7 +8,7 @@ are audit rows. Each entry's key is the dispute's id and the direction, so a red
 reordered event posts nothing twice.
 """
 
-from chalicelib import audit
+from chalicelib import audit, outbox
 from chalicelib.billing import ledger
 
 
@@ -27,13 +27,23 @@ def funds_moved(tx, attempt, dispute: dict) -> None:
         description="Payment disputed: funds withdrawn" if withdrawn else "Dispute won: funds reinstated",
         metadata=_facts(dispute),
     )
+    _announce(tx, f"dispute.funds_{dispute['funds']}", attempt, dispute)
 
 
-def noted(tx, attempt, dispute: dict) -> None:
-    """An audit row for a dispute's opening or decision."""
+def noted(tx, attempt, dispute: dict, *, closed: bool) -> None:
+    """A dispute's opening or decision: an audit row and its event (dispute.created, dispute.closed)."""
     audit.record(
         tx, "system:gateway", f"dispute.{dispute['status']}", "payment_attempt", attempt.attempt_id, _facts(dispute)
     )
+    _announce(tx, "dispute.closed" if closed else "dispute.created", attempt, dispute)
+
+
+def _announce(tx, event_type: str, attempt, dispute: dict) -> None:
+    """The event tenants hear: the dispute as the gateway described it, with our account, invoice and currency."""
+    obj = {"object": "dispute", **_facts(dispute), "currency": attempt.currency}
+    obj.update(account_id=attempt.account_id, invoice_id=attempt.invoice_id, payment_attempt_id=attempt.attempt_id)
+    fields = {"disputeId": dispute["id"], "accountId": attempt.account_id, "invoiceId": attempt.invoice_id}
+    outbox.add(tx, event_type, fields, obj)
 
 
 def _facts(dispute: dict) -> dict:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib import audit, outbox
-from chalicelib.billing import accounts, changes, collection, invoicing, periods
+from chalicelib.billing import accounts, changes, collection, invoicing, periods, subscription_views
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
@@ -185,7 +185,8 @@ def _announce(tx, bills: list[periods.Bill]) -> None:
             continue
         audited.append((event_type, "subscription", sub.id, details))
         fields = {"subscriptionId": sub.id, "accountId": sub.account_id, "status": bill.then.status}
-        events.append((event_type, {**fields, "details": details, "timestamp": bill.boundary}))
+        fields.update(details=details, timestamp=bill.boundary, object=subscription_views.get(tx, sub.id))
+        events.append((event_type, fields))
     audit.record_many(tx, "system:rebill", audited)
     outbox.add_many(tx, events)
 

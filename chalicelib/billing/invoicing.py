@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from chalicelib import encoding, outbox
-from chalicelib.billing import collection, ledger, periods, usage_charges
+from chalicelib.billing import collection, ledger, periods, subscription_views, usage_charges
 from chalicelib.billing.lines import Line, total_of
 from chalicelib.billing.periods import Bill
 from chalicelib.db.queries import load
@@ -283,8 +283,5 @@ def _end(tx, ending: list[Bill]) -> None:
     rows = [{"account_id": b.account_id, "subscription_id": b.subscription.id, "ended_at": b.boundary} for b in ending]
     tx.run(Q["end_subscriptions"], rows=encoding.dumps(rows))
     for bill in ending:
-        outbox.add(
-            tx,
-            "subscription.canceled",
-            {"subscriptionId": bill.subscription.id, "accountId": bill.account_id, "endedAt": bill.boundary},
-        )
+        fields = {"subscriptionId": bill.subscription.id, "accountId": bill.account_id, "endedAt": bill.boundary}
+        outbox.add(tx, "subscription.canceled", fields, subscription_views.get(tx, bill.subscription.id))

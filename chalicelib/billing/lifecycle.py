@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import calendar, changes, engine, invoicing, periods, subscriptions
+from chalicelib.billing import calendar, changes, engine, invoicing, periods, subscription_views, subscriptions
 
 EFFECTIVE = ("now", "period_end")
 PAUSE_BEHAVIORS = ("void", "keep_as_draft")
@@ -185,7 +185,7 @@ def _change_terms(tx, actor, sub: periods.Subscription, command: Update, terms: 
     _apply(tx, actor, command.subscription_id, now, compute)
     kind = "upgrade" if upgrade else "downgrade"
     return {
-        "terms": subscriptions.public_terms(terms),
+        "terms": subscription_views.public_terms(terms),
         "kind": kind,
         "effective": effective,
         "proration_behavior": behavior,
@@ -221,5 +221,5 @@ def _record(tx, actor, subscription_id: str, event_type: str, details: dict, now
         "details": details,
         "timestamp": now,
     }
-    outbox.add(tx, event_type, fields)
+    outbox.add(tx, event_type, fields, subscription)
     return subscription

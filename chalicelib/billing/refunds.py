@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from chalicelib import audit, tracing
+from chalicelib import audit, outbox, tracing
 from chalicelib.billing import gateways, ledger, payments
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
@@ -112,8 +112,11 @@ def record_answer(tx, refund_id: str, result: payments.PaymentResult) -> str:
 
 def _record(tx, refund: Refund, result: payments.PaymentResult) -> str:
     outcome = "succeeded" if result.succeeded else "failed"
-    if not tx.all(Q["resolve"], id=refund.id, status=outcome, reference=result.reference, code=result.decline_code):
+    resolved = tx.one(Q["resolve"], id=refund.id, status=outcome, reference=result.reference, code=result.decline_code)
+    if resolved is None:
         return "in_progress"
+    fields = {"refundId": refund.id, "accountId": refund.account_id, "creditNoteId": refund.credit_note_id}
+    outbox.add(tx, f"refund.{outcome}", {**fields, "amount": refund.amount, "currency": refund.currency}, resolved)
     if outcome == "failed":
         ledger.post(
             tx,

@@ -130,19 +130,26 @@ def _dispute_funds(funds: str):
         attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
         if attempt is None:
             return
-        from chalicelib.billing import stripe_gateway
-
-        amount = stripe_gateway.from_stripe(dispute["amount"], dispute["currency"])
-        disputes.funds_moved(tx, attempt, {**dispute, "funds": funds, "amount": amount})
+        disputes.funds_moved(tx, attempt, {**dispute, "funds": funds, "amount": _our_amount(dispute)})
 
     return handle
 
 
-def dispute_changed(tx, tenant_id, dispute, _prepared, _now) -> None:
-    """A dispute opened or closed: an audit row (the money moves with the funds events)."""
-    attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
-    if attempt is not None:
-        disputes.noted(tx, attempt, dispute)
+def _dispute_noted(closed: bool):
+    """A dispute opened or closed: an audit row and an event (the money moves with the funds events)."""
+
+    def handle(tx, tenant_id, dispute, _prepared, _now) -> None:
+        attempt = _attempt(tx, tenant_id, {"id": dispute.get("payment_intent")})
+        if attempt is not None:
+            disputes.noted(tx, attempt, {**dispute, "amount": _our_amount(dispute)}, closed=closed)
+
+    return handle
+
+
+def _our_amount(dispute: dict) -> int:
+    from chalicelib.billing import stripe_gateway
+
+    return stripe_gateway.from_stripe(dispute["amount"], dispute["currency"])
 
 
 HANDLERS = {
@@ -154,8 +161,8 @@ HANDLERS = {
     "refund.updated": refund_changed,
     "refund.failed": refund_changed,
     "charge.refunded": charge_refunded,
-    "charge.dispute.created": dispute_changed,
-    "charge.dispute.closed": dispute_changed,
+    "charge.dispute.created": _dispute_noted(closed=False),
+    "charge.dispute.closed": _dispute_noted(closed=True),
     "charge.dispute.funds_withdrawn": _dispute_funds("withdrawn"),
     "charge.dispute.funds_reinstated": _dispute_funds("reinstated"),
 }

@@ -11,6 +11,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from chalicelib import outbox
+from chalicelib.billing import subscription_views
 from chalicelib.db import transaction
 from chalicelib.db.queries import load
 
@@ -45,6 +46,6 @@ def _announce(tenant_id: str, subscription_ids: list[str], now: datetime) -> int
                 "trialEnd": row["trial_end"],
                 "timestamp": now,
             }
-            outbox.add(tx, "subscription.trial_will_end", fields)
+            outbox.add(tx, "subscription.trial_will_end", fields, subscription_views.get(tx, str(row["id"])))
     outbox.flush_quietly(tenant_id)
     return len(marked)

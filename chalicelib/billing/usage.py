@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chalicelib import audit, errors
+from chalicelib import audit, errors, outbox
 from chalicelib.billing import calendar
 from chalicelib.config import get_settings
+from chalicelib.db import transaction
 from chalicelib.db.queries import load
 
 Q = load("usage")
@@ -76,13 +77,28 @@ def record(tx, actor, batch: UsageBatch) -> dict:
     }
     if summary["accepted"]:
         audit.record(tx, actor, "usage.recorded", "usage_batch", None, {"accepted": summary["accepted"]})
+    if summary["rejected"] and summary["rejected"] < len(results):
+        _rejected_event(tx, summary)
     if summary["rejected"] == len(results):
+        _announce_rejection(actor.tenant_id, summary)  # in a transaction of its own: this one rolls back
         raise errors.UnprocessableState(
             "no event was accepted",
             code="usage_rejected",
             details=[{"field": f"events.{i}", "issue": "; ".join(r["reasons"])} for i, r in enumerate(results)],
         )
     return summary
+
+
+def _rejected_event(tx, summary: dict) -> None:
+    """usage.rejected: the events of a batch that were not stored, each with its reasons."""
+    rejected = [r for r in summary["data"] if r["status"] == "rejected"]
+    obj = {"object": "usage_rejection", "accepted": summary["accepted"], "rejected": len(rejected), "data": rejected}
+    outbox.add(tx, "usage.rejected", {"rejected": len(rejected)}, obj)
+
+
+def _announce_rejection(tenant_id: str, summary: dict) -> None:
+    with transaction(tenant_id=tenant_id) as tx:
+        _rejected_event(tx, summary)
 
 
 def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, settings) -> list[str]:

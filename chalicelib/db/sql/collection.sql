@@ -138,3 +138,7 @@ UPDATE subscriptions SET status = :status
 
 -- name: lease_retry
 UPDATE accounts SET payment_retry_at = :lease_until WHERE id = :id;
+
+-- name: invoice_object
+-- The invoice as an event carries it (invoice_object, migration 0009: GET /v1/invoices/{id} without lines).
+SELECT invoice_object(i) FROM invoices i WHERE i.id = :id;

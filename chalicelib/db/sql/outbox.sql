@@ -24,3 +24,17 @@ SELECT tenant_id, backlog FROM outbox_tenants_with_backlog(:older_than_s, :max_r
 -- Set-based: a billing round's events in one statement.
 INSERT INTO outbox (event_type, payload)
 SELECT v.event_type, v.payload FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(event_type text, payload jsonb);
+
+-- name: list
+-- The tenant's event log: the last 30 days, newest first.
+SELECT id, event_type, payload, created_at FROM outbox
+ WHERE created_at > now() - interval '30 days'
+   AND (CAST(:type AS text) IS NULL OR event_type = CAST(:type AS text))
+   AND (CAST(:id AS uuid) IS NULL OR id = CAST(:id AS uuid))
+   AND (CAST(:after AS uuid) IS NULL
+        OR (created_at, id) < (SELECT created_at, id FROM outbox WHERE id = CAST(:after AS uuid)))
+ ORDER BY created_at DESC, id DESC
+ LIMIT :limit;
+
+-- name: exists
+SELECT 1 FROM outbox WHERE id = :id AND created_at > now() - interval '30 days';

@@ -41,7 +41,8 @@ UPDATE refunds SET claimed_until = NULL WHERE id = :id AND status = 'pending';
 UPDATE refunds SET status = :status, gateway_reference = COALESCE(:reference, gateway_reference),
        failure_code = :code, resolved_at = now(), claimed_until = NULL
  WHERE id = :id AND (status = 'pending' OR (status = 'succeeded' AND :status = 'failed'))
-RETURNING id;
+RETURNING id, 'refund' AS object, account_id, invoice_id, credit_note_id, amount, currency, status,
+          gateway_reference, failure_code, created_at, resolved_at;
 
 -- name: keep_reference
 -- Stripe took the refund and will settle it later (its own ``pending``): its id is kept, and the
