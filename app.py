@@ -4,7 +4,7 @@ import os
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 
-from chalicelib import consumers, http, idempotency, observability, ops, outbox, pagination
+from chalicelib import consumers, http, idempotency, observability, ops, outbox, pagination, webhook_endpoints
 from chalicelib import handlers as handlers_of
 from chalicelib import health as health_check
 from chalicelib.auth import ADMIN, USER
@@ -98,9 +98,7 @@ def list_plans():
 def create_account():
     request = http.read(app, USER, "account_create")
     command = accounts.NewAccount(**request.body)
-    return http.outcome_response(
-        idempotency.run(request, lambda tx: accounts.create(tx, request.principal, command), status=201)
-    )
+    return _with_events(request, lambda tx: accounts.create(tx, request.principal, command), status=201)
 
 
 @app.route("/v1/accounts", methods=["GET"], **AUTH)
@@ -435,7 +433,112 @@ def update_invoice_settings():
 def record_usage():
     request = http.read(app, USER, usage.schema_for)
     batch = usage.UsageBatch.of(request.body)
-    return http.outcome_response(idempotency.run(request, lambda tx: usage.record(tx, request.principal, batch)))
+    return _with_events(request, lambda tx: usage.record(tx, request.principal, batch))
+
+
+# --- what happened: the event log and tenants' webhooks ---------------------------------
+
+
+@app.route("/v1/notifications", methods=["GET"], **AUTH)
+@api(app)
+def list_notifications():
+    """The tenant's events of the last 30 days (``/v1/events`` is usage ingestion)."""
+    from chalicelib import events
+
+    request = http.read(app, USER)
+    page = pagination.page_request(request.query)
+    event_type = pagination.choice(request.query or {}, "type", events.KNOWN_TYPES)
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(outbox.list_page(tx, page, event_type))
+
+
+@app.route("/v1/notifications/{event_id}", methods=["GET"], **AUTH)
+@api(app)
+def get_notification(event_id):
+    request = http.read(app, USER)
+    event_id = pagination.parse_id(event_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(outbox.get(tx, event_id))
+
+
+@app.route("/v1/webhook_endpoints", methods=["POST"], **AUTH)
+@api(app)
+def create_webhook_endpoint():
+    request = http.read(app, ADMIN, "webhook_endpoint_create")
+    fields = webhook_endpoints.EndpointFields.of(request.body)
+    return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.create(tx, fields), status=201))
+
+
+@app.route("/v1/webhook_endpoints", methods=["GET"], **AUTH)
+@api(app)
+def list_webhook_endpoints():
+    request = http.read(app, ADMIN)
+    page = pagination.page_request(request.query)
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(webhook_endpoints.list_page(tx, page))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["GET"], **AUTH)
+@api(app)
+def get_webhook_endpoint(endpoint_id):
+    request = http.read(app, ADMIN)
+    endpoint_id = pagination.parse_id(endpoint_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(webhook_endpoints.get(tx, endpoint_id))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["POST"], **AUTH)
+@api(app)
+def update_webhook_endpoint(endpoint_id):
+    request = http.read(app, ADMIN, "webhook_endpoint_update")
+    endpoint_id = pagination.parse_id(endpoint_id, "id")
+    fields = webhook_endpoints.EndpointFields.of(request.body)
+    return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.update(tx, endpoint_id, fields)))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["DELETE"], **AUTH)
+@api(app)
+def delete_webhook_endpoint(endpoint_id):
+    request = http.read(app, ADMIN, body_required=False)
+    endpoint_id = pagination.parse_id(endpoint_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(webhook_endpoints.delete(tx, endpoint_id))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}/rotate", methods=["POST"], **AUTH)
+@api(app)
+def rotate_webhook_secret(endpoint_id):
+    """A new signing secret, shown once; the old one signs too for 24 hours."""
+    request = http.read(app, ADMIN, body_required=False)
+    endpoint_id = pagination.parse_id(endpoint_id, "id")
+    now = calendar.utcnow()
+    return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.rotate(tx, endpoint_id, now)))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}/deliveries", methods=["GET"], **AUTH)
+@api(app)
+def list_webhook_deliveries(endpoint_id):
+    from chalicelib import webhook_delivery
+
+    request = http.read(app, ADMIN)
+    endpoint_id = pagination.parse_id(endpoint_id, "id")
+    page = pagination.page_request(request.query)
+    status = pagination.choice(request.query or {}, "status", ("pending", "delivered", "failed"))
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(webhook_delivery.list_page(tx, endpoint_id, page, status))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", methods=["POST"], **AUTH)
+@api(app)
+def retry_webhook_delivery(endpoint_id, delivery_id):
+    """Send one delivery again now (with the same webhook-id), whatever became of it."""
+    from chalicelib import webhook_delivery
+
+    request = http.read(app, ADMIN, body_required=False)
+    endpoint_id = pagination.parse_id(endpoint_id, "id")
+    delivery_id = pagination.parse_id(delivery_id, "id")
+    tenant_id = request.principal.tenant_id
+    return http.json_response(webhook_delivery.resend(tenant_id, endpoint_id, delivery_id, calendar.utcnow()))
 
 
 # --- events: SNS fan-out to SQS consumers ---------------------------------------------
@@ -458,6 +561,20 @@ def audit_log(event):
     return consumers.process_batch(consumers.records_of(event), "audit-log", consumers.dispatch(handlers_of.AUDIT_LOG))
 
 
+@app.on_sqs_message(queue=f"{PREFIX}-webhooks", batch_size=10, name="webhook_fan_out")
+def webhook_fan_out(event):
+    """Every event type (no filter policy): each becomes a delivery per matching endpoint."""
+    return consumers.process_batch(consumers.records_of(event), "webhooks", consumers.dispatch(handlers_of.WEBHOOKS))
+
+
+@app.on_sqs_message(queue=f"{PREFIX}-webhook-deliveries", batch_size=10, name="webhook_delivery")
+def webhook_delivery(event):
+    """Kicks of endpoints' lanes (from the fan-out, a retry, the schedule): each lane in a thread of its own."""
+    from chalicelib import webhook_delivery as delivery
+
+    return delivery.process(consumers.records_of(event))
+
+
 @app.on_sns_message(topic=f"{PREFIX}-ops", name="ops_notice")
 def ops_notice(event):
     ops.handle_alert(event.subject, event.message)
@@ -467,7 +584,10 @@ def ops_notice(event):
 def outbox_sweep(event):
     # Events whose publish failed after their request committed; 30 s lets the
     # request's own flush go first.
-    return {"published": outbox.sweep(older_than_s=30)}
+    # And webhook deliveries due that no lane is on: waits past SQS's 15-minute delay, lost kicks.
+    from chalicelib import webhook_delivery
+
+    return {"published": outbox.sweep(older_than_s=30), "webhook_lanes": webhook_delivery.retry_due(calendar.utcnow())}
 
 
 # --- the daily rebill -------------------------------------------------------------------

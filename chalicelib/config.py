@@ -54,11 +54,18 @@ class Settings:
     gateway_credentials_store: str
     gateway_secrets_kms_key_id: str | None
     public_api_url: str | None
+    webhook_timeout_s: float
+    webhook_time_scale: float
 
     @property
     def is_production(self) -> bool:
         """Money is real here: a tenant without a connected gateway is never charged by the mock."""
         return self.stage in ("prod", "production")
+
+    @property
+    def runs_locally(self) -> bool:
+        """``make run`` and tests: webhooks may go to http://127.0.0.1 (never in a deployed stage)."""
+        return self.stage in ("local", "test")
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -113,6 +120,18 @@ def get_settings() -> Settings:
         payment_claim_lease_s=int(env("PAYMENT_CLAIM_LEASE_S", "60")),
         resource_prefix=env("RESOURCE_PREFIX", "billing"),
         **_payment_settings(env),
+        **_webhook_settings(env),
+    )
+
+
+def _webhook_settings(env) -> dict:
+    """Tenants' webhooks: a request's timeout, and (tests only) the retry schedule compressed in time."""
+    stage = env("STAGE", "local")
+    return dict(
+        webhook_timeout_s=float(env("WEBHOOK_TIMEOUT_S", "10")),
+        # Multiplies every wait of the retry schedule and its 3-day limits; tests run the real schedule
+        # in seconds with 0.00001. Always 1 in production.
+        webhook_time_scale=1.0 if stage in ("prod", "production") else float(env("WEBHOOK_TIME_SCALE", "1")),
     )
 
 

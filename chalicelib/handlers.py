@@ -39,32 +39,44 @@ def settle_account(event: dict) -> bool:
     return collection.resolved(outcome) is not None
 
 
-def email_new_subscription(event: dict) -> bool:
-    """send-notification: the customer's email, once per event (claim, send, mark done)."""
+def _email(event: dict, recipient, build) -> bool:
+    """send-notification: one email per event (claim, send, mark done): ``recipient(tx)`` reads who and
+    what, ``build(recipient)`` writes it."""
     return idempotency.consume_with_side_effect(
         event["tenantId"],
         "send-notification",
         event["eventId"],
-        lambda tx: notifications.recipient_of(tx, event["subscriptionId"]),
-        notifications.send_subscription_created,
+        recipient,
+        lambda who: notifications.send(who, build(who)),
     )
 
 
-def email_payment_action_required(event: dict) -> bool:
-    """send-notification: the customer is asked to confirm a payment, with the invoice's hosted link."""
-    tenant_id = event["tenantId"]
-    return idempotency.consume_with_side_effect(
-        tenant_id,
-        "send-notification",
-        event["eventId"],
-        lambda tx: notifications.invoice_recipient(tx, tenant_id, event["invoiceId"], calendar.utcnow()),
-        notifications.send_payment_action_required,
-    )
+def _about_subscription(build):
+    return lambda event: _email(event, lambda tx: notifications.recipient_of(tx, event["subscriptionId"]), build)
+
+
+def _about_invoice(build):
+    def handle(event: dict) -> bool:
+        tenant_id, invoice_id = event["tenantId"], event["invoiceId"]
+        read = lambda tx: notifications.invoice_recipient(tx, tenant_id, invoice_id, calendar.utcnow())  # noqa: E731
+        return _email(event, read, build)
+
+    return handle
+
+
+def email_account_inactive(event: dict) -> bool:
+    read = lambda tx: notifications.account_recipient(tx, event["accountId"])  # noqa: E731
+    return _email(event, read, notifications.account_inactive_email)
+
+
+def email_endpoint_disabled(event: dict) -> bool:
+    return _email(event, notifications.tenant_admins, lambda who: notifications.endpoint_disabled_email(who, event))
 
 
 def record_audit(event: dict) -> bool:
     """audit-log: one audit row per domain event, whatever the redeliveries."""
-    entity_id = next(event[k] for k in ("creditNoteId", "invoiceId", "subscriptionId", "accountId") if event.get(k))
+    keys = ("creditNoteId", "refundId", "invoiceId", "subscriptionId", "accountId", "endpointId")
+    entity_id = next((event[k] for k in keys if event.get(k)), None)  # None: a usage batch's rejection
 
     def work(tx):
         audit.record(
@@ -96,7 +108,38 @@ GENERATE_INVOICE = {
     "subscription.updated": settle_account,
 }
 SEND_NOTIFICATION = {
-    "subscription.created": email_new_subscription,
-    "invoice.payment_action_required": email_payment_action_required,
+    "subscription.created": _about_subscription(notifications.subscription_created_email),
+    "subscription.trial_will_end": _about_subscription(notifications.trial_ending_email),
+    "invoice.finalized": _about_invoice(notifications.invoice_finalized_email),
+    "invoice.payment_failed": _about_invoice(notifications.payment_failed_email),
+    "invoice.payment_action_required": _about_invoice(notifications.payment_action_email),
+    "account.inactive": email_account_inactive,
+    "webhook_endpoint.disabled": email_endpoint_disabled,
 }
 AUDIT_LOG = {event_type: record_audit for event_type in events.KNOWN_TYPES}
+
+
+def deliver_to_endpoints(event: dict) -> bool:
+    """webhooks: the event's deliveries to the tenant's endpoints (made once) and their lanes kicked."""
+    from chalicelib import webhook_delivery  # the delivery functions' import, not the API's
+
+    return webhook_delivery.fan_out(event)
+
+
+WEBHOOKS = {event_type: deliver_to_endpoints for event_type in events.KNOWN_TYPES}
+
+# The queues subscribed to the events topic, each receiving only the types its table handles (its SNS
+# filter policy on the ``eventType`` message attribute); a table of every type needs no filter. Queues
+# not named here are fed otherwise (rebill: the scheduler; webhook-deliveries: the webhooks consumer).
+TOPIC_QUEUES = {
+    "generate-invoice": GENERATE_INVOICE,
+    "send-notification": SEND_NOTIFICATION,
+    "audit-log": AUDIT_LOG,
+    "webhooks": WEBHOOKS,
+}
+
+
+def filter_policy(queue: str) -> dict | None:
+    """The SNS subscription filter policy of a topic queue (by its name without the prefix); None: every type."""
+    types = set(TOPIC_QUEUES[queue])
+    return None if types >= set(events.KNOWN_TYPES) else {"eventType": sorted(types)}

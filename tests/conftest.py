@@ -284,7 +284,7 @@ def api(database_url, cognito):
 
     from app import app
 
-    with Client(app) as client:
+    with Client(app, stage_name="local") as client:  # the stage `make run` serves, as tests are local
         yield Api(client)
 
 

@@ -173,10 +173,15 @@ def open_connection(*, as_app_role: bool = True):
 
 
 def get_connection():
+    """This thread's connection; a new one once settings were reset (another database, in tests), so a
+    worker thread (a webhook lane's) never keeps talking to the database it first connected to."""
     conn = getattr(_local, "conn", None)
+    if conn is not None and getattr(_local, "settings", None) is not get_settings():
+        reset_connection()
+        conn = None
     if conn is None:
         conn = open_connection()
-        _local.conn = conn
+        _local.conn, _local.settings = conn, get_settings()
     return conn
 
 

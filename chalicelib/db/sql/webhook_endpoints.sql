@@ -1,0 +1,72 @@
+-- name: lock_tenant
+-- Endpoints are counted and made one at a time per tenant (the limit holds under concurrency).
+SELECT pg_advisory_xact_lock(hashtextextended('webhook_endpoints:' || app_current_tenant()::text, 0));
+
+-- name: count
+SELECT count(*) FROM webhook_endpoints;
+
+-- name: create
+INSERT INTO webhook_endpoints (url, event_types, description, secret)
+VALUES (:url, CAST(:event_types AS text[]), :description, :secret)
+RETURNING id;
+
+-- name: get
+SELECT id, 'webhook_endpoint' AS object, url, event_types AS enabled_events, description, enabled, disabled_reason, failing_since,
+       previous_secret_expires_at, created_at, updated_at
+  FROM webhook_endpoints WHERE id = :id;
+
+-- name: list
+SELECT id, 'webhook_endpoint' AS object, url, event_types AS enabled_events, description, enabled, disabled_reason, failing_since,
+       previous_secret_expires_at, created_at, updated_at
+  FROM webhook_endpoints
+ WHERE (CAST(:after AS uuid) IS NULL
+        OR (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = CAST(:after AS uuid)))
+ ORDER BY created_at DESC, id DESC
+ LIMIT :limit;
+
+-- name: exists
+SELECT 1 FROM webhook_endpoints WHERE id = :id;
+
+-- name: update
+UPDATE webhook_endpoints
+   SET url = COALESCE(CAST(:url AS text), url),
+       event_types = COALESCE(CAST(:event_types AS text[]), event_types),
+       description = CASE WHEN CAST(:set_description AS boolean) THEN CAST(:description AS text) ELSE description END,
+       enabled = COALESCE(CAST(:enabled AS boolean), enabled),
+       disabled_reason = CASE WHEN COALESCE(CAST(:enabled AS boolean), enabled) THEN NULL ELSE disabled_reason END,
+       failing_since = CASE WHEN CAST(:enabled AS boolean) THEN NULL ELSE failing_since END,
+       updated_at = now()
+ WHERE id = :id
+RETURNING id;
+
+-- name: delete
+DELETE FROM webhook_endpoints WHERE id = :id RETURNING id;
+
+-- name: rotate
+-- The old secret keeps signing (next to the new one) for 24 hours, so receivers can switch over.
+UPDATE webhook_endpoints
+   SET previous_secret = secret, previous_secret_expires_at = CAST(:now AS timestamptz) + interval '24 hours', secret = :secret,
+       updated_at = now()
+ WHERE id = :id
+RETURNING id;
+
+-- name: claim_lane
+-- One worker per endpoint at a time: a slow or failing endpoint holds its own lane and nobody else's.
+UPDATE webhook_endpoints SET lease_until = now() + make_interval(secs => :lease_s)
+ WHERE id = :id AND enabled AND (lease_until IS NULL OR lease_until < now())
+RETURNING id, url, secret, previous_secret, previous_secret_expires_at;
+
+-- name: release_lane
+UPDATE webhook_endpoints SET lease_until = NULL WHERE id = :id;
+
+-- name: answered
+-- An endpoint's health after an answer: failing since its first failure after a success.
+UPDATE webhook_endpoints
+   SET failing_since = CASE WHEN CAST(:ok AS boolean) THEN NULL ELSE COALESCE(failing_since, CAST(:now AS timestamptz)) END
+ WHERE id = :id
+RETURNING failing_since, enabled;
+
+-- name: disable
+UPDATE webhook_endpoints SET enabled = false, disabled_reason = :reason, lease_until = NULL, updated_at = now()
+ WHERE id = :id AND enabled
+RETURNING id;
