@@ -97,8 +97,15 @@ def app_queues() -> list:
 def provision_messaging(
     region: str = "us-east-1", visibility_timeout: int = 10, max_receive_count: int = 3, verify_sender: bool = True
 ) -> Messaging:
-    """The events topic, one queue + DLQ per consumer subscribed with raw delivery, the ops topic, SES."""
+    """The events topic, one queue + DLQ per consumer, the ops topic, SES.
+
+    The queues in ``handlers.TOPIC_QUEUES`` subscribe to the topic with raw delivery, each with
+    its filter policy on the ``eventType`` message attribute (none: every type), as Terraform
+    subscribes them (infra/event_routing.json); the others (rebill, webhook-deliveries) are
+    fed by the app itself and are not subscribed.
+    """
     from app import PREFIX
+    from chalicelib import handlers
 
     sns = boto3.client("sns", region_name=region)
     sqs = boto3.client("sqs", region_name=region)
@@ -116,14 +123,21 @@ def provision_messaging(
             Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive},
         )["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        if not name.endswith("-rebill"):  # the rebill queue is fed by the scheduler, not by events
-            sns.subscribe(
-                TopicArn=messaging.topic_arn,
-                Protocol="sqs",
-                Endpoint=arn,
-                Attributes={"RawMessageDelivery": "true"},
-            )
+        queue = name.removeprefix(f"{PREFIX}-")
+        if queue in handlers.TOPIC_QUEUES:
+            sns.subscribe(TopicArn=messaging.topic_arn, Protocol="sqs", Endpoint=arn, Attributes=_subscription(queue))
         messaging.queues[name] = {"url": url, "arn": arn, "dlq_url": dlq_url, "dlq_arn": dlq_arn}
     if verify_sender:
         boto3.client("ses", region_name=region).verify_email_identity(EmailAddress=SES_SENDER)
     return messaging
+
+
+def _subscription(queue: str) -> dict:
+    """A topic queue's subscription attributes: raw delivery, and its filter policy if it has one."""
+    from chalicelib import handlers
+
+    attributes = {"RawMessageDelivery": "true"}
+    policy = handlers.filter_policy(queue)
+    if policy is not None:
+        attributes |= {"FilterPolicyScope": "MessageAttributes", "FilterPolicy": json.dumps(policy)}
+    return attributes

@@ -123,8 +123,9 @@ RUNTIME_ENV = {
 
 
 def copy_infra(out: Path) -> None:
-    """Our Terraform beside chalice's: one root module."""
-    for source in [*(ROOT / "infra").glob("*.tf"), *(ROOT / "infra" / "with-chalice").glob("*.tf")]:
+    """Our Terraform beside chalice's: one root module (with the event routing main.tf reads)."""
+    infra = ROOT / "infra"
+    for source in [*infra.glob("*.tf"), infra / "event_routing.json", *(infra / "with-chalice").glob("*.tf")]:
         shutil.copy(source, out / source.name)
     shutil.copytree(ROOT / "infra" / "modules", out / "modules", dirs_exist_ok=True)
 

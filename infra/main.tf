@@ -11,9 +11,13 @@
 
 locals {
   name = "${var.prefix}-${var.stage}"
-  # The queues app.py consumes (RESOURCE_PREFIX + fixed suffixes; see app.py).
-  event_queues = ["${var.prefix}-generate-invoice", "${var.prefix}-send-notification", "${var.prefix}-audit-log"]
-  other_queues = ["${var.prefix}-rebill"]
+  # The queues app.py consumes (RESOURCE_PREFIX + fixed suffixes) and the event types each
+  # topic queue receives (null: every type), generated from chalicelib/handlers.py by
+  # `python -m devtools.event_routing` (a test fails when the file is stale).
+  routing      = jsondecode(file("${path.module}/event_routing.json"))
+  topic_queues = { for queue, types in local.routing.topic_queues : "${var.prefix}-${queue}" => types }
+  other_queues = [for queue in local.routing.other_queues : "${var.prefix}-${queue}"]
+  queue_names  = concat(keys(local.topic_queues), local.other_queues)
 }
 
 module "network" {
@@ -38,7 +42,7 @@ module "database" {
 module "messaging" {
   source             = "./modules/messaging"
   prefix             = var.prefix
-  event_queues       = local.event_queues
+  topic_queues       = local.topic_queues
   other_queues       = local.other_queues
   function_timeout_s = var.function_timeout_s
   max_receive_count  = var.max_receive_count

@@ -139,7 +139,7 @@ module "monitoring" {
   name               = local.name
   alarm_topic_arn    = module.messaging.ops_topic_arn
   function_names     = local.billing_function_names
-  queue_names        = concat(local.event_queues, local.other_queues)
+  queue_names        = local.queue_names
   dlq_names          = values(module.messaging.dlq_names)
   api_name           = aws_api_gateway_rest_api.rest_api.name
   db_cluster_id      = module.database.cluster_id

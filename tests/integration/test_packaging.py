@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import package
+from devtools import event_routing, package
 
 MIRROR = Path(os.environ.get("TF_PROVIDER_MIRROR", "/opt/tf-plugins"))
 
@@ -32,7 +32,7 @@ def test_every_sqs_mapping_reports_batch_item_failures_and_every_function_knows_
     _out, _result, tf = built
     mappings = tf["resource"]["aws_lambda_event_source_mapping"]
     sqs = [m for m in mappings.values() if ":sqs:" in m["event_source_arn"]]
-    assert len(sqs) == 4
+    assert len(sqs) == len(event_routing.consumed_queues()) == 6
     assert all(m["function_response_types"] == ["ReportBatchItemFailures"] for m in sqs)
     rebill = next(m for m in sqs if m["event_source_arn"].endswith(":billing-dev-rebill"))
     assert (rebill["batch_size"], rebill["maximum_batching_window_in_seconds"]) == (100, 5)
@@ -74,9 +74,26 @@ def test_the_package_ships_no_runtime_provided_libraries_and_stays_small(built):
 def test_generated_terraform_inits_offline_and_validates(built, tmp_path):
     out, _result, _tf = built
     _terraform_validate(out, tmp_path)
+    # The routing main.tf reads from event_routing.json, as the built root module sees it (no AWS calls).
+    console = _terraform(
+        out,
+        tmp_path,
+        ["terraform", "console", "-var", "stage=dev", "-var", "ses_sender=x"],
+        stdin="jsonencode({topic = local.topic_queues, other = local.other_queues, all = local.queue_names})\n",
+    )
+    routing = json.loads(json.loads(console.strip()))
+    expected = json.loads(event_routing.render())
+    assert routing["topic"] == {f"billing-dev-{q}": types for q, types in expected["topic_queues"].items()}
+    assert routing["other"] == [f"billing-dev-{q}" for q in expected["other_queues"]]
+    assert sorted(routing["all"]) == sorted(f"billing-dev-{q}" for q in event_routing.consumed_queues())
 
 
 def _terraform_validate(directory: Path, scratch: Path) -> None:
+    _terraform(directory, scratch, ["terraform", "init", "-backend=false", "-input=false", "-no-color"])
+    _terraform(directory, scratch, ["terraform", "validate", "-no-color"])
+
+
+def _terraform(directory: Path, scratch: Path, command: list[str], stdin: str | None = None) -> str:
     config = scratch / "terraformrc"
     providers = '["registry.terraform.io/*/*"]'
     config.write_text(
@@ -86,10 +103,9 @@ def _terraform_validate(directory: Path, scratch: Path) -> None:
         "}\n"
     )
     env = {**os.environ, "TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
-    init = ["terraform", "init", "-backend=false", "-input=false", "-no-color"]
-    for command in (init, ["terraform", "validate", "-no-color"]):
-        result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run(command, cwd=directory, env=env, input=stdin, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 # Read by the app but fine to leave unset when deployed, and why.
@@ -117,6 +133,8 @@ DEFAULTS_OK = {
     "MOCK_PAYMENT_OUTCOME": "mock gateway only",
     "MOCK_PAYMENT_DECLINE_PERCENT": "mock gateway only",
     "REBILL_CATCH_UP_PERIODS": "default 12",
+    "WEBHOOK_TIMEOUT_S": "default 10 s: a lane's 15 s budget plus one request fits the 30 s function timeout",
+    "WEBHOOK_TIME_SCALE": "tests only (compresses the retry schedule); default 1, always 1 in prod",
     "PAYMENT_CLAIM_LEASE_S": "default 60 s, longer than every function's timeout (lambda_timeout 30 s)",
     "REBILL_SCHEDULE": "read at packaging time into the schedule rule",
     "LOG_LEVEL": "set in .chalice/config.json",
@@ -173,17 +191,40 @@ def test_stripes_webhook_route_has_no_cognito_authorizer_and_every_other_route_h
             assert ("security" in operation) is not public, (method, path)
 
 
-def test_every_queue_the_app_consumes_is_created_by_the_infra():
+def test_every_queue_the_app_consumes_is_created_by_the_infra_from_the_routing_beside_it(built):
+    out, _result, _tf = built
+    # main.tf reads the queues from event_routing.json: the copy in the build is the checked-in, current one.
+    assert 'jsondecode(file("${path.module}/event_routing.json"))' in (out / "main.tf").read_text()
+    routing = json.loads((out / "event_routing.json").read_text())
+    assert (out / "event_routing.json").read_text() == event_routing.render()
+    assert sorted([*routing["topic_queues"], *routing["other_queues"]]) == sorted(event_routing.consumed_queues())
+    assert {"webhooks", "webhook-deliveries"} <= {*routing["topic_queues"], *routing["other_queues"]}
+    assert routing["topic_queues"]["webhooks"] is None  # every type: no filter policy
+
+
+def test_topic_subscriptions_filter_on_the_event_type_attribute_and_the_runtime_may_send_to_every_queue(built):
     import re
 
-    from app import app
-
-    main_tf = (Path(__file__).resolve().parents[2] / "infra" / "main.tf").read_text()
-    declared = {
-        name.replace("${var.prefix}", "billing") for name in re.findall(r'"(\$\{var\.prefix\}-[a-z-]+)"', main_tf)
+    out, _result, tf = built
+    messaging = re.sub(r"\s+", " ", (out / "modules" / "messaging" / "main.tf").read_text())  # whatever fmt aligns
+    subscription = messaging[messaging.index('resource "aws_sns_topic_subscription" "queue"') :].split(" } ")[0]
+    assert "for_each = var.topic_queues" in subscription
+    assert "filter_policy = each.value == null ? null : jsonencode({ eventType = each.value })" in subscription
+    assert 'filter_policy_scope = each.value == null ? null : "MessageAttributes"' in subscription
+    assert messaging.count("for_each = toset(local.queues)") == 2  # queue and DLQ, topic and other queues alike
+    assert "visibility_timeout_seconds = 6 * var.function_timeout_s" in messaging
+    integration = re.sub(r"\s+", " ", (out / "chalice_integration.tf").read_text())
+    queues = integration[integration.index('sid = "Queues"') :].split("statement {")[0]
+    assert '"sqs:SendMessage", "sqs:GetQueueUrl"' in queues
+    assert "resources = values(module.messaging.queue_arns)" in queues
+    assert "queue_names = local.queue_names" in integration  # queue widgets; DLQ alarms from dlq_names
+    # chalice's own packaging maps both new queues to their functions.
+    mappings = {
+        m["event_source_arn"].rsplit(":", 1)[1]: m["function_name"]
+        for m in tf["resource"]["aws_lambda_event_source_mapping"].values()
     }
-    consumed = {source.queue for source in app.event_sources if getattr(source, "queue", None)}
-    assert consumed <= declared
+    assert "webhook_fan_out" in mappings["billing-dev-webhooks"]
+    assert "webhook_delivery" in mappings["billing-dev-webhook-deliveries"]
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")

@@ -3,16 +3,20 @@
 # AWS recommends for SQS event sources.
 
 variable "prefix" { type = string }
-variable "event_queues" {
-  description = "Queues subscribed to the events topic (raw delivery)"
-  type        = list(string)
+variable "topic_queues" {
+  description = "Queues subscribed to the events topic (raw delivery), each with the event types it receives (null: every type)"
+  type        = map(list(string))
 }
 variable "other_queues" {
-  description = "Queues fed otherwise (the rebill queue)"
+  description = "Queues fed otherwise, not subscribed (rebill: the scheduler; webhook-deliveries: the app)"
   type        = list(string)
 }
 variable "function_timeout_s" { type = number }
 variable "max_receive_count" { type = number }
+
+locals {
+  queues = concat(keys(var.topic_queues), var.other_queues)
+}
 
 module "key" {
   source      = "../kms_key"
@@ -33,14 +37,14 @@ resource "aws_sns_topic" "ops" {
 }
 
 resource "aws_sqs_queue" "dlq" {
-  for_each                  = toset(concat(var.event_queues, var.other_queues))
+  for_each                  = toset(local.queues)
   name                      = "${each.key}-dlq"
   message_retention_seconds = 1209600
   kms_master_key_id         = module.key.id
 }
 
 resource "aws_sqs_queue" "queue" {
-  for_each                   = toset(concat(var.event_queues, var.other_queues))
+  for_each                   = toset(local.queues)
   name                       = each.key
   visibility_timeout_seconds = 6 * var.function_timeout_s
   kms_master_key_id          = module.key.id
@@ -51,7 +55,7 @@ resource "aws_sqs_queue" "queue" {
 }
 
 data "aws_iam_policy_document" "from_topic" {
-  for_each = toset(var.event_queues)
+  for_each = var.topic_queues
   statement {
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.queue[each.key].arn]
@@ -68,17 +72,21 @@ data "aws_iam_policy_document" "from_topic" {
 }
 
 resource "aws_sqs_queue_policy" "from_topic" {
-  for_each  = toset(var.event_queues)
+  for_each  = var.topic_queues
   queue_url = aws_sqs_queue.queue[each.key].id
   policy    = data.aws_iam_policy_document.from_topic[each.key].json
 }
 
 resource "aws_sns_topic_subscription" "queue" {
-  for_each             = toset(var.event_queues)
+  for_each             = var.topic_queues
   topic_arn            = aws_sns_topic.events.arn
   protocol             = "sqs"
   endpoint             = aws_sqs_queue.queue[each.key].arn
   raw_message_delivery = true
+  # Only the types the queue's handlers take, matched on the eventType message attribute the
+  # outbox publishes (chalicelib/outbox.py); a queue that takes every type has no policy.
+  filter_policy       = each.value == null ? null : jsonencode({ eventType = each.value })
+  filter_policy_scope = each.value == null ? null : "MessageAttributes"
 }
 
 output "events_topic_arn" { value = aws_sns_topic.events.arn }
