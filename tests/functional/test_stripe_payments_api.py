@@ -19,6 +19,7 @@ from chalicelib.config import reset_settings
 from chalicelib.db import transaction
 from devtools.pump import Pump, bindings_for
 from tests import gateway
+from tests.webhooks import sent_emails
 
 
 @pytest.fixture
@@ -72,14 +73,6 @@ def _paid_invoice(api, tenant, standin, messaging) -> tuple[str, str]:
     _subscribe_and_pump(api, tenant, account_id, messaging)
     with transaction(tenant_id=tenant.tenant_id) as tx:
         return account_id, str(tx.scalar("SELECT id FROM invoices WHERE account_id = :a", a=account_id))
-
-
-def _sent_emails() -> list[dict]:
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.ses.models import ses_backends
-
-    sent = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
-    return [{"subject": m.subject, "body": m.body, "destinations": m.destinations} for m in sent]
 
 
 def _succeeded(standin, tenant, account_id) -> list[int]:
@@ -200,8 +193,8 @@ def test_a_card_that_needs_authentication_waits_for_the_customer_and_is_paid_onc
 
     assert waiting["attempts"] == [("requires_action", "authentication_required")]
     assert waiting["account"]["status"] == "PENDING" and waiting["invoice"]["status"] == "open"
-    assert emails == 2  # the subscription's, and "confirm your payment" with the hosted invoice's link
-    asked = _sent_emails()[-1]
+    assert emails == 3  # the subscription's, the invoice's, and "confirm your payment" with its hosted link
+    asked = next(e for e in sent_emails() if e["subject"].startswith("Action required"))
     assert asked["subject"].startswith("Action required") and asked["destinations"]["ToAddresses"] == [
         "ada@customer.test"
     ]

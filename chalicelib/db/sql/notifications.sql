@@ -1,12 +1,26 @@
 -- name: subscription_recipient
-SELECT a.email, a.name, p.name AS plan_name, p.amount, p.currency, s.current_period_end
+SELECT a.email, a.name, p.name AS plan_name, p.amount * s.quantity AS amount, p.currency, s.current_period_end,
+       s.trial_end, t.name AS sender_name
   FROM subscriptions s
+  JOIN tenants t ON t.id = s.tenant_id
   JOIN accounts a ON a.id = s.account_id
   JOIN plans p ON p.id = s.plan_id
  WHERE s.id = :subscription_id;
 
 -- name: invoice_recipient
-SELECT a.email, a.name, i.id AS invoice_id, i.number, i.amount_due, i.currency, i.status
+SELECT a.email, a.name, i.id AS invoice_id, i.number, i.total, i.amount_due, i.currency, i.status,
+       t.name AS sender_name
   FROM invoices i
+  JOIN tenants t ON t.id = i.tenant_id
   JOIN accounts a ON a.id = i.account_id
  WHERE i.id = :invoice_id;
+
+-- name: account_recipient
+SELECT a.email, a.name, a.status, t.name AS sender_name
+  FROM accounts a
+  JOIN tenants t ON t.id = a.tenant_id
+ WHERE a.id = :account_id;
+
+-- name: tenant_admins
+-- The tenant's contact address (its admins' until users are kept here).
+SELECT email, name, name AS sender_name FROM tenants WHERE id = app_current_tenant();
