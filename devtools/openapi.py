@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from chalicelib import events
 from chalicelib.billing import invoices, subscriptions
 from chalicelib.validation import SCHEMA_DIR
 
@@ -402,6 +403,165 @@ RESPONSES["AccountDetail"] = _object(
     },
 )
 
+# What tenants hear: events (the log and webhooks), their endpoints and deliveries.
+RESPONSES["Refund"] = _object(
+    "refund",
+    {
+        "id": ID,
+        "account_id": ID,
+        "invoice_id": ID,
+        "credit_note_id": ID,
+        "amount": MONEY,
+        "currency": CURRENCY,
+        "status": {"enum": ["pending", "succeeded", "failed"]},
+        "gateway_reference": {"type": ["string", "null"]},
+        "failure_code": {"type": ["string", "null"]},
+        "created_at": TS,
+        "resolved_at": TS_OR_NULL,
+    },
+)
+RESPONSES["Dispute"] = _object(
+    "dispute",
+    {
+        "id": {"type": "string", "description": "the gateway's dispute id"},
+        "status": {"type": "string"},
+        "reason": {"type": ["string", "null"]},
+        "amount": MONEY,
+        "currency": CURRENCY,
+        "payment_intent": {"type": ["string", "null"]},
+        "account_id": ID,
+        "invoice_id": ID,
+        "payment_attempt_id": ID,
+    },
+)
+RESPONSES["UsageRejection"] = _object(
+    "usage_rejection",
+    {
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "integer"},
+        "data": RESPONSES["UsageBatch"]["properties"]["data"],
+    },
+)
+RESPONSES["WebhookEndpoint"] = _object(
+    "webhook_endpoint",
+    {
+        "id": ID,
+        "url": {"type": "string"},
+        "enabled_events": {"type": "array", "items": {"type": "string"}},
+        "description": {"type": ["string", "null"]},
+        "enabled": {"type": "boolean"},
+        "disabled_reason": {"type": ["string", "null"]},
+        "failing_since": {**TS_OR_NULL, "description": "its first failed answer since its last success"},
+        "previous_secret_expires_at": {**TS_OR_NULL, "description": "until then the old secret signs too"},
+        "created_at": TS,
+        "updated_at": TS,
+    },
+)
+RESPONSES["WebhookEndpointWithSecret"] = {
+    "allOf": [
+        {"$ref": "#/components/schemas/WebhookEndpoint"},
+        {
+            "type": "object",
+            "required": ["secret"],
+            "properties": {"secret": {"type": "string", "description": "whsec_...: shown this once"}},
+        },
+    ]
+}
+RESPONSES["WebhookDelivery"] = _object(
+    "webhook_delivery",
+    {
+        "id": ID,
+        "endpoint_id": ID,
+        "event_id": {**ID, "description": "also its webhook-id header, the same on every attempt"},
+        "event_type": {"type": "string"},
+        "status": {"enum": ["pending", "delivered", "failed"]},
+        "attempt_count": {"type": "integer"},
+        "next_attempt_at": TS_OR_NULL,
+        "last_status": {"type": ["integer", "null"]},
+        "created_at": TS,
+        "delivered_at": TS_OR_NULL,
+        "failed_at": TS_OR_NULL,
+        "attempts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["attempted_at", "status_code", "latency_ms", "response_excerpt", "error"],
+                "properties": {
+                    "attempted_at": TS,
+                    "status_code": {"type": ["integer", "null"]},
+                    "latency_ms": {"type": "integer"},
+                    "response_excerpt": {"type": ["string", "null"], "description": "its first 1 KB"},
+                    "error": {"type": ["string", "null"], "description": "no answer: why"},
+                },
+            },
+        },
+    },
+)
+# The object each event type carries in data.object, by the type's first word.
+EVENT_OBJECTS = {
+    "invoice": "Invoice",
+    "subscription": "Subscription",
+    "credit_note": "CreditNote",
+    "account": "AccountDetail",
+    "refund": "Refund",
+    "dispute": "Dispute",
+    "usage": "UsageRejection",
+    "webhook_endpoint": "WebhookEndpoint",
+}
+
+
+RESPONSES["Event"] = _object(
+    "event",
+    {
+        "id": {**ID, "description": "the event's id, and its webhook-id"},
+        "type": {"enum": list(events.KNOWN_TYPES)},
+        "version": {"const": events.VERSION},
+        "created": TS,
+        "data": {
+            "type": "object",
+            "required": ["object"],
+            "properties": {"object": {"description": "the changed object as the API returned it then"}},
+        },
+    },
+)
+
+
+def _event(event_type: str) -> dict:
+    """An event of one type: its data.object is that type's object."""
+    obj = {"$ref": f"#/components/schemas/{EVENT_OBJECTS[event_type.split('.')[0]]}"}
+    data = {"type": "object", "properties": {"object": obj}}
+    return {
+        "allOf": [
+            {"$ref": "#/components/schemas/Event"},
+            {"type": "object", "properties": {"type": {"const": event_type}, "data": data}},
+        ]
+    }
+
+
+WEBHOOK_HEADERS = {
+    "webhook-id": "the event's id: the same on every retry, to deduplicate",
+    "webhook-timestamp": "seconds since the epoch when this attempt was signed",
+    "webhook-signature": "v1,<base64 HMAC-SHA256 of {id}.{timestamp}.{body}> per secret, space-separated",
+}
+
+
+def _webhooks() -> dict:
+    """The event catalog: one Standard Webhooks request per event type."""
+    headers = [{"$ref": f"#/components/parameters/{name}"} for name in WEBHOOK_HEADERS]
+    return {
+        event_type: {
+            "post": {
+                "summary": f"{event_type} (version {events.VERSION})",
+                "operationId": f"webhook_{event_type.replace('.', '_')}",
+                "parameters": headers,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _event(event_type)}}},
+                "responses": {"2XX": {"description": "Received; anything else is retried for up to 3 days"}},
+            }
+        }
+        for event_type in events.KNOWN_TYPES
+    }
+
+
 ROUTES = {
     "/v1/health": {"get": ("Database reachability and migration version", None, 200, "Health", False)},
     "/v1/tenants": {"post": ("Provision a tenant (ADMIN)", "tenant_create", 201, "Tenant", False)},
@@ -501,6 +661,26 @@ ROUTES = {
     "/v1/events": {
         "post": ("Record usage: one event or a batch of up to 100", "usage_events", 200, "UsageBatch", False)
     },
+    "/v1/notifications": {"get": ("The tenant's events of the last 30 days", None, 200, "Event", True)},
+    "/v1/notifications/{event_id}": {"get": ("Retrieve an event", None, 200, "Event", False)},
+    "/v1/webhook_endpoints": {
+        "post": ("Add a webhook endpoint (ADMIN)", "webhook_endpoint_create", 201, "WebhookEndpointWithSecret", False),
+        "get": ("List webhook endpoints (ADMIN)", None, 200, "WebhookEndpoint", True),
+    },
+    "/v1/webhook_endpoints/{endpoint_id}": {
+        "get": ("Retrieve a webhook endpoint (ADMIN)", None, 200, "WebhookEndpoint", False),
+        "post": ("Change or re-enable an endpoint (ADMIN)", "webhook_endpoint_update", 200, "WebhookEndpoint", False),
+        "delete": ("Delete an endpoint and its deliveries (ADMIN)", None, 200, "Deleted", False),
+    },
+    "/v1/webhook_endpoints/{endpoint_id}/rotate": {
+        "post": ("A new signing secret; the old one signs 24 h more", None, 200, "WebhookEndpointWithSecret", False)
+    },
+    "/v1/webhook_endpoints/{endpoint_id}/deliveries": {
+        "get": ("An endpoint's deliveries and every attempt (ADMIN)", None, 200, "WebhookDelivery", True)
+    },
+    "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry": {
+        "post": ("Send a delivery again now, same webhook-id (ADMIN)", None, 200, "WebhookDelivery", False)
+    },
 }
 LIST_FILTERS = {
     "/v1/invoices": {
@@ -512,6 +692,8 @@ LIST_FILTERS = {
     "/v1/subscriptions": {"account_id": ID, "status": {"enum": list(subscriptions.STATUSES)}},
     "/v1/invoice_items": {"account_id": ID, "pending": {"enum": ["true", "false"]}},
     "/v1/credit_notes": {"invoice": ID},
+    "/v1/notifications": {"type": {"enum": list(events.KNOWN_TYPES)}},
+    "/v1/webhook_endpoints/{endpoint_id}/deliveries": {"status": {"enum": ["pending", "delivered", "failed"]}},
 }
 # Public routes: no token (a signed link is the credential, or nothing is private).
 PUBLIC = (
@@ -642,8 +824,19 @@ def build() -> dict:
         "paths": {
             path: {m: _operation(path, m, spec) for m, spec in methods.items()} for path, methods in ROUTES.items()
         },
+        "webhooks": _webhooks(),
         "components": {
             "schemas": RESPONSES,
+            "parameters": {
+                name: {
+                    "name": name,
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": text,
+                }
+                for name, text in WEBHOOK_HEADERS.items()
+            },
             "securitySchemes": {
                 "cognito": {
                     "type": "http",
