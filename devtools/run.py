@@ -22,17 +22,19 @@ def _interrupt(_signum, _frame):
 def _start_pump():
     """Deliver the local queues to app.py's SQS handlers, as Lambda would (see devtools.pump)."""
     import app as app_module
-    from chalicelib import outbox
     from devtools import local_aws
     from devtools.pump import LambdaContext, Pump, bindings_for, scheduled_event
 
     queues = {name: {"url": url, "arn": arn} for name, url, arn in local_aws.queue_urls()}
     pump = Pump(bindings_for(app_module, queues))
-    # The schedules a laptop needs every minute: the outbox sweep, and the invoice finalizer
-    # (drafts whose grace period ended, refunds a timeout left pending).
-    finalizer = LambdaContext("invoice_finalizer")
+    # The schedules a laptop needs every minute: the outbox sweep (and webhook retries past SQS's
+    # 15-minute delay), and the invoice finalizer (drafts whose grace period ended, stale refunds).
+    sweeper, finalizer = LambdaContext("outbox_sweep"), LambdaContext("invoice_finalizer")
     pump.run_forever(
-        sweep=lambda: (outbox.sweep(older_than_s=30), app_module.invoice_finalizer(scheduled_event(), finalizer))
+        sweep=lambda: (
+            app_module.outbox_sweep(scheduled_event(), sweeper),
+            app_module.invoice_finalizer(scheduled_event(), finalizer),
+        )
     )
     print(f"pump:     delivering {', '.join(queues)} to app.py handlers")
     return pump
