@@ -587,7 +587,8 @@ def outbox_sweep(event):
     # And webhook deliveries due that no lane is on: waits past SQS's 15-minute delay, lost kicks.
     from chalicelib import webhook_delivery
 
-    return {"published": outbox.sweep(older_than_s=30), "webhook_lanes": webhook_delivery.retry_due(calendar.utcnow())}
+    kicked = webhook_delivery.retry_due(calendar.utcnow())  # first: a publish backlog never starves retries
+    return {"webhook_lanes": kicked, "published": outbox.sweep(older_than_s=30)}
 
 
 # --- the daily rebill -------------------------------------------------------------------

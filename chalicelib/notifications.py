@@ -70,7 +70,7 @@ def invoice_finalized_email(r: dict) -> dict:
 
 def payment_failed_email(r: dict) -> dict:
     due = format_amount(r["amount_due"], r["currency"])
-    said = f"We could not collect {due} for invoice {r['number']}. We will try again; you can also pay it now."
+    said = f"We could not collect {due} for invoice {r['number']}. You can pay it now."
     return _email(f"Payment failed for invoice {r['number']}", r["name"], [said], ("Pay it here", r.get("link")))
 
 

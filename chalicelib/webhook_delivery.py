@@ -14,8 +14,8 @@ same on every retry, so receivers dedupe), ``webhook-timestamp`` the attempt's t
 signing secret (two for 24 h after a rotation), made by the ``standardwebhooks`` library.
 A 2xx is delivered; anything else waits ``RETRY_SCHEDULE_S[n]`` (+-20% jitter) and is sent
 again, for up to 3 days, then it is failed. A wait up to 15 minutes is an SQS delay on the
-kick; a longer one is found by the ``webhook_retries`` schedule (every minute), since SQS
-delays stop at 15 minutes. An endpoint that has failed for 3 days is disabled and its
+kick; a longer one is found by ``retry_due``, which the ``outbox_sweep`` schedule runs every
+minute, since SQS delays stop at 15 minutes. An endpoint that has failed for 3 days is disabled and its
 pending deliveries failed; the tenant hears of it (``webhook_endpoint.disabled``). Every
 attempt is recorded (status, latency, the first 1 KB of the answer).
 """
@@ -111,20 +111,23 @@ def process(records: list[dict], budget_s: float = LANE_BUDGET_S) -> dict:
 def deliver_lane(lane: Kick, deadline: float) -> str:
     """Claim the endpoint, send what is due until ``deadline``, release it, and kick it again if more
     is due within SQS's reach. "busy" when another worker holds it (that worker sends ours too)."""
-    timeout = get_settings().webhook_timeout_s
-    lease_s = math.ceil(max(deadline - time.monotonic(), 0) + timeout + 5)
     with transaction(tenant_id=lane.tenant_id) as tx:
-        claimed = webhook_endpoints.claim_lane(tx, lane.endpoint_id, lease_s, calendar.utcnow())
+        claimed = webhook_endpoints.claim_lane(tx, lane.endpoint_id, _lease_s(), calendar.utcnow())
     if claimed is None:
         return "busy"
     try:
         sent = _send_due(lane.tenant_id, claimed, deadline)
     finally:
         with transaction(tenant_id=lane.tenant_id) as tx:
-            webhook_endpoints.release_lane(tx, lane.endpoint_id)
+            webhook_endpoints.release_lane(tx, claimed)
             next_at = tx.scalar(Q["next_due"], endpoint_id=lane.endpoint_id)
     _kick_again(lane, next_at)
     return f"sent {sent}"
+
+
+def _lease_s() -> int:
+    """A lane is held for one request (its deadline) and its bookkeeping at a time, renewed before each."""
+    return math.ceil(get_settings().webhook_timeout_s) + 20
 
 
 def _send_due(tenant_id: str, endpoint: webhook_endpoints.Lane, deadline: float) -> int:
@@ -134,7 +137,10 @@ def _send_due(tenant_id: str, endpoint: webhook_endpoints.Lane, deadline: float)
             due = tx.all(Q["due"], endpoint_id=endpoint.id, now=calendar.utcnow(), limit=10)
         for delivery in due:
             if time.monotonic() >= deadline:
-                break
+                return sent
+            with transaction(tenant_id=tenant_id) as tx:
+                if not webhook_endpoints.renew_lane(tx, endpoint, _lease_s()):
+                    return sent  # the lane is another worker's now (or the endpoint is off)
             sent += 1
             if attempt(tenant_id, endpoint, delivery) == "disabled":
                 return sent
@@ -182,45 +188,52 @@ def _record(tx, endpoint_id: str, delivery: dict, answer: webhook_http.Answer, n
         attempted_at=now,
         status_code=answer.status,
         latency_ms=answer.latency_ms,
-        excerpt=answer.excerpt[:1024] or None,
-        error=(answer.error or "")[:500] or None,
+        excerpt=_text(answer.excerpt, 1024),
+        error=_text(answer.error, 500),
     )
     scale = get_settings().webhook_time_scale
     failing_since = webhook_endpoints.answered(tx, endpoint_id, answer.delivered, now)
     if answer.delivered:
         tx.run(Q["delivered"], id=delivery["id"], status_code=answer.status, now=now)
         return "delivered"
-    next_at = next_attempt_at(delivery["attempts"] + 1, delivery["created_at"], now, scale)
-    if _failing_too_long(failing_since, delivery["created_at"], next_at, now, scale):
+    next_at = next_attempt_at(delivery["schedule_failures"] + 1, delivery["schedule_from"], now, scale)
+    if _failing_too_long(failing_since, delivery["schedule_from"], next_at, now, scale):
         webhook_endpoints.disable(tx, endpoint_id, failing_since)
         tx.run(Q["failed"], id=delivery["id"], status_code=answer.status, now=now)
         tx.run(Q["fail_pending"], endpoint_id=endpoint_id, now=now)
         return "disabled"
     if next_at is None:
         tx.run(Q["failed"], id=delivery["id"], status_code=answer.status, now=now)
+        webhook_endpoints.forget_failures(tx, endpoint_id)
         emit_metric("webhook_failed", 1)
         return "failed"
     tx.run(Q["retry_later"], id=delivery["id"], status_code=answer.status, next_attempt_at=next_at)
     return "retrying"
 
 
-def _failing_too_long(failing_since, created_at: datetime, next_at, now: datetime, scale: float) -> bool:
+def _text(value: str | None, most: int) -> str | None:
+    """What a receiver said, storable: PostgreSQL text holds no NUL (a binary answer has them)."""
+    return (value or "").replace("\x00", "\ufffd")[:most] or None
+
+
+def _failing_too_long(failing_since, schedule_from: datetime, next_at, now: datetime, scale: float) -> bool:
     """Disable an endpoint that has failed for 3 days, or whose delivery used up its whole schedule (about
-    3 days) with the endpoint failing since that delivery's first day: it answers nothing well."""
+    3 days) with the endpoint failing since that delivery's first day: it answers nothing well. (A
+    delivery that gives up otherwise clears the count: ``forget_failures``.)"""
     if failing_since is None:
         return False
     if (now - failing_since).total_seconds() >= GIVE_UP_AFTER_S * scale:
         return True
-    return next_at is None and failing_since <= created_at + timedelta(seconds=24 * 3600 * scale)
+    return next_at is None and failing_since <= schedule_from + timedelta(seconds=24 * 3600 * scale)
 
 
-def next_attempt_at(failures: int, created_at: datetime, now: datetime, scale: float = 1.0) -> datetime | None:
+def next_attempt_at(failures: int, schedule_from: datetime, now: datetime, scale: float = 1.0) -> datetime | None:
     """When to try again after ``failures`` failed attempts; None when the schedule (3 days) is over."""
     if failures > len(RETRY_SCHEDULE_S):
         return None
     wait = RETRY_SCHEDULE_S[failures - 1] * _random.uniform(0.8, 1.2) * scale
     at = now + timedelta(seconds=wait)
-    return None if at > created_at + timedelta(seconds=GIVE_UP_AFTER_S * scale) else at
+    return None if at > schedule_from + timedelta(seconds=GIVE_UP_AFTER_S * scale) else at
 
 
 def retry_due(now: datetime, max_rows: int = 1000) -> int:

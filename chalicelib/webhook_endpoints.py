@@ -50,6 +50,7 @@ class Lane:
     id: str
     url: str
     secrets: tuple[str, ...]
+    token: str
 
 
 def create(tx, fields: EndpointFields) -> dict:
@@ -126,11 +127,21 @@ def claim_lane(tx, endpoint_id: str, lease_s: int, now: datetime) -> Lane | None
     signing = [row["secret"]]
     if row["previous_secret"] and row["previous_secret_expires_at"] and row["previous_secret_expires_at"] > now:
         signing.append(row["previous_secret"])
-    return Lane(str(row["id"]), row["url"], tuple(signing))
+    return Lane(str(row["id"]), row["url"], tuple(signing), str(row["lease_token"]))
 
 
-def release_lane(tx, endpoint_id: str) -> None:
-    tx.run(Q["release_lane"], id=endpoint_id)
+def renew_lane(tx, lane: Lane, lease_s: int) -> bool:
+    """Hold the lane ``lease_s`` more seconds; False when it is no longer this worker's (its lease ran
+    out and another took it, or the endpoint was disabled or deleted): stop sending then."""
+    return tx.scalar(Q["renew_lane"], id=lane.id, token=lane.token, lease_s=lease_s) is not None
+
+
+def release_lane(tx, lane: Lane) -> None:
+    tx.run(Q["release_lane"], id=lane.id, token=lane.token)
+
+
+def forget_failures(tx, endpoint_id: str) -> None:
+    tx.run(Q["forget_failures"], id=endpoint_id)
 
 
 def answered(tx, endpoint_id: str, ok: bool, now: datetime) -> datetime | None:
@@ -145,8 +156,14 @@ def disable(tx, endpoint_id: str, failing_since: datetime) -> bool:
         return False
     endpoint = get(tx, endpoint_id)
     fields = {"endpointId": endpoint_id, "url": endpoint["url"], "failingSince": failing_since.isoformat()}
-    outbox.add(tx, "webhook_endpoint.disabled", fields, endpoint)
+    outbox.add(tx, "webhook_endpoint.disabled", fields, _status(endpoint))
     return True
+
+
+def _status(endpoint: dict) -> dict:
+    """What an event shows of an endpoint: its state, not its URL or description (the event log is
+    open to USER tokens; a webhook URL is often a credential, and the endpoints are ADMIN's)."""
+    return {k: endpoint[k] for k in ("id", "object", "enabled", "disabled_reason", "failing_since", "updated_at")}
 
 
 def _check_url(url: str) -> None:

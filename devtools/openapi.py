@@ -457,6 +457,12 @@ RESPONSES["WebhookEndpoint"] = _object(
         "updated_at": TS,
     },
 )
+# What an event shows of an endpoint: not its URL or description (the event log is open to USER tokens).
+RESPONSES["WebhookEndpointStatus"] = _object(
+    "webhook_endpoint",
+    {k: RESPONSES["WebhookEndpoint"]["properties"][k] for k in ("id", "enabled", "disabled_reason", "failing_since")}
+    | {"updated_at": TS},
+)
 RESPONSES["WebhookEndpointWithSecret"] = {
     "allOf": [
         {"$ref": "#/components/schemas/WebhookEndpoint"},
@@ -506,7 +512,7 @@ EVENT_OBJECTS = {
     "refund": "Refund",
     "dispute": "Dispute",
     "usage": "UsageRejection",
-    "webhook_endpoint": "WebhookEndpoint",
+    "webhook_endpoint": "WebhookEndpointStatus",
 }
 
 

@@ -14,6 +14,15 @@
 
 CREATE INDEX outbox_tenant_created ON outbox (tenant_id, created_at DESC, id DESC);
 
+-- A timestamp as the API writes one (chalicelib.encoding): UTC, ending in Z, microseconds when there are any.
+CREATE FUNCTION api_ts(t timestamptz) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+        SELECT CASE WHEN date_part('microseconds', t)::bigint % 1000000 = 0
+                    THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                    ELSE to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END
+    $$;
+
 CREATE FUNCTION invoice_object(i invoices) RETURNS jsonb
     LANGUAGE sql STABLE
     AS $$
@@ -23,10 +32,10 @@ CREATE FUNCTION invoice_object(i invoices) RETURNS jsonb
             'description', i.description, 'currency', i.currency, 'subtotal', i.subtotal, 'total', i.total,
             'credit_applied', i.credit_applied, 'pre_payment_credit_notes_amount', i.pre_payment_credit_notes_amount,
             'post_payment_credit_notes_amount', i.post_payment_credit_notes_amount, 'amount_due', i.amount_due,
-            'amount_paid', i.amount_paid, 'period_start', i.period_start, 'period_end', i.period_end,
-            'due_at', i.due_at, 'auto_finalize_at', i.auto_finalize_at, 'finalized_at', i.finalized_at,
-            'paid_at', i.paid_at, 'voided_at', i.voided_at, 'marked_uncollectible_at', i.marked_uncollectible_at,
-            'created_at', i.created_at)
+            'amount_paid', i.amount_paid, 'period_start', api_ts(i.period_start), 'period_end', api_ts(i.period_end),
+            'due_at', api_ts(i.due_at), 'auto_finalize_at', api_ts(i.auto_finalize_at),
+            'finalized_at', api_ts(i.finalized_at), 'paid_at', api_ts(i.paid_at), 'voided_at', api_ts(i.voided_at),
+            'marked_uncollectible_at', api_ts(i.marked_uncollectible_at), 'created_at', api_ts(i.created_at))
     $$;
 
 CREATE OR REPLACE FUNCTION invoice_event(i invoices) RETURNS jsonb
@@ -50,6 +59,7 @@ CREATE TABLE webhook_endpoints (
     failing_since               timestamptz,
     disabled_reason             text,
     lease_until                 timestamptz,
+    lease_token                 uuid,
     created_at                  timestamptz NOT NULL DEFAULT now(),
     updated_at                  timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, id)
@@ -63,6 +73,9 @@ CREATE TABLE webhook_deliveries (
     event_type       text NOT NULL,
     status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
     attempts         integer NOT NULL DEFAULT 0,
+    -- The retry schedule's clock: from creation, and again from a manual resend.
+    schedule_from    timestamptz NOT NULL DEFAULT now(),
+    schedule_failures integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz,
     last_status      integer,
     created_at       timestamptz NOT NULL DEFAULT now(),
@@ -115,9 +128,10 @@ CREATE FUNCTION webhook_lanes_due(as_of timestamptz, max_rows integer)
     AS $$
         SELECT e.tenant_id, e.id
           FROM webhook_endpoints e
-         WHERE e.enabled AND (e.lease_until IS NULL OR e.lease_until < as_of)
-           AND EXISTS (SELECT FROM webhook_deliveries d
-                        WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= as_of)
+          JOIN LATERAL (SELECT min(d.next_attempt_at) AS due FROM webhook_deliveries d
+                         WHERE d.endpoint_id = e.id AND d.status = 'pending') d ON true
+         WHERE e.enabled AND (e.lease_until IS NULL OR e.lease_until < as_of) AND d.due <= as_of
+         ORDER BY d.due
          LIMIT max_rows
     $$;
 ALTER FUNCTION webhook_lanes_due(timestamptz, integer) OWNER TO billing_system;

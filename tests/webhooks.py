@@ -24,6 +24,7 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=lambda: [200])
     delay_s: float = 0.0
+    body: bytes = b"ok"
     requests: list[Received] = field(default_factory=list)
 
     def __post_init__(self):
@@ -36,9 +37,9 @@ class Receiver:
                 status = receiver.statuses[min(len(receiver.requests), len(receiver.statuses)) - 1]
                 time.sleep(receiver.delay_s)
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.body)
 
             def log_message(self, *_args):
                 pass

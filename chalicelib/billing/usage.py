@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from chalicelib import audit, errors, outbox
 from chalicelib.billing import calendar
 from chalicelib.config import get_settings
-from chalicelib.db import transaction
 from chalicelib.db.queries import load
 
 Q = load("usage")
@@ -80,7 +79,6 @@ def record(tx, actor, batch: UsageBatch) -> dict:
     if summary["rejected"] and summary["rejected"] < len(results):
         _rejected_event(tx, summary)
     if summary["rejected"] == len(results):
-        _announce_rejection(actor.tenant_id, summary)  # in a transaction of its own: this one rolls back
         raise errors.UnprocessableState(
             "no event was accepted",
             code="usage_rejected",
@@ -90,15 +88,11 @@ def record(tx, actor, batch: UsageBatch) -> dict:
 
 
 def _rejected_event(tx, summary: dict) -> None:
-    """usage.rejected: the events of a batch that were not stored, each with its reasons."""
+    """usage.rejected: the events of a batch that were not stored, each with its reasons, beside those that
+    were (a batch rejected whole is a 422 to its sender, and its transaction writes nothing, events included)."""
     rejected = [r for r in summary["data"] if r["status"] == "rejected"]
     obj = {"object": "usage_rejection", "accepted": summary["accepted"], "rejected": len(rejected), "data": rejected}
     outbox.add(tx, "usage.rejected", {"rejected": len(rejected)}, obj)
-
-
-def _announce_rejection(tenant_id: str, summary: dict) -> None:
-    with transaction(tenant_id=tenant_id) as tx:
-        _rejected_event(tx, summary)
 
 
 def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, settings) -> list[str]:

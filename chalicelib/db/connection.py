@@ -44,6 +44,7 @@ def _driver() -> type[_Driver]:
 
 
 _secret_cache: dict[str, dict] = {}
+_secret_lock = threading.Lock()  # webhook lanes open connections from several threads at a cold start
 
 
 class Transaction:
@@ -145,12 +146,13 @@ def _unverified_tls() -> ssl.SSLContext:
 def _read_secret(arn: str) -> dict:
     # Fetched once per cold start: the managed secret rotates, but a rotation
     # closes the old sessions and the reconnect path below reads it again.
-    if arn not in _secret_cache:
-        import boto3  # only deployed runs pay for boto3
+    with _secret_lock:  # boto3's default session is not safe to build clients from in two threads at once
+        if arn not in _secret_cache:
+            import boto3  # only deployed runs pay for boto3
 
-        value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-        _secret_cache[arn] = json.loads(value)
-    return _secret_cache[arn]
+            value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+            _secret_cache[arn] = json.loads(value)
+        return _secret_cache[arn]
 
 
 def open_connection(*, as_app_role: bool = True):

@@ -77,6 +77,8 @@ def test_after_the_rebill_a_receiver_gets_a_signed_invoice_finalized_the_library
     # The invoice as the API returns it, but for what GET makes per request: its lines and links.
     assert set(invoice) == set(shown) - {"lines", "invoice_pdf", "hosted_invoice_url"}
     assert (invoice["total"], invoice["currency"]) == (shown["total"], shown["currency"]) == (4900, "USD")
+    for key in ("created_at", "period_start", "period_end", "finalized_at", "due_at"):  # written as the API writes
+        assert invoice[key] == shown[key], key
     assert got.headers["webhook-id"] == event["id"]
     assert api.get(f"/v1/notifications/{event['id']}", tenant.user).body == json.loads(got.body)
     [delivery] = _deliveries(api, tenant, endpoint["id"])
@@ -142,6 +144,8 @@ def test_a_receiver_that_always_fails_ends_failed_with_every_attempt_listed_and_
     assert {a["status_code"] for a in delivery["attempts"]} == {503}
     shown = api.get(f"/v1/webhook_endpoints/{endpoint['id']}", tenant.admin).body
     assert shown["enabled"] is False and shown["disabled_reason"] == "failing for 3 days"
+    [notice] = api.get("/v1/notifications?type=webhook_endpoint.disabled", tenant.user).body["data"]
+    assert notice["data"]["object"]["id"] == endpoint["id"] and "url" not in notice["data"]["object"]
     told = next(e for e in sent_emails() if "disabled" in e["subject"])
     assert told["destinations"]["ToAddresses"] == ["ops@example.test"] and hooks.url in told["body"]
     assert api.post(f"/v1/webhook_endpoints/{endpoint['id']}", {"enabled": True}, tenant.admin).body["enabled"]
@@ -276,3 +280,61 @@ def test_the_event_log_lists_a_tenants_events_newest_first_with_a_type_filter(ap
     assert api.get("/v1/notifications?type=nope", catalog.user).status == 400
     assert api.get("/v1/notifications", other_tenant.user).body["data"] == []
     assert api.get(f"/v1/notifications/{created['data'][0]['id']}", other_tenant.user).status == 404
+
+
+def test_an_answer_with_nul_bytes_is_recorded_and_never_holds_the_lane(api, tenant, messaging, gateway, receiver):
+    hooks = receiver()
+    hooks.body = b"\x00\x01binary\x00" * 10
+    endpoint = _endpoint(api, tenant, hooks.url)
+    _renewal_due(tenant.id)
+
+    pump_until(messaging, lambda: [d["status"] for d in _deliveries(api, tenant, endpoint["id"])] == ["delivered"])
+
+    [delivery] = _deliveries(api, tenant, endpoint["id"])
+    assert (
+        "\x00" not in delivery["attempts"][0]["response_excerpt"]
+        and "binary" in delivery["attempts"][0]["response_excerpt"]
+    )
+    assert len(hooks.requests) == 1
+
+
+def test_an_account_that_goes_inactive_and_a_trial_that_ends_each_email_the_customer(
+    api, catalog, account, messaging, gateway, monkeypatch
+):
+    monkeypatch.setenv("DUNNING_RETRY_DAYS", "")  # no retries: the first decline makes the account inactive
+    reset_settings()
+    gateway.script(account["id"], ["decline"])
+    api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user)
+    other = api.post("/v1/accounts", {"email": "tess@customer.test", "name": "Tess", "currency": "USD"}, catalog.user)
+    api.post("/v1/subscriptions", {"account_id": other.body["id"], "plan": "pro", "trial_days": 2}, catalog.user)
+    with Client(app, stage_name="local") as client:
+        client.lambda_.invoke("rebill_schedule", client.events.generate_cw_event("aws.events", "x", {}, []))
+
+    pump_until(messaging, lambda: len(sent_emails()) >= 5)
+    pump_until(messaging, lambda: True)
+
+    to = {e["subject"]: e["destinations"]["ToAddresses"] for e in sent_emails()}
+    assert to["Your account is inactive"] == ["ada@customer.test"]
+    assert any(s.startswith("Payment failed for invoice") for s in to)
+    [trial] = [s for s in to if "trial ends on" in s]
+    assert to[trial] == ["tess@customer.test"]
+    assert api.get(f"/v1/accounts/{account['id']}", catalog.user).body["status"] == "INACTIVE"
+    reset_settings()
+
+
+def test_usage_events_rejected_beside_accepted_ones_are_an_event_and_a_batch_rejected_whole_is_not(
+    api, account, catalog
+):
+    api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user)  # usage bills from here
+    now = datetime.now(UTC).isoformat()
+    good = {"event_id": "u1", "account_id": account["id"], "metric": "api_calls", "quantity": 1, "timestamp": now}
+    bad = {**good, "event_id": "u2", "timestamp": "2001-01-01T00:00:00Z"}
+
+    mixed = api.post("/v1/events", {"events": [good, bad]}, catalog.user)
+    whole = api.post("/v1/events", {"events": [{**bad, "event_id": "u3"}]}, catalog.user)
+
+    assert (mixed.status, whole.status) == (200, 422)
+    [event] = api.get("/v1/notifications?type=usage.rejected", catalog.user).body["data"]
+    rejection = event["data"]["object"]
+    assert (rejection["accepted"], rejection["rejected"], rejection["data"][0]["event_id"]) == (1, 1, "u2")
+    assert rejection["data"][0]["reasons"]

@@ -24,6 +24,8 @@ FIGURE = (
     " {leaks} leaks"
 )
 
+DELIVERIES = "/v1/webhook_endpoints/{endpoint_id}/deliveries"
+RETRY = "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry"
 # (method, path, role, where the victim's id goes, parameter, which victim id)
 PROBES = [
     ("GET", "/v1/accounts/{account_id}", "USER", "path", "account_id", "account"),
@@ -61,6 +63,17 @@ PROBES = [
     ("GET", "/v1/invoices", "USER", "query", "starting_after", "invoice"),
     ("POST", "/v1/subscriptions", "USER", "body", "account_id", "account"),
     ("POST", "/v1/events", "USER", "body", "account_id", "account"),
+    ("GET", "/v1/notifications", "USER", "query", "starting_after", "event"),
+    ("GET", "/v1/notifications/{event_id}", "USER", "path", "event_id", "event"),
+    ("GET", "/v1/webhook_endpoints", "ADMIN", "query", "starting_after", "webhook_endpoint"),
+    ("GET", "/v1/webhook_endpoints/{endpoint_id}", "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
+    ("POST", "/v1/webhook_endpoints/{endpoint_id}", "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
+    ("DELETE", "/v1/webhook_endpoints/{endpoint_id}", "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
+    ("POST", "/v1/webhook_endpoints/{endpoint_id}/rotate", "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
+    ("GET", DELIVERIES, "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
+    ("GET", DELIVERIES, "ADMIN", "query", "starting_after", "webhook_delivery"),
+    ("POST", RETRY, "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
+    ("POST", RETRY, "ADMIN", "path", "delivery_id", "webhook_delivery"),
 ]
 BODIES = {
     "/v1/subscriptions": {"plan": "pro"},
@@ -72,7 +85,15 @@ BODIES = {
     "/v1/accounts/{account_id}/rebill": {},
     "/v1/invoice_items": {"currency": "USD", "description": "breakout", "amount": 1},
     "/v1/credit_notes": {"reason": "duplicate"},
+    "/v1/webhook_endpoints/{endpoint_id}": {"description": "breakout"},
 }
+# Probes with two of A's ids at once: e is A's webhook endpoint, d a delivery of A's through it.
+PAIRED_PROBES = [
+    ("GET", "/v1/webhook_endpoints/{e}/deliveries?starting_after={d}"),
+    ("POST", "/v1/webhook_endpoints/{e}/deliveries/{d}/retry"),
+]
+# POST routes that take no body: sent none.
+NO_BODY = {"/v1/webhook_endpoints/{endpoint_id}/rotate", RETRY}
 
 
 def _id_bearing_parameters() -> set:
@@ -96,7 +117,8 @@ def test_the_probes_cover_every_id_bearing_parameter_in_the_document():
 
 @pytest.fixture
 def victim(api, catalog, owner_conn, gateway) -> dict:
-    """Tenant A with a plan, a billed account (invoice, ledger, payment), a subscription and usage."""
+    """Tenant A with a plan, a billed account (invoice, ledger, payment), a subscription and usage,
+    its events, and a webhook endpoint with a delivery."""
     a = catalog
     account = api.post(
         "/v1/accounts", {"email": "victim@a.test", "name": "Victim Corp", "currency": "USD"}, a.user
@@ -111,6 +133,8 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
     item = {"account_id": account["id"], "currency": "USD", "description": "Victim item", "amount": 5}
     invoice_item = api.post("/v1/invoice_items", item, a.user).body
     note = api.post("/v1/credit_notes", {"invoice": invoice["id"], "amount": 1, "reason": "duplicate"}, a.admin).body
+    endpoint = _endpoint(api, a, "https://hooks.example.com/a")
+    event, delivery = _delivery(owner_conn, a.id, endpoint["id"])
     return {
         "tenant": a,
         "tenant_id": a.id,
@@ -121,12 +145,55 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
         "plan": plan["id"],
         "invoice_item": invoice_item["id"],
         "credit_note": note["id"],
+        "event": event,
+        "webhook_endpoint": endpoint["id"],
+        "webhook_secret": endpoint["secret"],
+        "webhook_delivery": delivery,
     }
 
 
-def _request(api, token, method, template, where, name, value, own_account):
-    """The probe's request with ``value`` in its id-bearing parameter; other path ids are B's own account."""
-    path = template.format(**{p: value if (where, name) == ("path", p) else own_account for p in _path_ids(template)})
+def _endpoint(api, tenant, url: str) -> dict:
+    reply = api.post("/v1/webhook_endpoints", {"url": url, "enabled_events": ["*"]}, tenant.admin)
+    assert reply.status == 201, reply.body
+    return reply.body
+
+
+def _delivery(owner_conn, tenant_id: str, endpoint_id: str) -> tuple[str, str]:
+    """The tenant's account.created event, and a pending delivery of it to ``endpoint_id`` (put in
+    directly: no queues here to fan it out)."""
+    [[event]] = owner_conn.run(
+        "SELECT id FROM outbox WHERE tenant_id = CAST(:t AS uuid) AND event_type = 'account.created'"
+        " ORDER BY created_at LIMIT 1",
+        t=tenant_id,
+    )
+    [[delivery]] = owner_conn.run(
+        "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, next_attempt_at)"
+        " VALUES (CAST(:t AS uuid), CAST(:e AS uuid), :event, 'account.created', now()) RETURNING id",
+        t=tenant_id,
+        e=endpoint_id,
+        event=event,
+    )
+    return str(event), str(delivery)
+
+
+def _webhook_rows(owner_conn, tenant_id: str) -> dict:
+    """Every webhook row of ``tenant_id`` (endpoints with their secrets and lanes, deliveries, attempts):
+    the tables ``billing.snapshot`` does not cover."""
+    return {
+        table: sorted(
+            str(row[0])
+            for row in owner_conn.run(
+                f"SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = CAST(:t AS uuid)", t=tenant_id
+            )
+        )
+        for table in ("webhook_endpoints", "webhook_deliveries", "webhook_attempts")
+    }
+
+
+def _request(api, token, method, template, where, name, value, own):
+    """The probe's request with ``value`` in its id-bearing parameter; other path ids are B's own
+    (``own``: path parameter -> B's id of that kind)."""
+    path = template.format(**{p: value if (where, name) == ("path", p) else own[p] for p in _path_ids(template)})
     body = dict(BODIES.get(template, {}))
     if where == "query":
         path = f"{path}?{name}={value}"
@@ -134,7 +201,8 @@ def _request(api, token, method, template, where, name, value, own_account):
         body[name] = value
         if template == "/v1/events":
             body["timestamp"] = datetime.now(UTC).isoformat()
-    return api.call(method, path, body=body if method == "POST" else None, token=token)
+    sends_body = method == "POST" and template not in NO_BODY
+    return api.call(method, path, body=body if sends_body else None, token=token)
 
 
 def _path_ids(template: str) -> list[str]:
@@ -148,39 +216,66 @@ def _own_account_and_plan(api, b) -> str:
     return api.post("/v1/accounts", {"email": "own@b.test", "name": "Own", "currency": "USD"}, b.user).body["id"]
 
 
+def _own_ids(api, b, owner_conn) -> dict:
+    """B's own ids for every path parameter a probe does not aim at: an account (and a "pro" plan),
+    and a webhook endpoint with a delivery of B's account.created event. So the retry probe aimed at
+    A's delivery goes through B's real, enabled endpoint, and the delivery lookup is what answers."""
+    account = _own_account_and_plan(api, b)
+    endpoint = _endpoint(api, b, "https://hooks.example.com/b")["id"]
+    _event, delivery = _delivery(owner_conn, b.id, endpoint)
+    return {"account_id": account, "endpoint_id": endpoint, "delivery_id": delivery}
+
+
 def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_change_nothing(
     api, victim, other_tenant, owner_conn, figures
 ):
     b = other_tenant
-    own = _own_account_and_plan(api, b)
+    own = _own_ids(api, b, owner_conn)
     before = billing.snapshot(owner_conn, victim["tenant"].id)
+    webhooks_before = _webhook_rows(owner_conn, victim["tenant"].id)
     secrets = {victim[k] for k in ("account", "subscription", "invoice", "ledger_entry", "plan", "invoice_item")}
-    secrets.add(victim["credit_note"])
-    secrets |= {"victim@a.test", "Victim Corp", victim["tenant"].id}
+    secrets |= {victim[k] for k in ("credit_note", "event", "webhook_endpoint", "webhook_secret", "webhook_delivery")}
+    secrets |= {"victim@a.test", "Victim Corp", victim["tenant"].id, "hooks.example.com/a"}
     counts = {"probes": 0, "not_found": 0, "rejected": 0, "leaks": 0}
     for method, path, role, where, name, which in PROBES:
         token = b.admin if role == "ADMIN" else b.user
         theirs = _request(api, token, method, path, where, name, victim[which], own)
         never = _request(api, token, method, path, where, name, str(uuid.uuid4()), own)
-        probe = f"{method} {path} {where}:{name}"
-        leaked = [s for s in secrets if s in json.dumps(theirs.body)]
-        counts["probes"] += 1
-        counts["leaks"] += bool(leaked)
-        assert not leaked, (probe, leaked)
-        assert theirs.status == never.status, (probe, theirs.body, never.body)
-        assert theirs.body["error"].get("code") == never.body["error"].get("code"), probe
-        if path == "/v1/events":  # a usage batch is judged per event: "no such account", as for any unknown id
-            assert (theirs.status, theirs.body["error"]["code"]) == (422, "usage_rejected"), probe
-            counts["rejected"] += 1
-        elif path.startswith("/v1/gateway/stripe/"):  # Stripe's webhooks: unsigned, as for any tenant id
-            assert (theirs.status, theirs.body["error"]["code"]) == (400, "invalid_signature"), probe
-            counts["rejected"] += 1
-        else:
-            assert (theirs.status, theirs.body["error"]["code"]) == (404, "resource_missing"), probe
-            counts["not_found"] += 1
+        _judge(f"{method} {path} {where}:{name}", path, theirs, never, secrets, counts)
+    # Both of A's ids at once (A's endpoint and a delivery of A's through it), as two that never existed.
+    for method, template in PAIRED_PROBES:
+        theirs = api.call(
+            method, template.format(e=victim["webhook_endpoint"], d=victim["webhook_delivery"]), token=b.admin
+        )
+        never = api.call(method, template.format(e=uuid.uuid4(), d=uuid.uuid4()), token=b.admin)
+        _judge(f"{method} {template} (A's endpoint and delivery)", template, theirs, never, secrets, counts)
 
     assert billing.snapshot(owner_conn, victim["tenant"].id) == before, "no row of A's changed"
+    assert _webhook_rows(owner_conn, victim["tenant"].id) == webhooks_before, "no webhook row of A's changed"
     figures.add("breakout_api", FIGURE, parameters=len(_id_bearing_parameters()), **counts)
+
+
+def _judge(probe, path, theirs, never, secrets, counts) -> None:
+    """``theirs`` (A's id) is answered as ``never`` (an id that never existed) and shows nothing of A's."""
+    leaked = [s for s in secrets if s in json.dumps(theirs.body)]
+    counts["probes"] += 1
+    counts["leaks"] += bool(leaked)
+    assert not leaked, (probe, leaked)
+    assert theirs.status == never.status, (probe, theirs.body, never.body)
+    assert _error(theirs) == _error(never), probe  # the same message and details too, word for word
+    if path == "/v1/events":  # a usage batch is judged per event: "no such account", as for any unknown id
+        assert (theirs.status, theirs.body["error"]["code"]) == (422, "usage_rejected"), probe
+        counts["rejected"] += 1
+    elif path.startswith("/v1/gateway/stripe/"):  # Stripe's webhooks: unsigned, as for any tenant id
+        assert (theirs.status, theirs.body["error"]["code"]) == (400, "invalid_signature"), probe
+        counts["rejected"] += 1
+    else:
+        assert (theirs.status, theirs.body["error"]["code"]) == (404, "resource_missing"), probe
+        counts["not_found"] += 1
+
+
+def _error(reply) -> dict:
+    return {k: v for k, v in reply.body["error"].items() if k != "request_id"}
 
 
 def test_another_tenants_plan_code_is_as_unknown_as_one_that_never_existed(api, catalog, other_tenant, owner_conn):

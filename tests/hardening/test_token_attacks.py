@@ -49,6 +49,16 @@ ROUTES = [
     ("GET", "/v1/invoice_settings", "USER"),
     ("POST", "/v1/invoice_settings", "ADMIN"),
     ("POST", "/v1/events", "USER"),
+    ("GET", "/v1/notifications", "USER"),
+    ("GET", f"/v1/notifications/{SOME_ID}", "USER"),
+    ("POST", "/v1/webhook_endpoints", "ADMIN"),
+    ("GET", "/v1/webhook_endpoints", "ADMIN"),
+    ("GET", f"/v1/webhook_endpoints/{SOME_ID}", "ADMIN"),
+    ("POST", f"/v1/webhook_endpoints/{SOME_ID}", "ADMIN"),
+    ("DELETE", f"/v1/webhook_endpoints/{SOME_ID}", "ADMIN"),
+    ("POST", f"/v1/webhook_endpoints/{SOME_ID}/rotate", "ADMIN"),
+    ("GET", f"/v1/webhook_endpoints/{SOME_ID}/deliveries", "ADMIN"),
+    ("POST", f"/v1/webhook_endpoints/{SOME_ID}/deliveries/{SOME_ID}/retry", "ADMIN"),
 ]
 # No token at all: a health check, hosted invoice pages (the signed link is the credential;
 # tests/functional/test_invoice_corrections_api.py shows a tampered one is a 404), and Stripe's
@@ -191,4 +201,6 @@ def _valid_body(method, path):
             "quantity": 1,
             "timestamp": "2026-01-01T00:00:00Z",
         },
+        "/v1/webhook_endpoints": {"url": "https://hooks.example.com/a", "enabled_events": ["*"]},
+        f"/v1/webhook_endpoints/{SOME_ID}": {"description": "x"},
     }.get(path, {})

@@ -14,7 +14,7 @@ UNION
 SELECT endpoint_id FROM webhook_deliveries WHERE event_id = :event_id AND status = 'pending';
 
 -- name: due
-SELECT d.id, d.event_id, d.attempts, d.created_at, o.event_type, o.payload, o.created_at AS event_created
+SELECT d.id, d.event_id, d.schedule_from, d.schedule_failures, o.event_type, o.payload, o.created_at AS event_created
   FROM webhook_deliveries d
   JOIN outbox o ON o.id = d.event_id
  WHERE d.endpoint_id = :endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= :now
@@ -36,7 +36,8 @@ UPDATE webhook_deliveries
 
 -- name: retry_later
 UPDATE webhook_deliveries
-   SET attempts = attempts + 1, last_status = :status_code, next_attempt_at = :next_attempt_at
+   SET attempts = attempts + 1, schedule_failures = schedule_failures + 1, last_status = :status_code,
+       next_attempt_at = :next_attempt_at
  WHERE id = :id AND status = 'pending';
 
 -- name: failed
@@ -54,7 +55,7 @@ UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, failed_
 SELECT d.id, 'webhook_delivery' AS object, d.endpoint_id, d.event_id, d.event_type, d.status,
        d.attempts AS attempt_count,
        d.next_attempt_at, d.last_status, d.created_at, d.delivered_at, d.failed_at,
-       COALESCE((SELECT jsonb_agg(jsonb_build_object('attempted_at', a.attempted_at, 'status_code', a.status_code,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object('attempted_at', api_ts(a.attempted_at), 'status_code', a.status_code,
                                                     'latency_ms', a.latency_ms, 'response_excerpt', a.response_excerpt,
                                                     'error', a.error) ORDER BY a.attempted_at, a.id)
                    FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb) AS attempts
@@ -73,7 +74,8 @@ SELECT 1 FROM webhook_deliveries WHERE id = :id AND endpoint_id = :endpoint_id;
 -- name: resend
 -- A manual retry: pending again, due now (a delivered one is sent once more, with the same webhook-id).
 UPDATE webhook_deliveries
-   SET status = 'pending', next_attempt_at = :now, delivered_at = NULL, failed_at = NULL
+   SET status = 'pending', next_attempt_at = :now, delivered_at = NULL, failed_at = NULL, schedule_from = :now,
+       schedule_failures = 0
  WHERE id = :id AND endpoint_id = :endpoint_id
 RETURNING id;
 

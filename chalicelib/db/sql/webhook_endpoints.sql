@@ -52,12 +52,24 @@ RETURNING id;
 
 -- name: claim_lane
 -- One worker per endpoint at a time: a slow or failing endpoint holds its own lane and nobody else's.
-UPDATE webhook_endpoints SET lease_until = now() + make_interval(secs => :lease_s)
+-- Its token proves the lane is still this worker's: a worker whose lease ran out (a request slower
+-- than the lease, say a slow DNS answer) can neither renew it nor release another worker's.
+UPDATE webhook_endpoints SET lease_until = now() + make_interval(secs => :lease_s), lease_token = gen_random_uuid()
  WHERE id = :id AND enabled AND (lease_until IS NULL OR lease_until < now())
-RETURNING id, url, secret, previous_secret, previous_secret_expires_at;
+RETURNING id, url, secret, previous_secret, previous_secret_expires_at, lease_token;
+
+-- name: renew_lane
+UPDATE webhook_endpoints SET lease_until = now() + make_interval(secs => :lease_s)
+ WHERE id = :id AND enabled AND lease_token = :token
+RETURNING id;
 
 -- name: release_lane
-UPDATE webhook_endpoints SET lease_until = NULL WHERE id = :id;
+UPDATE webhook_endpoints SET lease_until = NULL, lease_token = NULL WHERE id = :id AND lease_token = :token;
+
+-- name: forget_failures
+-- A delivery gave up without the endpoint failing long enough to be disabled: the next failure starts
+-- a new count, rather than one stale failure days ago making the next one look like 3 days of them.
+UPDATE webhook_endpoints SET failing_since = NULL WHERE id = :id;
 
 -- name: answered
 -- An endpoint's health after an answer: failing since its first failure after a success.
