@@ -35,6 +35,7 @@ from chalicelib.billing import calendar
 from chalicelib.config import get_settings
 from chalicelib.db import paging, transaction
 from chalicelib.db.queries import load
+from chalicelib.db.scope import tenant_transaction
 from chalicelib.observability import emit_metric
 
 Q = load("webhook_delivery")
@@ -255,8 +256,9 @@ def list_page(tx, endpoint_id: str, page: paging.PageRequest, status: str | None
 
 
 def resend(tenant_id: str, endpoint_id: str, delivery_id: str, now: datetime) -> dict:
-    """A manual retry: the delivery is due now (sent again even if it was delivered), same webhook-id."""
-    with transaction(tenant_id=tenant_id) as tx:
+    """A manual retry: the delivery is due now (sent again even if it was delivered), same webhook-id.
+    A tenant's request, so a suspended or unknown tenant is refused first (``tenant_transaction``)."""
+    with tenant_transaction(tenant_id) as tx:
         endpoint = webhook_endpoints.get(tx, endpoint_id)
         if not endpoint["enabled"]:
             raise errors.UnprocessableState("the webhook endpoint is disabled", code="webhook_endpoint_disabled")
