@@ -171,6 +171,9 @@ TENANT_TABLES = [
     "invoice_items",
     "credit_notes",
     "refunds",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
 ]
 
 

@@ -88,6 +88,20 @@ def _populate(tenant_id: str) -> dict:
             i=invoice,
             n=note,
         )
+        endpoint = tx.scalar(
+            "INSERT INTO webhook_endpoints (url, event_types, secret) VALUES ('https://h.example.com/', '{*}', 's')"
+            " RETURNING id"
+        )
+        delivery = tx.scalar(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, next_attempt_at)"
+            " SELECT :e, id, event_type, now() FROM outbox RETURNING id",
+            e=endpoint,
+        )
+        tx.run(
+            "INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms)"
+            " VALUES (:d, now(), 500, 3)",
+            d=delivery,
+        )
     return {"plan": plan, "account": account, "invoice": invoice}
 
 
