@@ -54,3 +54,15 @@ def test_a_disabled_endpoint_has_no_lane(make_tenant, owner_conn):
     with transaction(tenant_id=tenant) as tx:
         assert webhook_endpoints.renew_lane(tx, held, 30) is False
     assert _claim(tenant, endpoint) is None
+
+
+def test_an_event_no_endpoint_wants_is_acknowledged_without_asking_sqs_anything(make_tenant, aws):
+    from chalicelib import outbox, webhook_delivery
+
+    tenant = make_tenant()
+    _endpoint(make_tenant())  # another tenant's endpoint wants every type
+    with transaction(tenant_id=tenant) as tx:
+        event_id = outbox.add(tx, "usage.rejected", {"rejected": 1}, {"object": "usage_rejection"})
+
+    # moto has no webhook-deliveries queue here: any SQS call would raise QueueDoesNotExist
+    assert webhook_delivery.fan_out({"tenantId": tenant, "eventId": event_id, "eventType": "usage.rejected"}) is False
