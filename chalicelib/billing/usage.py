@@ -10,15 +10,18 @@ is reported as a duplicate and counted once. Quantities are integers.
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib import audit, errors, outbox
 from chalicelib.billing import calendar
 from chalicelib.config import get_settings
+from chalicelib.db import separate_transaction
 from chalicelib.db.queries import load
 
 Q = load("usage")
+log = logging.getLogger("billing.usage")
 
 
 def schema_for(body) -> str:
@@ -79,6 +82,7 @@ def record(tx, actor, batch: UsageBatch) -> dict:
     if summary["rejected"] and summary["rejected"] < len(results):
         _rejected_event(tx, summary)
     if summary["rejected"] == len(results):
+        _announce_rejection(actor.tenant_id, summary)  # this transaction rolls back: the event needs its own
         raise errors.UnprocessableState(
             "no event was accepted",
             code="usage_rejected",
@@ -88,11 +92,21 @@ def record(tx, actor, batch: UsageBatch) -> dict:
 
 
 def _rejected_event(tx, summary: dict) -> None:
-    """usage.rejected: the events of a batch that were not stored, each with its reasons, beside those that
-    were (a batch rejected whole is a 422 to its sender, and its transaction writes nothing, events included)."""
+    """usage.rejected: the events of a batch that were not stored, each with its reasons."""
     rejected = [r for r in summary["data"] if r["status"] == "rejected"]
     obj = {"object": "usage_rejection", "accepted": summary["accepted"], "rejected": len(rejected), "data": rejected}
     outbox.add(tx, "usage.rejected", {"rejected": len(rejected)}, obj)
+
+
+def _announce_rejection(tenant_id: str, summary: dict) -> None:
+    """A batch rejected whole is a 422 that stores nothing; its usage.rejected is committed on a connection
+    of its own (a retry of the same request is another rejection, and another event). Failing to record
+    it never turns the 422 into an error."""
+    try:
+        with separate_transaction(tenant_id) as tx:
+            _rejected_event(tx, summary)
+    except Exception:  # noqa: BLE001 - the sender still gets its 422 with every reason
+        log.exception("recording a rejected usage batch failed")
 
 
 def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, settings) -> list[str]:

@@ -244,3 +244,19 @@ def _transaction(tenant_id):
     except (_Driver.DatabaseError, _Driver.InterfaceError, OSError) as exc:
         reset_connection()
         raise errors.translate(exc) from exc
+
+
+@contextmanager
+def separate_transaction(tenant_id: str):
+    """A tenant's transaction on a connection of its own, committed whatever becomes of the caller's (which
+    ``transaction`` would join: it reuses this thread's connection). For a record of a refusal that the
+    caller's transaction then rolls back. Costs a connection: keep it to rare paths."""
+    conn = open_connection()
+    tx = Transaction(conn)
+    try:
+        tx.run("BEGIN")
+        tx.run("SELECT set_config('app.tenant_id', :tenant_id, true)", tenant_id=str(uuid.UUID(str(tenant_id))))
+        yield tx
+        tx.run("COMMIT")
+    finally:
+        conn.close()  # uncommitted work (an exception) is rolled back with it

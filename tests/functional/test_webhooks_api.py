@@ -10,6 +10,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from app import app
 from chalicelib import webhook_delivery
 from chalicelib.config import reset_settings
+from chalicelib.db import transaction
 from tests import billing
 from tests.conftest import Api
 from tests.webhooks import Receiver, pump_until, sent_emails
@@ -322,7 +323,7 @@ def test_an_account_that_goes_inactive_and_a_trial_that_ends_each_email_the_cust
     reset_settings()
 
 
-def test_usage_events_rejected_beside_accepted_ones_are_an_event_and_a_batch_rejected_whole_is_not(
+def test_usage_events_rejected_beside_accepted_ones_or_a_batch_rejected_whole_are_events_that_store_nothing(
     api, account, catalog
 ):
     api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user)  # usage bills from here
@@ -334,7 +335,11 @@ def test_usage_events_rejected_beside_accepted_ones_are_an_event_and_a_batch_rej
     whole = api.post("/v1/events", {"events": [{**bad, "event_id": "u3"}]}, catalog.user)
 
     assert (mixed.status, whole.status) == (200, 422)
-    [event] = api.get("/v1/notifications?type=usage.rejected", catalog.user).body["data"]
-    rejection = event["data"]["object"]
+    whole_event, mixed_event = api.get("/v1/notifications?type=usage.rejected", catalog.user).body["data"]
+    rejection = mixed_event["data"]["object"]
     assert (rejection["accepted"], rejection["rejected"], rejection["data"][0]["event_id"]) == (1, 1, "u2")
     assert rejection["data"][0]["reasons"]
+    rejection = whole_event["data"]["object"]
+    assert (rejection["accepted"], rejection["rejected"], rejection["data"][0]["event_id"]) == (0, 1, "u3")
+    with transaction(tenant_id=catalog.id) as tx:  # the 422 stored no usage: only the accepted u1 is there
+        assert [r[0] for r in tx.run("SELECT event_id FROM usage_events")] == ["u1"]
