@@ -47,6 +47,7 @@ RETRY_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000
 GIVE_UP_AFTER_S = 3 * 24 * 3600
 SQS_MAX_DELAY_S = 900
 LANE_BUDGET_S = 15.0  # a lane stops starting requests after this; one more may take the timeout
+RENEW_AFTER_S = 5.0  # a lane's lease (the timeout + 20 s) is renewed before a request once it is this old
 _lanes = ThreadPoolExecutor(max_workers=10, thread_name_prefix="webhook-lane")
 _random = random.SystemRandom()
 
@@ -134,16 +135,18 @@ def _lease_s() -> int:
 
 
 def _send_due(tenant_id: str, endpoint: webhook_endpoints.Lane, deadline: float) -> int:
-    sent = 0
+    sent, held_since = 0, time.monotonic()
     while time.monotonic() < deadline:
         with transaction(tenant_id=tenant_id) as tx:
             due = tx.all(Q["due"], endpoint_id=endpoint.id, now=calendar.utcnow(), limit=10)
         for delivery in due:
             if time.monotonic() >= deadline:
                 return sent
-            with transaction(tenant_id=tenant_id) as tx:
-                if not webhook_endpoints.renew_lane(tx, endpoint, _lease_s()):
-                    return sent  # the lane is another worker's now (or the endpoint is off)
+            if time.monotonic() - held_since > RENEW_AFTER_S:  # a lease left for a whole request and more
+                with transaction(tenant_id=tenant_id) as tx:
+                    if not webhook_endpoints.renew_lane(tx, endpoint, _lease_s()):
+                        return sent  # the lane is another worker's now (or the endpoint is off)
+                held_since = time.monotonic()
             sent += 1
             if attempt(tenant_id, endpoint, delivery) == "disabled":
                 return sent
