@@ -269,9 +269,9 @@ def resend(tenant_id: str, endpoint_id: str, delivery_id: str, now: datetime) ->
             raise errors.UnprocessableState("the webhook endpoint is disabled", code="webhook_endpoint_disabled")
         if tx.scalar(Q["resend"], id=delivery_id, endpoint_id=endpoint_id, now=now) is None:
             raise errors.NotFound("no such webhook delivery")
+        delivery = tx.one(Q["list"], endpoint_id=endpoint_id, id=delivery_id, status=None, after=None, limit=1)
     kick([Kick(tenant_id, endpoint_id)])
-    with transaction(tenant_id=tenant_id) as tx:
-        return tx.one(Q["list"], endpoint_id=endpoint_id, id=delivery_id, status=None, after=None, limit=1)
+    return delivery
 
 
 def _parse_kick(body: str) -> Kick:

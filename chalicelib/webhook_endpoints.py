@@ -72,7 +72,7 @@ def create(tx, fields: EndpointFields) -> dict:
 
 
 def get(tx, endpoint_id: str) -> dict:
-    endpoint = tx.one(Q["get"], id=endpoint_id)
+    endpoint = tx.one(Q["list"], id=endpoint_id, after=None, limit=1)
     if endpoint is None:
         raise errors.NotFound("no such webhook endpoint")
     return endpoint
@@ -80,7 +80,7 @@ def get(tx, endpoint_id: str) -> dict:
 
 def list_page(tx, page: paging.PageRequest) -> dict:
     paging.check_cursor(tx, Q["exists"], page, "webhook endpoint")
-    rows = tx.all(Q["list"], after=page.starting_after, limit=page.limit + 1)
+    rows = tx.all(Q["list"], id=None, after=page.starting_after, limit=page.limit + 1)
     return paging.page(rows, page, "/v1/webhook_endpoints")
 
 

@@ -12,10 +12,10 @@ is provisioned from the same two names (devtools/local_aws.py), so the cloud, th
 the tests route events alike; a test fails when the file is stale.
 """
 
-import argparse
-import json
 import sys
 from pathlib import Path
+
+from devtools import generated
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "infra" / "event_routing.json"
@@ -57,20 +57,11 @@ def build() -> dict:
 
 
 def render() -> str:
-    return json.dumps(build(), indent=2) + "\n"
+    return generated.as_json(build())
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="build infra/event_routing.json")
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    if args.check:
-        if not DOCUMENT.exists() or DOCUMENT.read_text() != render():
-            print("infra/event_routing.json is stale: run python -m devtools.event_routing", file=sys.stderr)
-            return 1
-        return 0
-    DOCUMENT.write_text(render())
-    return 0
+    return generated.main(DOCUMENT, render, "devtools.event_routing", argv)
 
 
 if __name__ == "__main__":

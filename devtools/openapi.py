@@ -7,7 +7,6 @@ A test runs the check and compares the paths with app.routes, so the document,
 the validators and the routes cannot drift apart.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from chalicelib import events
 from chalicelib.billing import invoices, subscriptions
 from chalicelib.validation import SCHEMA_DIR
+from devtools import generated
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "openapi.json"
@@ -856,20 +856,11 @@ def build() -> dict:
 
 
 def render() -> str:
-    return json.dumps(build(), indent=2) + "\n"
+    return generated.as_json(build())
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="build docs/openapi.json")
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    if args.check:
-        if not DOCUMENT.exists() or DOCUMENT.read_text() != render():
-            print("docs/openapi.json is stale: run python -m devtools.openapi", file=sys.stderr)
-            return 1
-        return 0
-    DOCUMENT.write_text(render())
-    return 0
+    return generated.main(DOCUMENT, render, "devtools.openapi", argv)
 
 
 if __name__ == "__main__":

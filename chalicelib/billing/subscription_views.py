@@ -13,7 +13,7 @@ Q = load("subscription_views")
 
 
 def get(tx, subscription_id: str) -> dict:
-    subscription = tx.one(Q["get"], id=subscription_id)
+    subscription = tx.one(Q["list"], id=subscription_id, account_id=None, status=None, after=None, limit=1)
     if subscription is None:
         raise errors.NotFound("no such subscription")
     return view(subscription)
@@ -47,5 +47,6 @@ def public_terms(terms: dict) -> dict:
 def list_page(tx, page: paging.PageRequest, *, account_id: str | None = None, status: str | None = None) -> dict:
     accounts.check_visible(tx, account_id)
     paging.check_cursor(tx, Q["exists"], page, "subscription")
-    rows = tx.all(Q["list"], account_id=account_id, status=status, after=page.starting_after, limit=page.limit + 1)
+    after, limit = page.starting_after, page.limit + 1
+    rows = tx.all(Q["list"], id=None, account_id=account_id, status=status, after=after, limit=limit)
     return paging.page([view(row) for row in rows], page, "/v1/subscriptions")

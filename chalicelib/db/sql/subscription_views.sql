@@ -1,15 +1,5 @@
--- name: get
-SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
-       CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'
-                       WHEN 'month' THEN 'monthly' ELSE 'yearly' END AS billing_cycle,
-       p.amount, s.quantity, p.currency, s.billing_anchor, s.current_period_start, s.current_period_end,
-       s.cancel_at_period_end, s.canceled_at, s.ended_at, s.trial_start, s.trial_end, s.pause_behavior,
-       s.paused_at, s.resumes_at, s.pending_change, s.pending_prorations, s.created_at
-  FROM subscriptions s
-  JOIN plans p ON p.id = s.plan_id
- WHERE s.id = :id;
-
 -- name: list
+-- Also one subscription (:id), for GET and events: one shape, one statement.
 SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
        CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'
                        WHEN 'month' THEN 'monthly' ELSE 'yearly' END AS billing_cycle,
@@ -18,7 +8,8 @@ SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
        s.paused_at, s.resumes_at, s.pending_change, s.pending_prorations, s.created_at
   FROM subscriptions s
   JOIN plans p ON p.id = s.plan_id
- WHERE (CAST(:account_id AS uuid) IS NULL OR s.account_id = CAST(:account_id AS uuid))
+ WHERE (CAST(:id AS uuid) IS NULL OR s.id = CAST(:id AS uuid))
+   AND (CAST(:account_id AS uuid) IS NULL OR s.account_id = CAST(:account_id AS uuid))
    AND (CAST(:status AS text) IS NULL OR s.status = CAST(:status AS text))
    AND (CAST(:after AS uuid) IS NULL
         OR (s.created_at, s.id) < (SELECT created_at, id FROM subscriptions WHERE id = CAST(:after AS uuid)))

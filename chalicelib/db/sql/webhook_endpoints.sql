@@ -10,16 +10,13 @@ INSERT INTO webhook_endpoints (url, event_types, description, secret)
 VALUES (:url, CAST(:event_types AS text[]), :description, :secret)
 RETURNING id;
 
--- name: get
-SELECT id, 'webhook_endpoint' AS object, url, event_types AS enabled_events, description, enabled, disabled_reason, failing_since,
-       previous_secret_expires_at, created_at, updated_at
-  FROM webhook_endpoints WHERE id = :id;
-
 -- name: list
+-- Also one endpoint (:id): one shape, one statement.
 SELECT id, 'webhook_endpoint' AS object, url, event_types AS enabled_events, description, enabled, disabled_reason, failing_since,
        previous_secret_expires_at, created_at, updated_at
   FROM webhook_endpoints
- WHERE (CAST(:after AS uuid) IS NULL
+ WHERE (CAST(:id AS uuid) IS NULL OR id = CAST(:id AS uuid))
+   AND (CAST(:after AS uuid) IS NULL
         OR (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = CAST(:after AS uuid)))
  ORDER BY created_at DESC, id DESC
  LIMIT :limit;
