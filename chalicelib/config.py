@@ -6,6 +6,7 @@ invocation actually touches. Tests change the environment and call
 """
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,6 +49,7 @@ class Settings:
     rebill_catch_up_periods: int
     payment_claim_lease_s: int
     resource_prefix: str
+    cors_allowed_origins: tuple[str, ...]
     stripe_api_base: str | None
     stripe_timeout_s: float
     gateway_credentials_ttl_s: int
@@ -119,6 +121,8 @@ def get_settings() -> Settings:
         # crashed settler's claim lapses after it (keep it >= the function timeout).
         payment_claim_lease_s=int(env("PAYMENT_CLAIM_LEASE_S", "60")),
         resource_prefix=env("RESOURCE_PREFIX", "billing"),
+        # Origins whose browsers may call the API (chalicelib.cors): set per stage in .chalice/config.json.
+        cors_allowed_origins=cors_origins(env("CORS_ALLOWED_ORIGINS", ""), env("STAGE", "local")),
         **_payment_settings(env),
         **_webhook_settings(env),
     )
@@ -155,6 +159,24 @@ def _payment_settings(env) -> dict:
         # Where customers reach this API (links in emails sent outside a request); unset, emails carry none.
         public_api_url=(env("PUBLIC_API_URL") or "").rstrip("/") or None,
     )
+
+
+# scheme://host[:port], as a browser sends it in Origin; ":*" is any port (and none), outside production only.
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_ORIGIN = re.compile(rf"^https?://(\[[0-9a-f:.]+\]|{_LABEL}(\.{_LABEL})*)(:(\d{{1,5}}|\*))?$")
+
+
+def cors_origins(raw: str, stage: str) -> tuple[str, ...]:
+    """CORS_ALLOWED_ORIGINS, comma-separated: exact origins (``https://app.example.com``), ``http://localhost:*``
+    (any port) or ``*`` (any origin). Production takes exact https origins only: a stage that names ``*``,
+    a port wildcard or plain http there refuses to load its settings (and devtools.package to package it)."""
+    origins = tuple(entry.strip().lower().rstrip("/") for entry in raw.split(",") if entry.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ValueError(f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
+        if stage in ("prod", "production") and (origin == "*" or origin.endswith(":*") or origin.startswith("http:")):
+            raise ValueError(f"CORS_ALLOWED_ORIGINS: {origin!r} in {stage}: production names exact https origins only")
+    return origins
 
 
 def reset_settings() -> None:
