@@ -4,8 +4,9 @@ An endpoint's signing secret (``whsec_`` + 24 random bytes, base64: the Standard
 format) is shown once, when it is made or rotated; after a rotation the previous one keeps
 signing next to it for 24 hours. Secrets live in the database under row-level security,
 as a webhook sender must be able to sign with them; they are never listed or logged.
-At most ``MAX_ENDPOINTS`` per tenant. An endpoint is also a delivery *lane*: one worker at a
-time delivers to it (``claim_lane``), so a slow or failing endpoint holds only itself.
+A tenant has at most what its platform plan allows (``tenant_limits``). An endpoint is also a
+delivery *lane*: one worker at a time delivers to it (``claim_lane``), so a slow or failing
+endpoint holds only itself.
 """
 
 import base64
@@ -15,12 +16,12 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from chalicelib import errors, outbox, webhook_http
+from chalicelib.billing import tenant_limits
 from chalicelib.config import get_settings
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 
 Q = load("webhook_endpoints")
-MAX_ENDPOINTS = 16
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,7 @@ class Lane:
 
 def create(tx, fields: EndpointFields) -> dict:
     _check_url(fields.url)
-    tx.run(Q["lock_tenant"])
-    if tx.scalar(Q["count"]) >= MAX_ENDPOINTS:
-        raise errors.Forbidden(
-            f"a tenant has at most {MAX_ENDPOINTS} webhook endpoints", code="webhook_endpoints_limit_reached"
-        )
+    tenant_limits.enforce(tx, "webhook_endpoints", lambda _cap: tx.scalar(Q["count"]))
     secret = new_secret()
     endpoint_id = tx.scalar(
         Q["create"],

@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass, field
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import plans
+from chalicelib.billing import plans, tenant_limits
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 
@@ -32,6 +32,7 @@ def create(tx, actor, command: NewAccount) -> dict:
                 details=[{"field": "currency", "issue": f"plan {plan['code']!r} is priced in {plan['currency']}"}],
             )
         plan_id = plan["id"]
+    tenant_limits.enforce(tx, "accounts", lambda cap: tx.scalar(Q["count_upto"], cap=cap))
     account_id = tx.scalar(
         Q["create"],
         email=command.email,

@@ -5,8 +5,9 @@ stamped too far in the past or the future, or where it could never be billed
 (before the subscription started, in a period already invoiced (unless a draft held for
 the tenant's grace period still prices it), after the
 subscription ends or ended, for an account with no subscription or an inactive
-one), is rejected with its reasons while the rest are stored. A resent ``event_id``
-is reported as a duplicate and counted once. Quantities are integers.
+one), or past a hard cap of its plan (``usage_caps``), is rejected with its reasons while
+the rest are stored. A resent ``event_id`` is reported as a duplicate and counted once.
+Quantities are integers.
 """
 
 import json
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import calendar
+from chalicelib.billing import calendar, usage_caps
 from chalicelib.config import get_settings
 from chalicelib.db import separate_transaction
 from chalicelib.db.queries import load
@@ -62,6 +63,7 @@ def record(tx, actor, batch: UsageBatch) -> dict:
             continue
         seen.add(event["event_id"])
         to_insert.append({**event, "occurred_at": event["timestamp"], "account_id": event["account_id"].lower()})
+    to_insert = _within_caps(tx, known, to_insert, results)
 
     inserted = set()
     if to_insert:
@@ -89,6 +91,16 @@ def record(tx, actor, batch: UsageBatch) -> dict:
             details=[{"field": f"events.{i}", "issue": "; ".join(r["reasons"])} for i, r in enumerate(results)],
         )
     return summary
+
+
+def _within_caps(tx, known: dict, to_insert: list[dict], results: list[dict]) -> list[dict]:
+    """The events a plan's hard cap leaves to store; the others' results say why (``usage_caps``)."""
+    refused = usage_caps.refused(tx, known, to_insert)
+    for position, reason in refused.items():
+        event_id = to_insert[position]["event_id"]
+        result = next(r for r in results if r["event_id"] == event_id and r["status"] == "accepted")
+        result.update(status="rejected", reasons=[reason], code=usage_caps.CODE)
+    return [event for position, event in enumerate(to_insert) if position not in refused]
 
 
 def _rejected_event(tx, summary: dict) -> None:
@@ -127,7 +139,7 @@ def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, setti
 
 def _held_windows(account: dict) -> list[tuple[datetime, datetime]]:
     """The usage windows of the account's drafts held for the tenant's grace period."""
-    return [tuple(datetime.fromisoformat(stamp) for stamp in pair) for pair in account["held_windows"] or ()]
+    return [tuple(datetime.fromisoformat(stamp) for stamp in held[:2]) for held in account["held_windows"] or ()]
 
 
 def _outside_billing(account: dict, at: datetime) -> str | None:

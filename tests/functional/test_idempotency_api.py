@@ -37,7 +37,10 @@ def test_same_key_with_a_different_body_is_409(api, tenant):
 def test_same_key_on_another_route_is_409(api, tenant):
     api.post("/v1/accounts", BODY, tenant.user, headers={"Idempotency-Key": "k-1"})
     reply = api.post(
-        "/v1/tenants", {"name": "N", "email": "n@x.test", "plan": "p"}, tenant.admin, headers={"Idempotency-Key": "k-1"}
+        "/v1/tenants",
+        {"name": "N", "email": "n@x.test", "plan": "growth"},
+        tenant.admin,
+        headers={"Idempotency-Key": "k-1"},
     )
     assert reply.status == 409
 

@@ -3,6 +3,11 @@ INSERT INTO accounts (email, name, currency, plan_id, metadata)
 VALUES (:email, :name, :currency, CAST(:plan_id AS uuid), CAST(:metadata AS jsonb))
 RETURNING id;
 
+-- name: count_upto
+-- The tenant's accounts, counted up to :cap (its plan's limit): at most that many rows are read,
+-- however many accounts the tenant has.
+SELECT count(*) FROM (SELECT 1 FROM accounts LIMIT :cap) a;
+
 -- name: get
 SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a.status,
        a.next_billing_at, a.billing_anchor, a.failure_count, a.metadata, a.created_at,

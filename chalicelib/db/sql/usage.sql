@@ -13,22 +13,26 @@ SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR KEY
 -- ends (a cancel at period end), when it started (its trial's start, or creation; a
 -- new anchor does not move it), and since when it is paused; or, with no live
 -- subscription, when the last one ended. The windows that drafts held for the tenant's
--- grace period still price take late usage too (held_windows: [from, to] pairs; a final
+-- grace period still price take late usage too (held_windows: [from, to, usage prices]; a final
 -- invoice of a cancel now prices what was accepted before the cancel, but takes nothing
--- stamped after it: to is at most the invoice's period end).
+-- stamped after it: to is at most the invoice's period end). The live period's end and its
+-- plan's usage prices, and each held window's, are what hard caps are judged by (usage_caps).
 SELECT a.id, a.status, live.current_period_start AS open_since,
        LEAST(live.created_at, live.billing_anchor, live.trial_start) AS started_at,
        CASE WHEN live.cancel_at_period_end THEN live.current_period_end END AS open_until,
        CASE WHEN live.status = 'paused' THEN live.paused_at END AS paused_since,
+       live.current_period_end AS period_end,
+       (SELECT p.usage_prices FROM plans p WHERE p.id = live.plan_id) AS usage_prices,
        (SELECT max(COALESCE(s.ended_at, s.canceled_at, s.updated_at)) FROM subscriptions s
          WHERE s.account_id = a.id AND s.status IN ('canceled', 'unpaid')) AS ended_at,
        (SELECT jsonb_agg(jsonb_build_array(i.usage_terms ->> 'from',
-                                           LEAST(CAST(i.usage_terms ->> 'to' AS timestamptz), i.period_end)))
+                                           LEAST(CAST(i.usage_terms ->> 'to' AS timestamptz), i.period_end),
+                                           i.usage_terms -> 'prices'))
           FROM invoices i
          WHERE i.account_id = a.id AND i.status = 'draft' AND i.usage_terms IS NOT NULL) AS held_windows
   FROM accounts a
   LEFT JOIN LATERAL (SELECT s.current_period_start, s.current_period_end, s.billing_anchor, s.cancel_at_period_end,
-                            s.created_at, s.trial_start, s.status, s.paused_at
+                            s.created_at, s.trial_start, s.status, s.paused_at, s.plan_id
                        FROM subscriptions s
                       WHERE s.account_id = a.id AND s.status IN ('trialing', 'active', 'past_due', 'paused')
                       ORDER BY s.created_at DESC LIMIT 1) live ON true

@@ -1,8 +1,5 @@
--- name: lock_tenant
--- Endpoints are counted and made one at a time per tenant (the limit holds under concurrency).
-SELECT pg_advisory_xact_lock(hashtextextended('webhook_endpoints:' || app_current_tenant()::text, 0));
-
 -- name: count
+-- Under tenant_limits' lock: endpoints are counted and made one at a time per tenant.
 SELECT count(*) FROM webhook_endpoints;
 
 -- name: create
