@@ -4,15 +4,28 @@ import os
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate
 
-from chalicelib import consumers, http, idempotency, observability, ops, outbox, pagination, webhook_endpoints
+from chalicelib import (
+    api_clients,
+    consumers,
+    cors,
+    http,
+    idempotency,
+    observability,
+    onboarding,
+    ops,
+    outbox,
+    pagination,
+    webhook_endpoints,
+)
 from chalicelib import handlers as handlers_of
 from chalicelib import health as health_check
-from chalicelib.auth import ADMIN, USER
+from chalicelib.auth import ADMIN, PEOPLE_ADMIN, READ, USAGE, WRITE, Access
 from chalicelib.billing import (
     accounts,
     calendar,
     credit_notes,
     documents,
+    entitlements,
     invoice_documents,
     invoice_items,
     invoices,
@@ -22,6 +35,7 @@ from chalicelib.billing import (
     rebill,
     rebill_batch,
     subscriptions,
+    tenant_limits,
     tenants,
     usage,
 )
@@ -36,20 +50,27 @@ observability.configure_logging()
 PREFIX = os.environ.get("RESOURCE_PREFIX", "billing")
 
 
-def _cognito_authorizer() -> dict:
-    # API Gateway verifies tokens where a user pool is configured at deploy time.
-    # Locally (chalice local, tests) there is none: chalice's local stand-in would
-    # trust any token unverified, so the app verifies tokens itself instead.
-    arn = os.environ.get("COGNITO_USER_POOL_ARN")
-    return {"authorizer": CognitoUserPoolAuthorizer("cognito", provider_arns=[arn])} if arn else {}
+# API Gateway verifies tokens where a user pool is configured at deploy time. Locally (chalice
+# local, tests) there is none: chalice's local stand-in would trust any token unverified, so the
+# app verifies tokens itself instead (and always checks the route's Access: groups, scopes, machines).
+_POOL_ARN = os.environ.get("COGNITO_USER_POOL_ARN")
+_COGNITO = CognitoUserPoolAuthorizer("cognito", provider_arns=[_POOL_ARN]) if _POOL_ARN else None
 
 
-AUTH = _cognito_authorizer()
+def on_gateway(access: Access) -> dict:
+    """The route's authorizer at API Gateway: the pool, requiring an access token with one of the route's scopes."""
+    return {"authorizer": _COGNITO.with_scopes(list(access.scopes))} if _COGNITO else {}
 
 
 @app.middleware("all")
 def log_every_invocation(event, get_response):
     return observability.log_invocation(event, get_response)
+
+
+@app.middleware("http")
+def cors_on_every_response(event, get_response):
+    # Outside the next one: the errors it reshapes carry CORS headers too (chalicelib.cors).
+    return cors.decorate(event, get_response(event))
 
 
 @app.middleware("http")
@@ -64,17 +85,24 @@ def health():
     return http.json_response(result, 200 if result["database"]["reachable"] else 503)
 
 
-@app.route("/v1/tenants", methods=["POST"], **AUTH)
+@app.route("/v1/tenants", methods=["POST"], **on_gateway(PEOPLE_ADMIN))
 @api(app)
 def create_tenant():
-    request = http.read(app, ADMIN, "tenant_create")
+    request = http.read(app, PEOPLE_ADMIN, "tenant_create")
     command = tenants.NewTenant(**request.body)
-    return http.outcome_response(
-        idempotency.run(request, lambda tx: tenants.create(tx, request.principal, command), status=201)
-    )
+    tenant_limits.require_tier(command.plan)  # a 400 on `plan`, like the schema's, before anything is stored
+
+    def work(tx):
+        onboarding.check_admin_free(None, command.first_admin)  # before anything is stored
+        return tenants.create(tx, request.principal, command)
+
+    def invite(tenant):  # after the commit; tenant.created's consumer finishes it if this fails
+        return {**tenant, "admin": onboarding.invite_admin(tenant["id"], command.first_admin)}
+
+    return _with_events(request, work, status=201, then=invite)
 
 
-@app.route("/v1/plans", methods=["POST"], **AUTH)
+@app.route("/v1/plans", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def create_plan():
     request = http.read(app, ADMIN, "plan_create")
@@ -84,51 +112,60 @@ def create_plan():
     )
 
 
-@app.route("/v1/plans", methods=["GET"], **AUTH)
+@app.route("/v1/plans", methods=["GET"], **on_gateway(READ))
 @api(app)
 def list_plans():
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     page = pagination.page_request(request.query)
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(plans.list_page(tx, page))
 
 
-@app.route("/v1/accounts", methods=["POST"], **AUTH)
+@app.route("/v1/accounts", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def create_account():
-    request = http.read(app, USER, "account_create")
+    request = http.read(app, WRITE, "account_create")
     command = accounts.NewAccount(**request.body)
     return _with_events(request, lambda tx: accounts.create(tx, request.principal, command), status=201)
 
 
-@app.route("/v1/accounts", methods=["GET"], **AUTH)
+@app.route("/v1/accounts", methods=["GET"], **on_gateway(READ))
 @api(app)
 def list_accounts():
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     page = pagination.page_request(request.query)
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(accounts.list_page(tx, page))
 
 
-@app.route("/v1/accounts/{account_id}", methods=["GET"], **AUTH)
+@app.route("/v1/accounts/{account_id}", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_account(account_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     account_id = pagination.parse_id(account_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(accounts.get(tx, account_id))
 
 
-@app.route("/v1/accounts/{account_id}/ledger", methods=["GET"], **AUTH)
+@app.route("/v1/accounts/{account_id}/ledger", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_account_ledger(account_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     account_id, page = pagination.parse_id(account_id, "id"), pagination.page_request(request.query)
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(ledger.list_page(tx, account_id, page))
 
 
-@app.route("/v1/accounts/{account_id}/rebill", methods=["POST"], **AUTH)
+@app.route("/v1/accounts/{account_id}/entitlements", methods=["GET"], **on_gateway(READ))
+@api(app)
+def get_account_entitlements(account_id):
+    request = http.read(app, READ)
+    account_id = pagination.parse_id(account_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(entitlements.of_account(tx, account_id))
+
+
+@app.route("/v1/accounts/{account_id}/rebill", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def rebill_account_now(account_id):
     request = http.read(app, ADMIN, "rebill_now", body_required=False)
@@ -141,10 +178,10 @@ def rebill_account_now(account_id):
     return http.outcome_response(outcome)
 
 
-@app.route("/v1/accounts/{account_id}/payment_methods/setup", methods=["POST"], **AUTH)
+@app.route("/v1/accounts/{account_id}/payment_methods/setup", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def setup_payment_method(account_id):
-    request = http.read(app, USER)
+    request = http.read(app, WRITE)
     account_id = pagination.parse_id(account_id, "id")
     tenant_id = request.principal.tenant_id
     from chalicelib.billing import payment_methods  # the gateway's routes import their modules when called
@@ -153,7 +190,7 @@ def setup_payment_method(account_id):
     return http.json_response(setup, 201)
 
 
-@app.route("/v1/gateway", methods=["GET"], **AUTH)
+@app.route("/v1/gateway", methods=["GET"], **on_gateway(ADMIN))
 @api(app)
 def get_gateway():
     request = http.read(app, ADMIN)
@@ -163,10 +200,10 @@ def get_gateway():
     return http.json_response(gateway_accounts.describe(request.principal.tenant_id))
 
 
-@app.route("/v1/gateway", methods=["PUT"], **AUTH)
+@app.route("/v1/gateway", methods=["PUT"], **on_gateway(PEOPLE_ADMIN))
 @api(app)
 def connect_gateway():
-    request = http.read(app, ADMIN, "gateway_connect")
+    request = http.read(app, PEOPLE_ADMIN, "gateway_connect")
     from chalicelib.billing import gateway_accounts
 
     command = gateway_accounts.Connection(**request.body)
@@ -192,96 +229,96 @@ def _with_events(request, work, status: int = 200, *, own_transactions: bool = F
     return http.outcome_response(outcome)
 
 
-@app.route("/v1/subscriptions", methods=["POST"], **AUTH)
+@app.route("/v1/subscriptions", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def create_subscription():
-    request = http.read(app, USER, "subscription_create")
+    request = http.read(app, WRITE, "subscription_create")
     command = subscriptions.NewSubscription.of(request.body)
     return _with_events(request, lambda tx: subscriptions.create(tx, request.principal, command), status=201)
 
 
-@app.route("/v1/subscriptions", methods=["GET"], **AUTH)
+@app.route("/v1/subscriptions", methods=["GET"], **on_gateway(READ))
 @api(app)
 def list_subscriptions():
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     page = pagination.page_request(request.query)
     filters = pagination.filters(request.query, subscriptions.STATUSES)
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(subscriptions.list_page(tx, page, **filters))
 
 
-@app.route("/v1/subscriptions/{subscription_id}", methods=["GET"], **AUTH)
+@app.route("/v1/subscriptions/{subscription_id}", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_subscription(subscription_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     subscription_id = pagination.parse_id(subscription_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(subscriptions.get(tx, subscription_id))
 
 
-@app.route("/v1/subscriptions/{subscription_id}/cancel", methods=["POST"], **AUTH)
+@app.route("/v1/subscriptions/{subscription_id}/cancel", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def cancel_subscription(subscription_id):
-    request = http.read(app, USER, "subscription_cancel", body_required=False)
+    request = http.read(app, WRITE, "subscription_cancel", body_required=False)
     command = subscriptions.Cancel(pagination.parse_id(subscription_id, "id"), **request.body)
     return _with_events(request, lambda tx: subscriptions.cancel(tx, request.principal, command))
 
 
-@app.route("/v1/subscriptions/{subscription_id}", methods=["POST"], **AUTH)
+@app.route("/v1/subscriptions/{subscription_id}", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def update_subscription(subscription_id):
-    request = http.read(app, USER, "subscription_update")
+    request = http.read(app, WRITE, "subscription_update")
     command = lifecycle.Update.of(pagination.parse_id(subscription_id, "id"), request.body)
     return _with_events(request, lambda tx: lifecycle.update(tx, request.principal, command))
 
 
-@app.route("/v1/subscriptions/{subscription_id}/pending_change", methods=["DELETE"], **AUTH)
+@app.route("/v1/subscriptions/{subscription_id}/pending_change", methods=["DELETE"], **on_gateway(WRITE))
 @api(app)
 def cancel_pending_change(subscription_id):
-    request = http.read(app, USER)
+    request = http.read(app, WRITE)
     subscription_id = pagination.parse_id(subscription_id, "id")
     return _with_events(request, lambda tx: lifecycle.cancel_pending_change(tx, request.principal, subscription_id))
 
 
-@app.route("/v1/subscriptions/{subscription_id}/pause", methods=["POST"], **AUTH)
+@app.route("/v1/subscriptions/{subscription_id}/pause", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def pause_subscription(subscription_id):
-    request = http.read(app, USER, "subscription_pause", body_required=False)
+    request = http.read(app, WRITE, "subscription_pause", body_required=False)
     command = lifecycle.Pause.of(pagination.parse_id(subscription_id, "id"), request.body)
     return _with_events(request, lambda tx: lifecycle.pause(tx, request.principal, command))
 
 
-@app.route("/v1/subscriptions/{subscription_id}/resume", methods=["POST"], **AUTH)
+@app.route("/v1/subscriptions/{subscription_id}/resume", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def resume_subscription(subscription_id):
-    request = http.read(app, USER, "subscription_resume", body_required=False)
+    request = http.read(app, WRITE, "subscription_resume", body_required=False)
     command = lifecycle.Resume.of(pagination.parse_id(subscription_id, "id"), request.body)
     return _with_events(request, lambda tx: lifecycle.resume(tx, request.principal, command))
 
 
-@app.route("/v1/invoices", methods=["GET"], **AUTH)
+@app.route("/v1/invoices", methods=["GET"], **on_gateway(READ))
 @api(app)
 def list_invoices():
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     page = pagination.page_request(request.query)
     filters = pagination.filters(request.query, invoices.STATUSES, ("period_start_gte", "period_start_lt"))
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(invoices.list_page(tx, page, **filters))
 
 
-@app.route("/v1/invoices", methods=["POST"], **AUTH)
+@app.route("/v1/invoices", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def create_invoice():
-    request = http.read(app, USER, "invoice_create")
+    request = http.read(app, WRITE, "invoice_create")
     command, tenant_id, now = invoices.NewInvoice.of(request.body), request.principal.tenant_id, calendar.utcnow()
     work = lambda tx: invoices.write_one_off(tx, request.principal, command, now)  # noqa: E731
     return _with_events(request, work, status=201, then=lambda invoice: invoices.collected(tenant_id, invoice, now))
 
 
-@app.route("/v1/invoices/{invoice_id}", methods=["GET"], **AUTH)
+@app.route("/v1/invoices/{invoice_id}", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_invoice(invoice_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     invoice_id = pagination.parse_id(invoice_id, "id")
     tenant_id = request.principal.tenant_id
     with tenant_transaction(tenant_id) as tx:
@@ -290,26 +327,26 @@ def get_invoice(invoice_id):
         return http.json_response(invoice_documents.with_links(tx, tenant_id, invoice, base_url, calendar.utcnow()))
 
 
-@app.route("/v1/invoices/{invoice_id}/pdf", methods=["GET"], **AUTH)
+@app.route("/v1/invoices/{invoice_id}/pdf", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_invoice_pdf(invoice_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     invoice_id = pagination.parse_id(invoice_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         document = invoice_documents.of(tx, invoice_id)
     return http.pdf_response(documents.render_pdf(document), document.invoice)
 
 
-@app.route("/v1/invoices/{invoice_id}/finalize", methods=["POST"], **AUTH)
+@app.route("/v1/invoices/{invoice_id}/finalize", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def finalize_invoice(invoice_id):
-    request = http.read(app, USER)
+    request = http.read(app, WRITE)
     invoice_id, tenant_id = pagination.parse_id(invoice_id, "id"), request.principal.tenant_id
     work = lambda tx: invoices.finalize_draft(tx, request.principal, invoice_id)  # noqa: E731
     return _with_events(request, work, then=lambda invoice: invoices.collected(tenant_id, invoice, calendar.utcnow()))
 
 
-@app.route("/v1/invoices/{invoice_id}/void", methods=["POST"], **AUTH)
+@app.route("/v1/invoices/{invoice_id}/void", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def void_invoice(invoice_id):
     request = http.read(app, ADMIN)
@@ -319,7 +356,7 @@ def void_invoice(invoice_id):
     return _with_events(request, lambda tx: invoices.void(tx, request.principal, invoice_id))
 
 
-@app.route("/v1/invoices/{invoice_id}/mark_uncollectible", methods=["POST"], **AUTH)
+@app.route("/v1/invoices/{invoice_id}/mark_uncollectible", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def mark_invoice_uncollectible(invoice_id):
     request = http.read(app, ADMIN)
@@ -343,19 +380,19 @@ def hosted_invoice_pdf(link):
     return http.pdf_response(documents.render_pdf(document), document.invoice)
 
 
-@app.route("/v1/invoice_items", methods=["POST"], **AUTH)
+@app.route("/v1/invoice_items", methods=["POST"], **on_gateway(WRITE))
 @api(app)
 def create_invoice_item():
-    request = http.read(app, USER, "invoice_item_create")
+    request = http.read(app, WRITE, "invoice_item_create")
     command = invoice_items.NewInvoiceItem.of(request.body)
     work = lambda tx: invoice_items.create(tx, request.principal, command)  # noqa: E731
     return http.outcome_response(idempotency.run(request, work, status=201))
 
 
-@app.route("/v1/invoice_items", methods=["GET"], **AUTH)
+@app.route("/v1/invoice_items", methods=["GET"], **on_gateway(READ))
 @api(app)
 def list_invoice_items():
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     page = pagination.page_request(request.query)
     account_id = pagination.filters(request.query, ())["account_id"]
     pending = pagination.flag(request.query, "pending")
@@ -363,26 +400,26 @@ def list_invoice_items():
         return http.json_response(invoice_items.list_page(tx, page, account_id=account_id, pending=pending))
 
 
-@app.route("/v1/invoice_items/{item_id}", methods=["GET"], **AUTH)
+@app.route("/v1/invoice_items/{item_id}", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_invoice_item(item_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     item_id = pagination.parse_id(item_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(invoice_items.get(tx, item_id))
 
 
-@app.route("/v1/invoice_items/{item_id}", methods=["DELETE"], **AUTH)
+@app.route("/v1/invoice_items/{item_id}", methods=["DELETE"], **on_gateway(WRITE))
 @api(app)
 def delete_invoice_item(item_id):
-    request = http.read(app, USER)
+    request = http.read(app, WRITE)
     item_id = pagination.parse_id(item_id, "id")
     return http.outcome_response(
         idempotency.run(request, lambda tx: invoice_items.delete(tx, request.principal, item_id))
     )
 
 
-@app.route("/v1/credit_notes", methods=["POST"], **AUTH)
+@app.route("/v1/credit_notes", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def create_credit_note():
     request = http.read(app, ADMIN, "credit_note_create")
@@ -393,34 +430,34 @@ def create_credit_note():
     return _with_events(request, work, status=201, then=lambda note: credit_notes.refunded(tenant_id, note))
 
 
-@app.route("/v1/credit_notes", methods=["GET"], **AUTH)
+@app.route("/v1/credit_notes", methods=["GET"], **on_gateway(READ))
 @api(app)
 def list_credit_notes():
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     page = pagination.page_request(request.query)
     invoice_id = pagination.parse_id(request.query["invoice"], "invoice") if "invoice" in request.query else None
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(credit_notes.list_page(tx, page, invoice_id=invoice_id))
 
 
-@app.route("/v1/credit_notes/{note_id}", methods=["GET"], **AUTH)
+@app.route("/v1/credit_notes/{note_id}", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_credit_note(note_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     note_id = pagination.parse_id(note_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(credit_notes.get(tx, note_id))
 
 
-@app.route("/v1/invoice_settings", methods=["GET"], **AUTH)
+@app.route("/v1/invoice_settings", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_invoice_settings():
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(tenants.invoice_settings(tx))
 
 
-@app.route("/v1/invoice_settings", methods=["POST"], **AUTH)
+@app.route("/v1/invoice_settings", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def update_invoice_settings():
     request = http.read(app, ADMIN, "invoice_settings_update")
@@ -428,40 +465,41 @@ def update_invoice_settings():
     return http.outcome_response(idempotency.run(request, work))
 
 
-@app.route("/v1/events", methods=["POST"], **AUTH)
+@app.route("/v1/events", methods=["POST"], **on_gateway(USAGE))
 @api(app)
 def record_usage():
-    request = http.read(app, USER, usage.schema_for)
+    request = http.read(app, USAGE, usage.schema_for)
     batch = usage.UsageBatch.of(request.body)
+    tenant_limits.admit_usage_request(request.principal.tenant_id)  # 429 over the plan's rate: nothing claimed
     return _with_events(request, lambda tx: usage.record(tx, request.principal, batch))
 
 
 # --- what happened: the event log and tenants' webhooks ---------------------------------
 
 
-@app.route("/v1/notifications", methods=["GET"], **AUTH)
+@app.route("/v1/notifications", methods=["GET"], **on_gateway(READ))
 @api(app)
 def list_notifications():
     """The tenant's events of the last 30 days (``/v1/events`` is usage ingestion)."""
     from chalicelib import events
 
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     page = pagination.page_request(request.query)
     event_type = pagination.choice(request.query or {}, "type", events.KNOWN_TYPES)
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(outbox.list_page(tx, page, event_type))
 
 
-@app.route("/v1/notifications/{event_id}", methods=["GET"], **AUTH)
+@app.route("/v1/notifications/{event_id}", methods=["GET"], **on_gateway(READ))
 @api(app)
 def get_notification(event_id):
-    request = http.read(app, USER)
+    request = http.read(app, READ)
     event_id = pagination.parse_id(event_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(outbox.get(tx, event_id))
 
 
-@app.route("/v1/webhook_endpoints", methods=["POST"], **AUTH)
+@app.route("/v1/webhook_endpoints", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def create_webhook_endpoint():
     request = http.read(app, ADMIN, "webhook_endpoint_create")
@@ -469,7 +507,7 @@ def create_webhook_endpoint():
     return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.create(tx, fields), status=201))
 
 
-@app.route("/v1/webhook_endpoints", methods=["GET"], **AUTH)
+@app.route("/v1/webhook_endpoints", methods=["GET"], **on_gateway(ADMIN))
 @api(app)
 def list_webhook_endpoints():
     request = http.read(app, ADMIN)
@@ -478,7 +516,7 @@ def list_webhook_endpoints():
         return http.json_response(webhook_endpoints.list_page(tx, page))
 
 
-@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["GET"], **AUTH)
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["GET"], **on_gateway(ADMIN))
 @api(app)
 def get_webhook_endpoint(endpoint_id):
     request = http.read(app, ADMIN)
@@ -487,7 +525,7 @@ def get_webhook_endpoint(endpoint_id):
         return http.json_response(webhook_endpoints.get(tx, endpoint_id))
 
 
-@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["POST"], **AUTH)
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def update_webhook_endpoint(endpoint_id):
     request = http.read(app, ADMIN, "webhook_endpoint_update")
@@ -496,7 +534,7 @@ def update_webhook_endpoint(endpoint_id):
     return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.update(tx, endpoint_id, fields)))
 
 
-@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["DELETE"], **AUTH)
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["DELETE"], **on_gateway(ADMIN))
 @api(app)
 def delete_webhook_endpoint(endpoint_id):
     request = http.read(app, ADMIN, body_required=False)
@@ -505,7 +543,7 @@ def delete_webhook_endpoint(endpoint_id):
         return http.json_response(webhook_endpoints.delete(tx, endpoint_id))
 
 
-@app.route("/v1/webhook_endpoints/{endpoint_id}/rotate", methods=["POST"], **AUTH)
+@app.route("/v1/webhook_endpoints/{endpoint_id}/rotate", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def rotate_webhook_secret(endpoint_id):
     """A new signing secret, shown once; the old one signs too for 24 hours."""
@@ -515,7 +553,7 @@ def rotate_webhook_secret(endpoint_id):
     return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.rotate(tx, endpoint_id, now)))
 
 
-@app.route("/v1/webhook_endpoints/{endpoint_id}/deliveries", methods=["GET"], **AUTH)
+@app.route("/v1/webhook_endpoints/{endpoint_id}/deliveries", methods=["GET"], **on_gateway(ADMIN))
 @api(app)
 def list_webhook_deliveries(endpoint_id):
     from chalicelib import webhook_delivery
@@ -528,7 +566,7 @@ def list_webhook_deliveries(endpoint_id):
         return http.json_response(webhook_delivery.list_page(tx, endpoint_id, page, status))
 
 
-@app.route("/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", methods=["POST"], **AUTH)
+@app.route("/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", methods=["POST"], **on_gateway(ADMIN))
 @api(app)
 def retry_webhook_delivery(endpoint_id, delivery_id):
     """Send one delivery again now (with the same webhook-id), whatever became of it."""
@@ -539,6 +577,66 @@ def retry_webhook_delivery(endpoint_id, delivery_id):
     delivery_id = pagination.parse_id(delivery_id, "id")
     tenant_id = request.principal.tenant_id
     return http.json_response(webhook_delivery.resend(tenant_id, endpoint_id, delivery_id, calendar.utcnow()))
+
+
+# --- identity: machine clients and Cognito's pre-token trigger ------------------------------
+
+
+@app.route("/v1/api_clients", methods=["POST"], **on_gateway(PEOPLE_ADMIN))
+@api(app)
+def create_api_client():
+    """A machine client (client-credentials grant) of the caller's tenant; its secret is shown once."""
+    request = http.read(app, PEOPLE_ADMIN, "api_client_create")
+    command = api_clients.NewClient.of(request.body)
+    work = lambda tx: api_clients.create(tx, request.principal, command)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, status=201))
+
+
+@app.route("/v1/api_clients", methods=["GET"], **on_gateway(PEOPLE_ADMIN))
+@api(app)
+def list_api_clients():
+    request = http.read(app, PEOPLE_ADMIN)
+    page = pagination.page_request(request.query)
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(api_clients.list_page(tx, page))
+
+
+@app.route("/v1/api_clients/{api_client_id}", methods=["GET"], **on_gateway(PEOPLE_ADMIN))
+@api(app)
+def get_api_client(api_client_id):
+    request = http.read(app, PEOPLE_ADMIN)
+    api_client_id = pagination.parse_id(api_client_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(api_clients.get(tx, api_client_id))
+
+
+@app.route("/v1/api_clients/{api_client_id}", methods=["DELETE"], **on_gateway(PEOPLE_ADMIN))
+@api(app)
+def delete_api_client(api_client_id):
+    """Its tokens stop working (within identity.BINDING_CACHE_S everywhere), then the Cognito client goes."""
+    request = http.read(app, PEOPLE_ADMIN, body_required=False)
+    api_client_id = pagination.parse_id(api_client_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        deleted = api_clients.delete(tx, request.principal, api_client_id)
+    api_clients.retire(deleted["client_id"])
+    return http.json_response(deleted)
+
+
+@app.lambda_function(name="bootstrap_operator")
+def bootstrap_operator(event, context):
+    """By hand, once per stage (``python -m devtools.bootstrap``): the platform operator's tenant and first
+    admin, ``{"name", "email"}``; run again, it finds both and changes nothing."""
+    if not isinstance(event, dict) or not all(isinstance(event.get(k), str) and event[k] for k in ("name", "email")):
+        raise ValueError('the payload is {"name": "...", "email": "..."}')
+    return onboarding.bootstrap_operator(event["name"], event["email"])
+
+
+@app.lambda_function(name="pre_token_generation")
+def pre_token_generation(event, context):
+    """Cognito's pre-token-generation trigger (V3_0): tenant claims and scopes; raising refuses the token."""
+    from chalicelib import identity
+
+    return identity.pre_token_generation(event)
 
 
 # --- events: SNS fan-out to SQS consumers ---------------------------------------------
@@ -622,3 +720,8 @@ def invoice_finalizer(event):
 )
 def rebill_processor(event):
     return rebill_batch.process(consumers.records_of(event))
+
+
+# Last, after every route: a public OPTIONS route on each path, so browsers' preflights reach the app
+# (chalicelib.cors). A route declared below this line has none (tests/functional/test_cors_api.py says so).
+cors.answer_preflights(app)

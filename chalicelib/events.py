@@ -40,6 +40,7 @@ KNOWN_TYPES = (
     "dispute.funds_reinstated",
     "usage.rejected",
     "webhook_endpoint.disabled",
+    "tenant.created",
 )
 # The public shape's version: a change that is not additive (a field removed or retyped) is a new version.
 VERSION = 1

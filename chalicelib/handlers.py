@@ -7,8 +7,12 @@ the attempt and calls the gateway under the attempt's own key, so a redelivery h
 further effect. An unresolved payment fails the record, which SQS redelivers.
 """
 
-from chalicelib import audit, events, idempotency, notifications, outbox
+import logging
+
+from chalicelib import audit, errors, events, idempotency, notifications, outbox
 from chalicelib.billing import calendar, collection, engine
+
+log = logging.getLogger("billing.handlers")
 
 
 def invoice_new_subscription(event: dict) -> bool:
@@ -73,9 +77,21 @@ def email_endpoint_disabled(event: dict) -> bool:
     return _email(event, notifications.tenant_admins, lambda who: notifications.endpoint_disabled_email(who, event))
 
 
+def invite_first_admin(event: dict) -> bool:
+    """send-notification: a new tenant's first ADMIN invited to the user pool (Cognito emails them); the
+    request that made the tenant usually did it already, and a redelivery finds the user and keeps it."""
+    from chalicelib import onboarding
+
+    try:
+        onboarding.invite_admin(event["createdTenantId"], event["adminEmail"])
+    except errors.Conflict:  # the email signs in to another tenant: no retry changes that
+        log.error("tenant %s: its first admin's email belongs to another tenant", event["createdTenantId"])
+    return True
+
+
 def record_audit(event: dict) -> bool:
     """audit-log: one audit row per domain event, whatever the redeliveries."""
-    keys = ("creditNoteId", "refundId", "invoiceId", "subscriptionId", "accountId", "endpointId")
+    keys = ("creditNoteId", "refundId", "invoiceId", "subscriptionId", "accountId", "endpointId", "createdTenantId")
     entity_id = next((event[k] for k in keys if event.get(k)), None)  # None: a usage batch's rejection
 
     def work(tx):
@@ -115,6 +131,7 @@ SEND_NOTIFICATION = {
     "invoice.payment_action_required": _about_invoice(notifications.payment_action_email),
     "account.inactive": email_account_inactive,
     "webhook_endpoint.disabled": email_endpoint_disabled,
+    "tenant.created": invite_first_admin,
 }
 AUDIT_LOG = {event_type: record_audit for event_type in events.KNOWN_TYPES}
 

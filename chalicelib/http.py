@@ -47,15 +47,15 @@ class ApiRequest:
     idempotency_key: str | None = None
 
 
-def read(app, role: str, schema=None, *, body_required: bool = True) -> ApiRequest:
-    """Authenticate, authorize ``role``, and parse and validate the body against ``schema``.
+def read(app, access: auth.Access, schema=None, *, body_required: bool = True) -> ApiRequest:
+    """Authenticate, authorize for the route's ``access``, and parse and validate the body against ``schema``.
 
     ``schema`` is a schema name, or a function of the parsed body that names one.
     """
     request = app.current_request
     principal = auth.authenticate(request.headers, request.context)
     observability.bind(tenant_id=principal.tenant_id, user_id=principal.user_id)
-    principal.require(role)
+    principal.require(access)
     body = {}
     if schema is not None:
         raw = validation.parse_json_body(request.raw_body, request.headers.get("content-type"), required=body_required)

@@ -108,8 +108,8 @@ def _fetch_json(url: str) -> dict:
         return json.loads(response.read())
 
 
-def verify(token: str, keys: KeySet, *, issuer: str, audiences: tuple[str, ...], leeway: int, now=None) -> dict:
-    """The token's claims, once signature, expiry, issuer, audience and token_use hold."""
+def verify(token: str, keys: KeySet, *, issuer: str, leeway: int, now=None) -> dict:
+    """An access token's claims, once signature, expiry, issuer and token_use hold (``auth`` checks its client)."""
     if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16384:
         raise InvalidToken("malformed token")
     header_segment, payload_segment, signature_segment = token.split(".")
@@ -124,11 +124,11 @@ def verify(token: str, keys: KeySet, *, issuer: str, audiences: tuple[str, ...],
     if not rsa_pkcs1v15_sha256_verify(n, e, signed, b64url_decode(signature_segment)):
         raise InvalidToken("bad signature")
     claims = _json_segment(payload_segment)
-    _check_claims(claims, issuer=issuer, audiences=audiences, leeway=leeway, now=time.time() if now is None else now)
+    _check_claims(claims, issuer=issuer, leeway=leeway, now=time.time() if now is None else now)
     return claims
 
 
-def _check_claims(claims: dict, *, issuer: str, audiences: tuple[str, ...], leeway: int, now: float) -> None:
+def _check_claims(claims: dict, *, issuer: str, leeway: int, now: float) -> None:
     exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
     if not isinstance(exp, int | float) or isinstance(exp, bool) or exp + leeway < now:
         raise InvalidToken("token expired")
@@ -138,9 +138,9 @@ def _check_claims(claims: dict, *, issuer: str, audiences: tuple[str, ...], leew
         raise InvalidToken("token issued in the future")
     if claims.get("iss") != issuer:
         raise InvalidToken("wrong issuer")
-    # API Gateway's Cognito authorizer (no OAuth scopes) takes ID tokens, and
-    # only ID tokens carry custom:tenant_id: an access token is refused.
-    if claims.get("token_use") != "id":
-        raise InvalidToken("not an id token")
-    if claims.get("aud") not in audiences:
-        raise InvalidToken("wrong audience")
+    # API Gateway's authorizer, with OAuth scopes on every method, takes access tokens only;
+    # an ID token (which has an audience instead of a client_id) is refused here as there.
+    if claims.get("token_use") != "access":
+        raise InvalidToken("not an access token")
+    if not isinstance(claims.get("client_id"), str) or "aud" in claims:
+        raise InvalidToken("not an access token")

@@ -49,7 +49,13 @@ def provision(endpoint: str | None = None) -> dict:
     pool = LocalPool(None if endpoint else LOCAL_DIR / "cognito")
     messaging = provision_messaging()
     env = {**pool.env(endpoint), **messaging.env()}
-    state = {"endpoint": endpoint, "cognito_user_pool_id": pool.pool_id, "env": env, "queues": messaging.queues}
+    state = {
+        "endpoint": endpoint,
+        "cognito_user_pool_id": pool.pool_id,
+        "env": env,
+        "queues": messaging.queues,
+        "database_url": os.environ.get("DATABASE_URL"),
+    }
     LOCAL_DIR.mkdir(exist_ok=True)
     STATE_FILE.write_text(json.dumps(state, indent=2))
     return env
@@ -58,6 +64,18 @@ def provision(endpoint: str | None = None) -> dict:
 def queue_urls() -> list[tuple[str, str, str]]:
     """(name, url, arn) of the provisioned consumer queues."""
     return [(name, q["url"], q["arn"]) for name, q in load_state()["queues"].items()]
+
+
+def attach() -> dict:
+    """This process joins a running `make run`: its moto server, its settings, its database (the pre-token
+    trigger, which local commands run as Cognito would, reads the tenant there). Returns the state."""
+    isolate()
+    state = load_state()
+    os.environ.update(state["env"])
+    os.environ["AWS_ENDPOINT_URL"] = state["endpoint"]
+    if state.get("database_url"):
+        os.environ["DATABASE_URL"] = state["database_url"]
+    return state
 
 
 def load_state() -> dict:

@@ -51,6 +51,11 @@ RESPONSES = {
             "status": {"enum": ["active", "suspended"]},
             "settings": {"type": "object"},
             "created_at": TS,
+            "admin": {
+                "type": "object",
+                "description": "the first ADMIN (POST only): invited by email, or pending while it is retried",
+                "properties": {"email": {"type": "string"}, "status": {"enum": ["invited", "active", "pending"]}},
+            },
         },
     ),
     "Plan": _object(
@@ -326,6 +331,10 @@ RESPONSES = {
                         "event_id": {"type": "string"},
                         "status": {"enum": ["accepted", "duplicate", "rejected"]},
                         "reasons": {"type": "array", "items": {"type": "string"}},
+                        "code": {
+                            "enum": ["hard_cap_reached"],
+                            "description": "a rejection's machine-readable reason, where it has one",
+                        },
                     },
                 },
             },
@@ -403,6 +412,50 @@ RESPONSES["AccountDetail"] = _object(
     },
 )
 
+# What an account's plan grants now, and how much of each metered limit its current period used.
+RESPONSES["AccountEntitlements"] = _object(
+    "account_entitlements",
+    {
+        "account": ID,
+        "plan": {"type": ["string", "null"], "description": "the live subscription's plan code; null: none"},
+        "subscription": ID_OR_NULL,
+        "period": {
+            "type": ["object", "null"],
+            "description": "the current billing period (a trial's, while trialing); null without a subscription",
+            "required": ["start", "end"],
+            "properties": {"start": TS, "end": TS},
+        },
+        "features": {
+            "type": "array",
+            "description": "the plan's features",
+            "items": {
+                "type": "object",
+                "required": ["feature", "value"],
+                "properties": {"feature": {"type": "string"}, "value": {}},
+            },
+        },
+        "limits": {
+            "type": "array",
+            "description": "one per metered price of the plan",
+            "items": {
+                "type": "object",
+                "required": ["metric", "aggregation", "limit", "used", "remaining", "hard_cap"],
+                "properties": {
+                    "metric": {"type": "string"},
+                    "aggregation": {"enum": ["sum", "count", "max"]},
+                    "limit": {
+                        "type": ["integer", "null"],
+                        "description": "the price's hard_cap, else the plan's limits[metric]; null: unlimited",
+                    },
+                    "used": {"type": "integer", "description": "this period's aggregate, as its invoice counts it"},
+                    "remaining": {"type": ["integer", "null"], "description": "limit - used, at least 0"},
+                    "hard_cap": {"type": "boolean", "description": "true: events past the limit are rejected"},
+                },
+            },
+        },
+    },
+)
+
 # What tenants hear: events (the log and webhooks), their endpoints and deliveries.
 RESPONSES["Refund"] = _object(
     "refund",
@@ -473,6 +526,26 @@ RESPONSES["WebhookEndpointWithSecret"] = {
         },
     ]
 }
+RESPONSES["ApiClient"] = _object(
+    "api_client",
+    {
+        "id": ID,
+        "client_id": {"type": "string", "description": "the Cognito app client: ask the pool's /oauth2/token with it"},
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "created_at": TS,
+    },
+)
+RESPONSES["ApiClientWithSecret"] = {
+    "allOf": [
+        {"$ref": "#/components/schemas/ApiClient"},
+        {
+            "type": "object",
+            "required": ["client_secret"],
+            "properties": {"client_secret": {"type": "string", "description": "shown this once"}},
+        },
+    ]
+}
 RESPONSES["WebhookDelivery"] = _object(
     "webhook_delivery",
     {
@@ -513,6 +586,7 @@ EVENT_OBJECTS = {
     "dispute": "Dispute",
     "usage": "UsageRejection",
     "webhook_endpoint": "WebhookEndpointStatus",
+    "tenant": "Tenant",
 }
 
 
@@ -582,6 +656,9 @@ ROUTES = {
     "/v1/accounts/{account_id}": {"get": ("Retrieve an account", None, 200, "AccountDetail", False)},
     "/v1/accounts/{account_id}/ledger": {
         "get": ("Ledger entries with running balance", None, 200, "LedgerEntry", True)
+    },
+    "/v1/accounts/{account_id}/entitlements": {
+        "get": ("The plan's features and each metered limit's use this period", None, 200, "AccountEntitlements", False)
     },
     "/v1/accounts/{account_id}/payment_methods/setup": {
         "post": ("Start saving a card: a Stripe SetupIntent for Stripe.js", None, 201, "SetupIntent", False)
@@ -687,6 +764,20 @@ ROUTES = {
     "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry": {
         "post": ("Send a delivery again now, same webhook-id (ADMIN)", None, 200, "WebhookDelivery", False)
     },
+    "/v1/api_clients": {
+        "post": (
+            "Make a machine client, its secret shown once (ADMIN, people)",
+            "api_client_create",
+            201,
+            "ApiClientWithSecret",
+            False,
+        ),
+        "get": ("List machine clients (ADMIN, people)", None, 200, "ApiClient", True),
+    },
+    "/v1/api_clients/{api_client_id}": {
+        "get": ("Retrieve a machine client (ADMIN, people)", None, 200, "ApiClient", False),
+        "delete": ("Delete a machine client: its tokens stop working (ADMIN, people)", None, 200, "Deleted", False),
+    },
 }
 LIST_FILTERS = {
     "/v1/invoices": {
@@ -723,6 +814,7 @@ LINKS = {
     "/v1/accounts": {
         "GetAccount": ("get_v1_accounts_account_id", "account_id"),
         "GetLedger": ("get_v1_accounts_account_id_ledger", "account_id"),
+        "GetEntitlements": ("get_v1_accounts_account_id_entitlements", "account_id"),
         "RebillAccount": ("post_v1_accounts_account_id_rebill", "account_id"),
         "ListSubscriptionsOfAccount": ("get_v1_subscriptions", "account_id"),
         "ListInvoicesOfAccount": ("get_v1_invoices", "account_id"),
@@ -739,13 +831,13 @@ OPTIONAL_BODIES = ("subscription_cancel", "subscription_pause", "subscription_re
 ERRORS = {
     "400": "Invalid request (field-level details)",
     "401": "Missing, forged or expired token",
-    "403": "Role or tenant not allowed",
+    "403": "Role or tenant not allowed, or a limit of the tenant's platform plan reached ({limit}_limit_reached)",
     "404": "Not found (or another tenant's)",
     "409": "Conflict, or Idempotency-Key reuse / in flight",
     "413": "Body over 256 KB",
     "415": "Not application/json",
     "422": "Valid but impossible in the current state",
-    "429": "Rate limited",
+    "429": "Over the tenant's plan rate (usage_rate_limit_exceeded): retry after Retry-After seconds",
 }
 
 
@@ -848,7 +940,9 @@ def build() -> dict:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "Cognito ID token with custom:tenant_id",
+                    "description": "a Cognito access token (a person's or a machine client's) whose custom:tenant_id"
+                    " the pre-token trigger set, with one of the route's scopes (billing/read, billing/write,"
+                    " billing/usage.write, billing/admin)",
                 }
             },
         },

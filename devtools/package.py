@@ -10,6 +10,15 @@ some settings this app depends on. The post-processing:
   ``SQS_REPORT_BATCH_ITEM_FAILURES=true`` on every function, together (the
   handlers only report partial failures where the mapping honours them);
 - turns on X-Ray active tracing (``TRACING=true``) for every function;
+- runs the API and the pre-token-generation trigger under roles of their own
+  (infra/with-chalice/chalice_integration.tf), every other function under chalice's
+  default-role, and lets Cognito invoke the trigger (the user pool's
+  ``pre_token_generation_config`` is in infra/modules/cognito);
+- checks the stage's ``CORS_ALLOWED_ORIGINS`` (.chalice/config.json) as the app will (production:
+  exact https origins only, never ``*``) and gives API Gateway's own error answers (the Cognito
+  authorizer's 401/403, throttling, WAF, an unknown path) the stage's first exact origin, in the
+  API's own definition (``x-amazon-apigateway-gateway-responses``: a separate gateway-response
+  resource would be dropped each time the definition is imported again);
 - removes from deployment.zip what the Lambda Python runtime already provides
   (boto3, botocore and their dependencies: aws-xray-sdk pulls botocore in) and
   adds bytecode compiled for the runtime's Python, unchecked-hash, so a cold
@@ -40,6 +49,8 @@ def chalice_package(stage: str, out: Path, prefix: str) -> None:
     # The Cognito authorizer's pool ARN lands in the API's swagger, which chalice
     # emits as a Terraform string: an interpolation there resolves at apply time.
     env.setdefault("COGNITO_USER_POOL_ARN", "${module.cognito.user_pool_arn}")
+    # So are the routes' OAuth scopes (IDENTIFIER/read, ...): the identifier is the module's.
+    env.setdefault("COGNITO_RESOURCE_SERVER", "${module.cognito.resource_server_identifier}")
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     env.setdefault("AWS_ACCESS_KEY_ID", "packaging")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "packaging")
@@ -55,7 +66,32 @@ def chalice_package(stage: str, out: Path, prefix: str) -> None:
     )
 
 
-def patch_terraform(document: dict, prefix: str = "billing") -> dict:
+def stage_cors_origins(stage: str, config: dict | None = None) -> tuple[str, ...]:
+    """The stage's CORS_ALLOWED_ORIGINS from .chalice/config.json, as the deployed app will read them;
+    a value the app would refuse (``*`` in production, say) is refused here, before anything is deployed."""
+    from chalicelib.config import cors_origins
+
+    config = config if config is not None else json.loads((ROOT / ".chalice" / "config.json").read_text())
+    stage_env = config.get("stages", {}).get(stage, {}).get("environment_variables", {})
+    env = {**config.get("environment_variables", {}), **stage_env}
+    return cors_origins(env.get("CORS_ALLOWED_ORIGINS", ""), env.get("STAGE", stage))
+
+
+def cors_gateway_responses(origins: tuple[str, ...]) -> dict:
+    """API Gateway's default 4xx and 5xx answers with the stage's first exact origin (a gateway response's
+    headers are static: it cannot echo the one origin of several that asked). The body stays API Gateway's."""
+    primary = next((origin for origin in origins if "*" not in origin), None)
+    if primary is None:
+        return {}
+    headers = {
+        "gatewayresponse.header.Access-Control-Allow-Origin": f"'{primary}'",
+        "gatewayresponse.header.Vary": "'Origin'",
+    }
+    body = {"application/json": '{"message":$context.error.messageString}'}
+    return {kind: {"responseParameters": headers, "responseTemplates": body} for kind in ("DEFAULT_4XX", "DEFAULT_5XX")}
+
+
+def patch_terraform(document: dict, prefix: str = "billing", cors_origins: tuple[str, ...] = ()) -> dict:
     document["terraform"] = {
         "required_version": ">= 1.5.0",
         "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0, < 6.0"}},
@@ -80,16 +116,33 @@ def patch_terraform(document: dict, prefix: str = "billing") -> dict:
             "security_group_ids": ["${module.network.lambda_security_group_id}"],
         }
         function["reserved_concurrent_executions"] = f'${{lookup(var.reserved_concurrency, "{name}", -1)}}'
+        if name in OWN_ROLES:
+            function["role"] = f'${{aws_iam_role.function["{name}"].arn}}'
         # Attached before functions are created, removed only after they are gone
         # (Lambda needs the VPC permissions to release its network interfaces).
         function["depends_on"] = [
             "aws_iam_role_policy_attachment.vpc_access",
             "aws_iam_role_policy_attachment.xray",
-            "aws_iam_role_policy.runtime",
+            *OWN_ROLES.get(name, ["aws_iam_role_policy.runtime"]),
         ]
+    if has_pre_token_generation(document):
+        # Granted here, beside the function, so that it is created after it; the pool's
+        # lambda_config names the function by an ARN built from its name (see infra/main.tf).
+        resources.setdefault("aws_lambda_permission", {})["pre_token_generation-cognito"] = {
+            "statement_id": "cognito-pre-token-generation",
+            "function_name": "${aws_lambda_function.pre_token_generation.arn}",
+            "action": "lambda:InvokeFunction",
+            "principal": "cognito-idp.amazonaws.com",
+            "source_arn": "${module.cognito.user_pool_arn}",
+        }
     for kind in ("aws_lambda_event_source_mapping", "aws_sns_topic_subscription"):
         for resource in resources.get(kind, {}).values():
             resource["depends_on"] = ["module.messaging"]  # the queues and topics chalice names by ARN
+    gateway_responses = cors_gateway_responses(cors_origins)
+    if gateway_responses:  # in the definition: the deployment's trigger (its md5) sees them change
+        swagger = json.loads(document["locals"]["chalice_api_swagger"])
+        swagger["x-amazon-apigateway-gateway-responses"] = gateway_responses
+        document["locals"]["chalice_api_swagger"] = json.dumps(swagger)
     deployment = resources["aws_api_gateway_deployment"]["rest_api"]
     stage_name = deployment.pop("stage_name")
     deployment.pop("stage_description", None)
@@ -102,6 +155,25 @@ def patch_terraform(document: dict, prefix: str = "billing") -> dict:
     return document
 
 
+def has_pre_token_generation(document: dict) -> bool:
+    return "pre_token_generation" in document["resource"].get("aws_lambda_function", {})
+
+
+# Functions that run under a role of their own (aws_iam_role.function in chalice_integration.tf),
+# with the inline policies that must be on it before the function is created (and stay until it
+# is gone); every other function keeps chalice's default-role and the runtime policy.
+OWN_ROLES = {
+    "api_handler": [
+        "aws_iam_role_policy.runtime",
+        "aws_iam_role_policy.tenant_admins",
+        "aws_iam_role_policy.machine_clients",
+    ],
+    "send_notification": ["aws_iam_role_policy.runtime", "aws_iam_role_policy.tenant_admins"],
+    "bootstrap_operator": ["aws_iam_role_policy.runtime", "aws_iam_role_policy.tenant_admins"],
+    "pre_token_generation": ["aws_iam_role_policy.pre_token_generation"],
+}
+
+
 # What every function reads from its environment, from the modules in infra/.
 RUNTIME_ENV = {
     "SQS_REPORT_BATCH_ITEM_FAILURES": "true",
@@ -112,6 +184,7 @@ RUNTIME_ENV = {
     "COGNITO_USER_POOL_ID": "${module.cognito.user_pool_id}",
     "COGNITO_CLIENT_IDS": "${module.cognito.client_id}",
     "COGNITO_USER_POOL_ARN": "${module.cognito.user_pool_arn}",
+    "COGNITO_RESOURCE_SERVER": "${module.cognito.resource_server_identifier}",
     "SES_SENDER": "${var.ses_sender}",
     "RESOURCE_PREFIX": "${var.prefix}",
     "CONSUMER_STALE_AFTER_S": "${6 * var.function_timeout_s}",
@@ -159,12 +232,18 @@ def slim_zip(path: Path, python: str = "3.11") -> tuple[int, int]:
 
 def package(stage: str, out: Path, prefix: str | None = None) -> dict:
     prefix = prefix or f"billing-{stage}"
+    origins = stage_cors_origins(stage)  # first: a stage the app would refuse to serve is never packaged
     chalice_package(stage, out, prefix)
     tf_path = out / "chalice.tf.json"
-    tf_path.write_text(json.dumps(patch_terraform(json.loads(tf_path.read_text()), prefix), indent=2))
+    document = patch_terraform(json.loads(tf_path.read_text()), prefix, origins)
+    tf_path.write_text(json.dumps(document, indent=2))
     copy_infra(out)
-    # The queue names chalice baked in come from RESOURCE_PREFIX: Terraform must agree.
-    (out / "prefix.auto.tfvars.json").write_text(json.dumps({"prefix": prefix, "stage": stage}))
+    # The queue names chalice baked in come from RESOURCE_PREFIX: Terraform must agree. The
+    # pool calls the trigger only where this package has it (its permission is in chalice.tf.json).
+    trigger = "packaged" if has_pre_token_generation(document) else "none"
+    (out / "prefix.auto.tfvars.json").write_text(
+        json.dumps({"prefix": prefix, "stage": stage, "pre_token_generation_trigger": trigger})
+    )
     before, after = slim_zip(out / "deployment.zip")
     return {"stage": stage, "out": str(out), "zip_bytes_before": before, "zip_bytes": after}
 

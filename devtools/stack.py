@@ -119,6 +119,7 @@ class Stack:
             from devtools.cognito import LocalPool
 
             self._pool = LocalPool(None)
+            self._pool.lookup = self._token_subject  # the trigger reads this stack's database
             # Redelivery as deployed (infra's max_receive_count), but seconds apart rather than minutes.
             self.messaging = local_aws.provision_messaging(visibility_timeout=3, max_receive_count=5)
             app_env = {**self._pool.env(self.aws_endpoint), **self.messaging.env()}
@@ -216,6 +217,14 @@ class Stack:
             )
             self._operator = Tenant(tenant_id, self.token(tenant_id, "ADMIN"), self.token(tenant_id, "USER"))
         return self._operator
+
+    def _token_subject(self, tenant_id: str | None, client_id: str | None) -> dict | None:
+        rows = self.sql(
+            "SELECT tenant_id, status, plan_tier, features FROM token_subject(CAST(:t AS uuid), CAST(:c AS text))",
+            t=tenant_id,
+            c=client_id,
+        )
+        return dict(zip(("tenant_id", "status", "plan_tier", "features"), rows[0], strict=True)) if rows else None
 
     def sql(self, statement: str, **params) -> list:
         """Run one statement as the schema owner (set-up the API cannot do, and checks across tenants)."""

@@ -9,8 +9,24 @@
 #                  -backend-config="region=<region>" -backend-config="dynamodb_table=<lock-table>"
 # with a `backend "s3" {}` block in a backend.tf of your own (kept out of the repo).
 
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
 locals {
   name = "${var.prefix}-${var.stage}"
+  # chalice names a function {app_name}-{stage}-{name}: the pre-token-generation trigger of
+  # app.py (app_name "billing-platform" in .chalice/config.json; a test compares both paths).
+  pre_token_generation_function = "billing-platform-${var.stage}-pre_token_generation"
+  # Built from the name, not read from the function resource. Every function's environment
+  # holds the pool's id (COGNITO_USER_POOL_ID), so the pool cannot also wait for the function's
+  # ARN: that is a dependency cycle. The name is fixed before either exists; Cognito takes the
+  # ARN as configuration and calls it only when it issues tokens, and the invoke permission is
+  # granted once the function is there (chalice.tf.json, or the module on the chalice deploy path).
+  pre_token_generation_arn = join(":", [
+    "arn:${data.aws_partition.current.partition}:lambda:${data.aws_region.current.name}",
+    "${data.aws_caller_identity.current.account_id}:function:${local.pre_token_generation_function}",
+  ])
   # The queues app.py consumes (RESOURCE_PREFIX + fixed suffixes) and the event types each
   # topic queue receives (null: every type), generated from chalicelib/handlers.py by
   # `python -m devtools.event_routing` (a test fails when the file is stale).
@@ -49,7 +65,10 @@ module "messaging" {
 }
 
 module "cognito" {
-  source        = "./modules/cognito"
-  name          = local.name
-  callback_urls = var.callback_urls
+  source                            = "./modules/cognito"
+  name                              = local.name
+  callback_urls                     = var.callback_urls
+  resource_server_identifier        = var.cognito_resource_server
+  pre_token_generation_lambda_arn   = var.pre_token_generation_trigger == "none" ? null : local.pre_token_generation_arn
+  grant_pre_token_generation_invoke = var.pre_token_generation_trigger == "deployed"
 }

@@ -14,6 +14,13 @@ output "ses_sender" { value = var.ses_sender }
 output "resource_prefix" { value = var.prefix }
 output "migrations_security_group_id" { value = module.network.migrations_security_group_id }
 output "cognito_domain" { value = module.cognito.domain }
+output "cognito_resource_server" { value = module.cognito.resource_server_identifier }
+output "cognito_scopes" { value = module.cognito.scopes }
+output "cognito_token_url" { value = module.cognito.token_url }
+output "pre_token_generation_function" {
+  description = "The function the pool's pre-token-generation trigger calls (when pre_token_generation_trigger is not none)"
+  value       = local.pre_token_generation_function
+}
 output "kms_key_arns" { value = [module.database.kms_key_arn, module.messaging.kms_key_arn] }
 output "queue_arns" { value = values(module.messaging.queue_arns) }
 output "gateway_secrets_kms_key_arn" { value = module.database.kms_key_arn }

@@ -99,3 +99,27 @@ variable "public_api_url" {
   type        = string
   default     = ""
 }
+
+variable "cognito_resource_server" {
+  description = "The resource server's identifier, the prefix of the API's OAuth scopes (IDENTIFIER/read, ...)"
+  type        = string
+  default     = "billing"
+}
+
+variable "pre_token_generation_trigger" {
+  description = <<-EOT
+    Whether the user pool calls the app's pre-token-generation function
+    (billing-platform-STAGE-pre_token_generation) before it issues tokens:
+    "packaged": the Terraform path (devtools.package sets it): the function is in this root
+      module and Cognito's invoke permission is created beside it, after it;
+    "deployed": the chalice deploy path, once `chalice deploy` has created the function:
+      this configuration grants Cognito the invoke and attaches the trigger;
+    "none": infra/ alone before the first chalice deploy (no function to call yet).
+  EOT
+  type        = string
+  default     = "none"
+  validation {
+    condition     = contains(["none", "deployed", "packaged"], var.pre_token_generation_trigger)
+    error_message = "pre_token_generation_trigger is none, deployed or packaged."
+  }
+}

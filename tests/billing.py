@@ -174,7 +174,12 @@ TENANT_TABLES = [
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_attempts",
+    "tenant_rate_limits",
+    "api_clients",
 ]
+# Moved by every usage request the rate admits, whatever becomes of it (a rejected batch too): a
+# tenant's place in its request rate, not data a request stores.
+NOT_STORED = ("tenant_rate_limits",)
 
 
 def owner_column(table: str) -> str:
@@ -191,6 +196,7 @@ def snapshot(owner_conn, tenant_id: str) -> dict:
             )
         )
         for table in TENANT_TABLES
+        if table not in NOT_STORED
     }
 
 

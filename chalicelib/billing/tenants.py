@@ -3,7 +3,7 @@
 import uuid
 from dataclasses import dataclass
 
-from chalicelib import audit, errors
+from chalicelib import audit, errors, outbox
 from chalicelib.db.queries import load
 
 Q = load("tenants")
@@ -14,6 +14,11 @@ class NewTenant:
     name: str
     email: str
     plan: str
+    admin_email: str | None = None
+
+    @property
+    def first_admin(self) -> str:
+        return self.admin_email or self.email
 
 
 def create(tx, actor, command: NewTenant) -> dict:
@@ -30,7 +35,24 @@ def create(tx, actor, command: NewTenant) -> dict:
     tenant = tx.one(Q["create"], id=new_id, name=command.name, email=command.email, plan=command.plan)
     tx.run(Q["switch"], tenant_id=actor.tenant_id)
     audit.record(tx, actor, "tenant.created", "tenant", new_id, {"name": command.name})
-    return tenant
+    # The operator's event (its webhooks hear of new tenants); its consumer invites the first admin.
+    outbox.add(tx, "tenant.created", {"createdTenantId": new_id, "adminEmail": command.first_admin}, tenant)
+    return {**tenant, "admin": {"email": command.first_admin, "status": "pending"}}
+
+
+def operator_tenant(tx, name: str, email: str, vet) -> tuple[str, bool]:
+    """The platform operator's tenant and whether this call made it: found if it exists, else made (one
+    at a time: concurrent bootstraps wait on a lock) once ``vet()`` has not refused. Leaves the scope set
+    to it when made; the caller's transaction has no tenant scope of its own."""
+    tx.run(Q["lock_operator"])
+    found = tx.scalar(Q["operator_tenant"])
+    if found is not None:
+        return str(found), False
+    vet()
+    new_id = str(uuid.uuid4())
+    tx.run(Q["switch"], tenant_id=new_id)
+    tx.run(Q["create_operator"], id=new_id, name=name, email=email)
+    return new_id, True
 
 
 def invoice_settings(tx) -> dict:

@@ -6,3 +6,6 @@ db_max_acu             = 2
 db_deletion_protection = false
 waf_block              = false
 interface_endpoints    = []
+# chalice deploy path only, once `chalice deploy` has made the function; never on the Terraform path
+# (its package sets "packaged" in prefix.auto.tfvars.json, which this file would override):
+# pre_token_generation_trigger = "deployed"

@@ -3,18 +3,52 @@
 # and access logs, per-route throttling, WAF, alarms and the dashboard.
 # Only valid next to chalice.tf.json: `python -m devtools.package` puts it there.
 
-data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
-data "aws_region" "current" {}
+# (data.aws_caller_identity/aws_partition/aws_region.current are declared in main.tf.)
 
+# Roles. Every function runs as chalice's default-role but those devtools/package.py points at a
+# role of their own (OWN_ROLES there), because they need more, or less, than the runtime policy:
+# - api_handler: the runtime policy, and the user pool's tenant admins and machine clients;
+# - send_notification: the runtime policy, and the tenant admins (a redelivered tenant.created
+#   invites the first admin when the request that made the tenant could not);
+# - bootstrap_operator: the runtime policy, and the tenant admins (it invites the operator's first admin);
+# - pre_token_generation: reads one tenant row from the database, nothing else.
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "function" {
+  for_each           = toset(["api_handler", "send_notification", "bootstrap_operator", "pre_token_generation"])
+  name               = "${local.name}-${replace(each.key, "_", "-")}"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+# Logs and the network interfaces of functions in the VPC, and X-Ray, for every role.
 resource "aws_iam_role_policy_attachment" "vpc_access" {
-  role       = aws_iam_role.default-role.name
+  for_each   = merge({ default = aws_iam_role.default-role.name }, { for key, role in aws_iam_role.function : key => role.name })
+  role       = each.value
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 }
 
 resource "aws_iam_role_policy_attachment" "xray" {
-  role       = aws_iam_role.default-role.name
+  for_each   = merge({ default = aws_iam_role.default-role.name }, { for key, role in aws_iam_role.function : key => role.name })
+  role       = each.value
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
+}
+
+moved {
+  from = aws_iam_role_policy_attachment.vpc_access
+  to   = aws_iam_role_policy_attachment.vpc_access["default"]
+}
+
+moved {
+  from = aws_iam_role_policy_attachment.xray
+  to   = aws_iam_role_policy_attachment.xray["default"]
 }
 
 data "aws_iam_policy_document" "runtime" {
@@ -53,9 +87,79 @@ data "aws_iam_policy_document" "runtime" {
 }
 
 resource "aws_iam_role_policy" "runtime" {
+  for_each = {
+    default            = aws_iam_role.default-role.id
+    api_handler        = aws_iam_role.function["api_handler"].id
+    send_notification  = aws_iam_role.function["send_notification"].id
+    bootstrap_operator = aws_iam_role.function["bootstrap_operator"].id
+  }
   name   = "${local.name}-runtime"
-  role   = aws_iam_role.default-role.id
+  role   = each.value
   policy = data.aws_iam_policy_document.runtime.json
+}
+
+moved {
+  from = aws_iam_role_policy.runtime
+  to   = aws_iam_role_policy.runtime["default"]
+}
+
+data "aws_iam_policy_document" "tenant_admins" {
+  statement {
+    # Onboarding (chalicelib/onboarding.py): POST /v1/tenants invites a tenant's first ADMIN, the
+    # send-notification consumer does it again for a redelivered tenant.created, and the operator's
+    # bootstrap invites the operator's. This pool only.
+    sid       = "TenantAdmins"
+    actions   = ["cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminAddUserToGroup"]
+    resources = [module.cognito.user_pool_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "tenant_admins" {
+  for_each = {
+    api_handler        = aws_iam_role.function["api_handler"].id
+    send_notification  = aws_iam_role.function["send_notification"].id
+    bootstrap_operator = aws_iam_role.function["bootstrap_operator"].id
+  }
+  name   = "${local.name}-tenant-admins"
+  role   = each.value
+  policy = data.aws_iam_policy_document.tenant_admins.json
+}
+
+data "aws_iam_policy_document" "machine_clients" {
+  statement {
+    # /v1/api_clients (chalicelib/api_clients.py): tenants' app clients of the client-credentials
+    # grant, made, shown and deleted by the API only. This pool only.
+    sid       = "MachineClients"
+    actions   = ["cognito-idp:CreateUserPoolClient", "cognito-idp:DescribeUserPoolClient", "cognito-idp:DeleteUserPoolClient"]
+    resources = [module.cognito.user_pool_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "machine_clients" {
+  name   = "${local.name}-machine-clients"
+  role   = aws_iam_role.function["api_handler"].id
+  policy = data.aws_iam_policy_document.machine_clients.json
+}
+
+data "aws_iam_policy_document" "pre_token_generation" {
+  # The trigger reads the tenant from the database: its secret (encrypted with the database's
+  # key) and nothing else; logs, network interfaces and X-Ray come with the attachments above.
+  statement {
+    sid       = "DatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [module.database.secret_arn]
+  }
+  statement {
+    sid       = "DecryptDatabaseSecret"
+    actions   = ["kms:Decrypt"]
+    resources = [module.database.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "pre_token_generation" {
+  name   = "${local.name}-pre-token-generation"
+  role   = aws_iam_role.function["pre_token_generation"].id
+  policy = data.aws_iam_policy_document.pre_token_generation.json
 }
 
 # API Gateway writes access and execution logs through one role per account and

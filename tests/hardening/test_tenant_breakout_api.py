@@ -30,6 +30,7 @@ RETRY = "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry"
 PROBES = [
     ("GET", "/v1/accounts/{account_id}", "USER", "path", "account_id", "account"),
     ("GET", "/v1/accounts/{account_id}/ledger", "USER", "path", "account_id", "account"),
+    ("GET", "/v1/accounts/{account_id}/entitlements", "USER", "path", "account_id", "account"),
     ("POST", "/v1/accounts/{account_id}/rebill", "ADMIN", "path", "account_id", "account"),
     ("POST", "/v1/accounts/{account_id}/payment_methods/setup", "USER", "path", "account_id", "account"),
     ("POST", "/v1/gateway/stripe/{tenant_id}", "USER", "path", "tenant_id", "tenant_id"),
@@ -73,6 +74,9 @@ PROBES = [
     ("GET", DELIVERIES, "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
     ("GET", DELIVERIES, "ADMIN", "query", "starting_after", "webhook_delivery"),
     ("POST", RETRY, "ADMIN", "path", "endpoint_id", "webhook_endpoint"),
+    ("GET", "/v1/api_clients", "ADMIN", "query", "starting_after", "api_client"),
+    ("GET", "/v1/api_clients/{api_client_id}", "ADMIN", "path", "api_client_id", "api_client"),
+    ("DELETE", "/v1/api_clients/{api_client_id}", "ADMIN", "path", "api_client_id", "api_client"),
     ("POST", RETRY, "ADMIN", "path", "delivery_id", "webhook_delivery"),
 ]
 BODIES = {
@@ -118,7 +122,7 @@ def test_the_probes_cover_every_id_bearing_parameter_in_the_document():
 @pytest.fixture
 def victim(api, catalog, owner_conn, gateway) -> dict:
     """Tenant A with a plan, a billed account (invoice, ledger, payment), a subscription and usage,
-    its events, and a webhook endpoint with a delivery."""
+    its events, a webhook endpoint with a delivery, and a machine client."""
     a = catalog
     account = api.post(
         "/v1/accounts", {"email": "victim@a.test", "name": "Victim Corp", "currency": "USD"}, a.user
@@ -135,6 +139,7 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
     note = api.post("/v1/credit_notes", {"invoice": invoice["id"], "amount": 1, "reason": "duplicate"}, a.admin).body
     endpoint = _endpoint(api, a, "https://hooks.example.com/a")
     event, delivery = _delivery(owner_conn, a.id, endpoint["id"])
+    client = api.post("/v1/api_clients", {"name": "Victim sender", "scopes": ["billing/usage.write"]}, a.admin).body
     return {
         "tenant": a,
         "tenant_id": a.id,
@@ -149,6 +154,9 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
         "webhook_endpoint": endpoint["id"],
         "webhook_secret": endpoint["secret"],
         "webhook_delivery": delivery,
+        "api_client": client["id"],
+        "api_client_id": client["client_id"],
+        "api_client_secret": client["client_secret"],
     }
 
 
@@ -235,7 +243,8 @@ def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_chang
     webhooks_before = _webhook_rows(owner_conn, victim["tenant"].id)
     secrets = {victim[k] for k in ("account", "subscription", "invoice", "ledger_entry", "plan", "invoice_item")}
     secrets |= {victim[k] for k in ("credit_note", "event", "webhook_endpoint", "webhook_secret", "webhook_delivery")}
-    secrets |= {"victim@a.test", "Victim Corp", victim["tenant"].id, "hooks.example.com/a"}
+    secrets |= {victim[k] for k in ("api_client", "api_client_id", "api_client_secret")}
+    secrets |= {"victim@a.test", "Victim Corp", victim["tenant"].id, "hooks.example.com/a", "Victim sender"}
     counts = {"probes": 0, "not_found": 0, "rejected": 0, "leaks": 0}
     for method, path, role, where, name, which in PROBES:
         token = b.admin if role == "ADMIN" else b.user

@@ -102,6 +102,10 @@ def _populate(tenant_id: str) -> dict:
             " VALUES (:d, now(), 500, 3)",
             d=delivery,
         )
+        tx.run("INSERT INTO tenant_rate_limits (usage_tat_us) VALUES (0)")
+        tx.run(
+            "INSERT INTO api_clients (client_id, name, scopes) VALUES (gen_random_uuid()::text, 'c', '{billing/read}')"
+        )
     return {"plan": plan, "account": account, "invoice": invoice}
 
 

@@ -1,5 +1,7 @@
 """Token attacks on every route: a missing, broken, forged, expired, confused or tampered
-token is a 401; a genuine one with too little role, no tenant or a suspended tenant is a
+token is a 401, and so are an ID token (every route takes access tokens), a machine client of
+no tenant or of another tenant, and a deleted client; a genuine one with too little role, a
+missing or foreign scope, a machine on a route for people, no tenant or a suspended tenant is a
 403; never a 500, and never the data the route would have served."""
 
 import re
@@ -8,6 +10,8 @@ import uuid
 
 import pytest
 
+from chalicelib import identity
+from chalicelib.db import transaction
 from devtools.cognito import alg_none, hs256_with_public_key, tampered
 
 SOME_ID = "3f1c7a52-8a51-4f43-9a43-5b0b1d7a9e10"
@@ -20,6 +24,7 @@ ROUTES = [
     ("GET", "/v1/accounts", "USER"),
     ("GET", f"/v1/accounts/{SOME_ID}", "USER"),
     ("GET", f"/v1/accounts/{SOME_ID}/ledger", "USER"),
+    ("GET", f"/v1/accounts/{SOME_ID}/entitlements", "USER"),
     ("POST", f"/v1/accounts/{SOME_ID}/rebill", "ADMIN"),
     ("POST", f"/v1/accounts/{SOME_ID}/payment_methods/setup", "USER"),
     ("GET", "/v1/gateway", "ADMIN"),
@@ -59,7 +64,15 @@ ROUTES = [
     ("POST", f"/v1/webhook_endpoints/{SOME_ID}/rotate", "ADMIN"),
     ("GET", f"/v1/webhook_endpoints/{SOME_ID}/deliveries", "ADMIN"),
     ("POST", f"/v1/webhook_endpoints/{SOME_ID}/deliveries/{SOME_ID}/retry", "ADMIN"),
+    ("POST", "/v1/api_clients", "ADMIN"),
+    ("GET", "/v1/api_clients", "ADMIN"),
+    ("GET", f"/v1/api_clients/{SOME_ID}", "ADMIN"),
+    ("DELETE", f"/v1/api_clients/{SOME_ID}", "ADMIN"),
 ]
+# Routes for people only: a machine client's token is refused there whatever its scopes.
+PEOPLE_ONLY = {("POST", "/v1/tenants"), ("PUT", "/v1/gateway")} | {
+    (method, path) for method, path, _ in ROUTES if path.startswith("/v1/api_clients")
+}
 # No token at all: a health check, hosted invoice pages (the signed link is the credential;
 # tests/functional/test_invoice_corrections_api.py shows a tampered one is a 404), and Stripe's
 # webhooks (the signature is; tests/functional/test_stripe_payments_api.py shows a bad one is a 400).
@@ -78,7 +91,7 @@ def test_every_route_in_the_app_is_in_this_matrix():
         (method, re.sub(r"\{\w+\}", SOME_ID, path))
         for path, methods in app.routes.items()
         for method in methods
-        if path not in PUBLIC
+        if path not in PUBLIC and method != "OPTIONS"  # CORS preflights carry no token (chalicelib/cors.py)
     }
     assert declared == {(method, path) for method, path, _ in ROUTES}
 
@@ -94,8 +107,9 @@ def _bad_tokens(cognito, tenant_id):
     genuine_user = cognito.token(tenant_id, "USER")
     claims = {
         "iss": cognito.issuer,
-        "aud": cognito.client_id,
-        "token_use": "id",
+        "client_id": cognito.client_id,
+        "token_use": "access",
+        "scope": "billing/admin",
         "iat": now,
         "exp": now + 3600,
         "custom:tenant_id": tenant_id,
@@ -113,12 +127,14 @@ def _bad_tokens(cognito, tenant_id):
         "groups tampered USER -> ADMIN": tampered(genuine_user, **{"cognito:groups": ["ADMIN"]}),
         "tenant tampered": tampered(genuine_user, **{"custom:tenant_id": str(uuid.uuid4())}),
         "signature stripped": genuine_user.rsplit(".", 1)[0] + ".",
-        "real access token": cognito.token(tenant_id, "ADMIN", kind="AccessToken"),
+        "real ID token": cognito.token(tenant_id, "ADMIN", kind="IdToken"),
+        "ID token forged": cognito.forge(tenant_id, token_use="id", aud=cognito.client_id, client_id=None),
         "expired": cognito.forge(tenant_id, exp=now - 3600, iat=now - 7200),
         "not yet valid": cognito.forge(tenant_id, nbf=now + 3600),
         "wrong issuer": cognito.forge(tenant_id, iss="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_evil"),
-        "wrong audience": cognito.forge(tenant_id, aud="someone-else"),
-        "access token": cognito.forge(tenant_id, token_use="access"),
+        "audience on an access token": cognito.forge(tenant_id, aud=cognito.client_id),
+        "client of no tenant": cognito.forge(tenant_id, groups=(), client_id="unbound-client", sub="unbound-client"),
+        "no client": cognito.forge(tenant_id, client_id=None),
         "unknown kid": cognito.forge(tenant_id, header={"alg": "RS256", "kid": "other"}),
         "no kid": cognito.forge(tenant_id, header={"alg": "RS256"}),
     }
@@ -156,8 +172,10 @@ def test_user_role_is_403_on_admin_routes(api, tenant, method, path, role):
 
 @pytest.mark.parametrize("method,path,role", ROUTES)
 def test_suspended_tenant_is_403_on_every_route(api, make_tenant, cognito, method, path, role):
-    suspended = make_tenant("Suspended", status="suspended")
-    token = cognito.token(suspended, "ADMIN")
+    suspended = make_tenant("Suspended")
+    token = cognito.token(suspended, "ADMIN")  # issued before the suspension (Cognito issues no more after)
+    with transaction(tenant_id=suspended) as tx:
+        tx.run("UPDATE tenants SET status = 'suspended'")
 
     reply = api.call(method, path, body=_valid_body(method, path), token=token)
 
@@ -170,7 +188,63 @@ def test_token_without_a_role_is_403(api, tenant, cognito):
 
 
 def test_token_for_an_unprovisioned_tenant_is_403(api, cognito):
-    assert api.get("/v1/plans", token=cognito.token(str(uuid.uuid4()), "ADMIN")).status == 403
+    with pytest.raises(identity.TokenRefused):  # Cognito's trigger issues none
+        cognito.token(str(uuid.uuid4()), "ADMIN")
+    assert api.get("/v1/plans", token=cognito.forge(str(uuid.uuid4()))).status == 403
+
+
+# --- machine clients ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def machines(api, tenant, other_tenant, cognito):
+    """Access tokens of ``tenant``'s machine clients: every scope, one scope, a foreign scope; a client
+    of ``other_tenant`` claiming ``tenant``; and a client deleted after its token was issued."""
+
+    def client(owner, scopes):
+        made = api.post("/v1/api_clients", {"name": "m", "scopes": scopes}, owner.admin).body
+        return made, cognito.machine_token(made["client_id"], made["client_secret"])
+
+    every_made, every = client(tenant, ["billing/read", "billing/write", "billing/usage.write", "billing/admin"])
+    _, read = client(tenant, ["billing/read"])
+    foreign_made, _ = client(other_tenant, ["billing/admin"])
+    deleted_made, deleted = client(tenant, ["billing/admin"])
+    assert api.call("DELETE", f"/v1/api_clients/{deleted_made['id']}", token=tenant.admin).status == 200
+    machine = {"groups": (), "client_id": every_made["client_id"], "sub": every_made["client_id"]}
+    return {
+        "every": every,
+        "read": read,
+        "foreign scope": cognito.forge(tenant.id, **machine, scope="other/admin"),
+        "another tenant's client": cognito.forge(
+            tenant.id, groups=(), client_id=foreign_made["client_id"], sub=foreign_made["client_id"]
+        ),
+        "deleted": deleted,
+    }
+
+
+@pytest.mark.parametrize("method,path,role", ROUTES)
+def test_machine_tokens_get_only_what_their_client_and_scopes_allow_on_every_route(
+    api, tenant, machines, method, path, role
+):
+    body = _valid_body(method, path)
+    people_only = (method, path) in PEOPLE_ONLY
+    reply = api.call(method, path, body=body, token=machines["every"])
+    if people_only:
+        assert (reply.status, reply.body["error"]["code"]) == (403, "people_only"), reply.body
+    else:
+        assert reply.status not in (401, 403) and reply.status < 500, reply.body
+    read_only = api.call(method, path, body=body, token=machines["read"])
+    if people_only:
+        assert read_only.status == 403
+    elif method == "GET" and role == "USER":
+        assert read_only.status not in (401, 403) and read_only.status < 500, read_only.body
+    else:
+        assert (read_only.status, read_only.body["error"]["code"]) == (403, "insufficient_scope"), read_only.body
+    foreign = api.call(method, path, body=body, token=machines["foreign scope"])
+    assert foreign.status == 403, foreign.body
+    for label in ("another tenant's client", "deleted"):
+        refused = api.call(method, path, body=body, token=machines[label])
+        assert refused.status == 401 and refused.body["error"]["type"] == "authentication_error", (label, refused.body)
 
 
 def test_token_with_no_tenant_claim_is_403(api, cognito):
@@ -202,5 +276,6 @@ def _valid_body(method, path):
             "timestamp": "2026-01-01T00:00:00Z",
         },
         "/v1/webhook_endpoints": {"url": "https://hooks.example.com/a", "enabled_events": ["*"]},
+        "/v1/api_clients": {"name": "n", "scopes": ["billing/read"]},
         f"/v1/webhook_endpoints/{SOME_ID}": {"description": "x"},
     }.get(path, {})

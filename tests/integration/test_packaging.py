@@ -54,7 +54,11 @@ def test_every_queue_the_handlers_name_is_in_the_generated_mappings(built):
             assert any(arn.endswith(f":{staged}") for arn in arns), staged
     rules = [r["name"] for r in tf["resource"]["aws_cloudwatch_event_rule"].values()]
     assert all(name.startswith("billing-dev-") for name in rules)
-    assert json.loads((_out / "prefix.auto.tfvars.json").read_text()) == {"prefix": "billing-dev", "stage": "dev"}
+    assert json.loads((_out / "prefix.auto.tfvars.json").read_text()) == {
+        "prefix": "billing-dev",
+        "stage": "dev",
+        "pre_token_generation_trigger": "packaged",  # app.py has the trigger: the pool calls it
+    }
 
 
 def test_the_package_ships_no_runtime_provided_libraries_and_stays_small(built):
@@ -93,7 +97,9 @@ def _terraform_validate(directory: Path, scratch: Path) -> None:
     _terraform(directory, scratch, ["terraform", "validate", "-no-color"])
 
 
-def _terraform(directory: Path, scratch: Path, command: list[str], stdin: str | None = None) -> str:
+def _terraform(
+    directory: Path, scratch: Path, command: list[str], stdin: str | None = None, env_extra: dict | None = None
+) -> str:
     config = scratch / "terraformrc"
     providers = '["registry.terraform.io/*/*"]'
     config.write_text(
@@ -103,6 +109,7 @@ def _terraform(directory: Path, scratch: Path, command: list[str], stdin: str | 
         "}\n"
     )
     env = {**os.environ, "TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    env.update(env_extra or {})
     result = subprocess.run(command, cwd=directory, env=env, input=stdin, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -189,6 +196,36 @@ def test_stripes_webhook_route_has_no_cognito_authorizer_and_every_other_route_h
                 continue
             public = path.startswith(("/v1/gateway/stripe/", "/v1/hosted_invoices/")) or path == "/v1/health"
             assert ("security" in operation) is not public, (method, path)
+
+
+def test_every_path_answers_browsers_preflights_through_the_app_without_an_authorizer(built):
+    from app import app
+
+    _out, _result, tf = built
+    swagger = json.loads(tf["locals"]["chalice_api_swagger"])
+    assert set(swagger["paths"]) == set(app.routes)
+    for path, methods in swagger["paths"].items():
+        options = methods["options"]
+        assert "security" not in options, path  # a preflight never carries the token
+        # The app answers (chalicelib/cors.py), not a mock integration with one static origin.
+        assert options["x-amazon-apigateway-integration"]["type"] == "aws_proxy", path
+
+
+def test_api_gateways_own_error_answers_carry_the_stages_first_origin_and_every_function_its_origins(built):
+    _out, _result, tf = built
+    swagger = json.loads(tf["locals"]["chalice_api_swagger"])
+    origins = package.stage_cors_origins("dev")
+    assert origins[0] == "https://app.dev.example.com"
+    responses = swagger["x-amazon-apigateway-gateway-responses"]
+    assert set(responses) == {"DEFAULT_4XX", "DEFAULT_5XX"}
+    for response in responses.values():
+        assert response["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == f"'{origins[0]}'"
+    # In the API's definition: a change redeploys the stage (the deployment's trigger is the definition's md5).
+    assert tf["resource"]["aws_api_gateway_deployment"]["rest_api"]["triggers"] == {
+        "redeployment": "${md5(local.chalice_api_swagger)}"
+    }
+    for function in tf["resource"]["aws_lambda_function"].values():
+        assert function["environment"]["variables"]["CORS_ALLOWED_ORIGINS"] == ",".join(origins)
 
 
 def test_every_queue_the_app_consumes_is_created_by_the_infra_from_the_routing_beside_it(built):
@@ -288,6 +325,26 @@ def test_stage_config_puts_every_infra_output_the_app_needs_into_chalice_config(
         "ses:SendEmail",
         "kms:Decrypt",
     } <= actions
+    assert not any(a.startswith("cognito-idp:") for a in actions)  # the shared policy manages no identities
+    assert prod["environment_variables"]["COGNITO_RESOURCE_SERVER"] == "value-of-cognito_resource_server"
+    # The API, the send-notification consumer and the trigger have policy files of their own.
+    cognito_actions = {}
+    for function in ("api_handler", "send_notification", "bootstrap_operator", "pre_token_generation"):
+        name = prod["lambda_functions"][function]["iam_policy_file"]
+        assert name == f"policy-prod-{function}.json"
+        statements = json.loads((tmp_path / name).read_text())["Statement"]
+        cognito = [s for s in statements if any(a.startswith("cognito-idp:") for a in s["Action"])]
+        assert all(s["Resource"] == "value-of-cognito_user_pool_arn" for s in cognito)
+        cognito_actions[function] = {a for s in cognito for a in s["Action"]}
+        if function == "pre_token_generation":
+            granted = {a for s in statements for a in s["Action"]}
+            assert granted - TRIGGER_BASE_ACTIONS == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+    assert cognito_actions == {
+        "api_handler": TENANT_ADMIN_ACTIONS | MACHINE_CLIENT_ACTIONS,
+        "send_notification": TENANT_ADMIN_ACTIONS,
+        "bootstrap_operator": TENANT_ADMIN_ACTIONS,
+        "pre_token_generation": set(),
+    }
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
@@ -297,3 +354,239 @@ def test_infra_alone_validates_for_the_chalice_deploy_path(tmp_path):
     target = tmp_path / "infra"
     shutil.copytree(infra, target, ignore=shutil.ignore_patterns("with-chalice", ".terraform*"))
     _terraform_validate(target, tmp_path)
+
+
+# --- identity: the resource server's scopes, the pre-token-generation trigger, who manages the pool -------------
+
+TENANT_ADMIN_ACTIONS = {"cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminAddUserToGroup"}
+MACHINE_CLIENT_ACTIONS = {
+    "cognito-idp:CreateUserPoolClient",
+    "cognito-idp:DescribeUserPoolClient",
+    "cognito-idp:DeleteUserPoolClient",
+}
+# Logs, the network interfaces of a function in the VPC, X-Ray (stage_config's BASE_STATEMENTS).
+TRIGGER_BASE_ACTIONS = {
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+PUBLIC_ROUTES = ("/v1/gateway/stripe/", "/v1/hosted_invoices/", "/v1/health")
+
+
+def _resource_server_scopes() -> tuple[str, set[str]]:
+    """The cognito module's resource server as written: (default identifier, scope names)."""
+    import re
+
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    module, root = (infra / "modules" / "cognito" / "main.tf").read_text(), (infra / "variables.tf").read_text()
+    defaults = [
+        re.search(r'default\s*=\s*"([^"]+)"', text[text.index(f'variable "{name}"') :].split("\n}")[0]).group(1)
+        for text, name in ((module, "resource_server_identifier"), (root, "cognito_resource_server"))
+    ]
+    assert len(set(defaults)) == 1, defaults
+    identifier = defaults[0]
+    server = module[module.index('resource "aws_cognito_resource_server"') :].split("\n}")[0]
+    return identifier, set(re.findall(r'scope_name\s*=\s*"([^"]+)"', server))
+
+
+def test_every_authenticated_method_demands_scopes_of_the_resource_server_and_the_app_agrees(built):
+    """API Gateway's Cognito authorizer with OAuth scopes: it then takes access tokens only, with one of them."""
+    from chalicelib import auth
+
+    _out, _result, tf = built
+    identifier, names = _resource_server_scopes()
+    assert {"usage.write", "read", "admin"} <= names
+    assert identifier == auth.RESOURCE_SERVER  # what the app checks in tokens is what Cognito issues
+    # Packaged with COGNITO_RESOURCE_SERVER set to the module's identifier: either spelling is that identifier.
+    prefixes = (identifier, "${module.cognito.resource_server_identifier}")
+    defined = {f"{prefix}/{name}" for prefix in prefixes for name in names}
+    swagger = json.loads(tf["locals"]["chalice_api_swagger"])
+    assert swagger["securityDefinitions"]["cognito"]["x-amazon-apigateway-authorizer"]["type"] == "cognito_user_pools"
+    demanded = set()
+    for path, methods in swagger["paths"].items():
+        for method, operation in methods.items():
+            if method == "options" or path.startswith(PUBLIC_ROUTES):
+                continue  # preflights and the public routes have no authorizer at all (tests above)
+            security = operation.get("security")
+            assert security and len(security) == 1 and set(security[0]) == {"cognito"}, (method, path, security)
+            scopes = security[0]["cognito"]
+            assert scopes, f"{method.upper()} {path} takes ID tokens: its authorizer has no OAuth scopes"
+            assert set(scopes) <= defined, (method, path, scopes)
+            demanded |= set(scopes)
+    assert {f"{identifier}/{name}" for name in ("usage.write", "read", "admin")} <= demanded
+
+
+def test_the_pre_token_generation_trigger_is_packaged_short_with_its_own_role_and_cognitos_invoke(built):
+    out, _result, tf = built
+    functions = tf["resource"]["aws_lambda_function"]
+    trigger, api = functions["pre_token_generation"], functions["api_handler"]
+    assert trigger["function_name"] == "billing-platform-dev-pre_token_generation"  # infra/main.tf builds its ARN
+    assert trigger["timeout"] <= 5  # Cognito waits 5 s for it
+    assert trigger["memory_size"] == api["memory_size"]
+    assert trigger["vpc_config"] == api["vpc_config"]  # it reads the database like the API
+    assert trigger["environment"]["variables"]["DB_SECRET_ARN"] == "${module.database.secret_arn}"
+    assert trigger["role"] == '${aws_iam_role.function["pre_token_generation"].arn}'
+    assert trigger["depends_on"][-1] == "aws_iam_role_policy.pre_token_generation"
+    roles = {name: function["role"] for name, function in functions.items()}
+    assert roles.pop("api_handler") == '${aws_iam_role.function["api_handler"].arn}'
+    assert roles.pop("send_notification") == '${aws_iam_role.function["send_notification"].arn}'
+    assert roles.pop("bootstrap_operator") == '${aws_iam_role.function["bootstrap_operator"].arn}'
+    roles.pop("pre_token_generation")
+    assert set(roles.values()) == {"${aws_iam_role.default-role.arn}"}
+    permission = tf["resource"]["aws_lambda_permission"]["pre_token_generation-cognito"]
+    assert permission == {
+        "statement_id": "cognito-pre-token-generation",
+        "function_name": "${aws_lambda_function.pre_token_generation.arn}",
+        "action": "lambda:InvokeFunction",
+        "principal": "cognito-idp.amazonaws.com",
+        "source_arn": "${module.cognito.user_pool_arn}",
+    }
+    main = (out / "main.tf").read_text()
+    app_name = json.loads((Path(__file__).resolve().parents[2] / ".chalice" / "config.json").read_text())["app_name"]
+    assert f'pre_token_generation_function = "{app_name}-${{var.stage}}-pre_token_generation"' in main
+
+
+@pytest.fixture(scope="module")
+def local_aws():
+    """A moto server on loopback for `terraform plan`: it answers the data sources (STS, EC2 zones); nothing is made."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    server.stop()
+
+
+def _plan(directory: Path, scratch: Path, aws_env: dict, *variables: str) -> dict:
+    """`terraform plan` of a copy of the root module against local AWS, as `terraform show -json` gives it."""
+    work = scratch / "plan"
+    shutil.copytree(directory, work, ignore=shutil.ignore_patterns(".terraform*"))
+    _terraform(work, scratch, ["terraform", "init", "-backend=false", "-input=false", "-no-color"])
+    args = [a for v in ("ses_sender=billing@example.com", *variables) for a in ("-var", v)]
+    command = ["terraform", "plan", "-input=false", "-no-color", "-lock=false", "-out=plan.bin", *args]
+    _terraform(work, scratch, command, env_extra=aws_env)
+    return json.loads(_terraform(work, scratch, ["terraform", "show", "-json", "plan.bin"], env_extra=aws_env))
+
+
+def _planned(plan: dict) -> dict:
+    return {change["address"]: change["change"]["after"] for change in plan["resource_changes"]}
+
+
+def _configured(module: dict) -> dict:
+    return {resource["address"]: resource for resource in module["resources"]}
+
+
+def _references(expression: dict | None) -> set[str]:
+    return set((expression or {}).get("references", []))
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
+@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no offline provider mirror at {MIRROR} (set TF_PROVIDER_MIRROR)")
+def test_the_plan_wires_the_trigger_into_the_pool_without_a_cycle_and_scopes_the_identity_roles(
+    built, local_aws, tmp_path
+):
+    import re
+
+    out, _result, tf = built
+    plan = _plan(out, tmp_path, local_aws)  # a cycle between the pool and the functions fails the plan here
+    planned = _planned(plan)
+    # The pool calls the trigger with event V3_0, on the Essentials plan (access tokens, client credentials too).
+    pool = planned["module.cognito.aws_cognito_user_pool.this"]
+    function_name = planned["aws_lambda_function.pre_token_generation"]["function_name"]
+    assert pool["lambda_config"][0]["pre_token_generation_config"] == [
+        {"lambda_arn": f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}", "lambda_version": "V3_0"}
+    ]
+    assert pool["user_pool_tier"] == "ESSENTIALS"
+    # Cognito may invoke it, from this pool only; the grant is made after the function (it refers to it).
+    permission = planned["aws_lambda_permission.pre_token_generation-cognito"]
+    assert (permission["principal"], permission["action"]) == ("cognito-idp.amazonaws.com", "lambda:InvokeFunction")
+    root = plan["configuration"]["root_module"]
+    cognito = root["module_calls"]["cognito"]["module"]
+    grant = _configured(root)["aws_lambda_permission.pre_token_generation-cognito"]["expressions"]
+    assert "aws_lambda_function.pre_token_generation.arn" in _references(grant["function_name"])
+    assert "module.cognito.user_pool_arn" in _references(grant["source_arn"])
+    assert "aws_cognito_user_pool.this.arn" in _references(cognito["outputs"]["user_pool_arn"]["expression"])
+    assert not [a for a in planned if a.startswith("module.cognito.aws_lambda_permission.")]  # granted once
+    # The resource server and its scopes; the people's app client may ask for all of them.
+    server = planned["module.cognito.aws_cognito_resource_server.billing"]
+    identifier, names = _resource_server_scopes()
+    assert server["identifier"] == identifier == "billing"
+    assert {scope["scope_name"] for scope in server["scope"]} == names >= {"usage.write", "read", "admin"}
+    client = _configured(cognito)["aws_cognito_user_pool_client.api"]["expressions"]
+    assert "aws_cognito_resource_server.billing.scope_identifiers" in _references(client["allowed_oauth_scopes"])
+    assert plan["planned_values"]["outputs"]["cognito_resource_server"]["value"] == "billing"
+    # Who may manage the pool's users and clients: the API all six actions, send-notification the
+    # invitations, nobody else; the trigger reads the database secret and nothing more.
+    resources = _configured(root)
+    documents = {
+        address.removeprefix("data.aws_iam_policy_document."): resource["expressions"].get("statement", [])
+        for address, resource in resources.items()
+        if address.startswith("data.aws_iam_policy_document.")
+    }
+    granted: dict[str, set[str]] = {}
+    for address, resource in resources.items():
+        if resource["type"] != "aws_iam_role_policy" or address == "aws_iam_role_policy.default-role":
+            continue
+        document = next(r for r in _references(resource["expressions"]["policy"]) if r.count(".") == 2).split(".")[2]
+        role_refs = _references(resource["expressions"]["role"]) | _references(resource.get("for_each_expression"))
+        roles = set(re.findall(r'aws_iam_role\.function\["(\w+)"\]', " ".join(role_refs)))
+        roles |= {"default"} if "aws_iam_role.default-role.id" in role_refs else set()
+        assert roles, address
+        for statement in documents[document]:
+            actions = set(statement["actions"]["constant_value"])
+            if any(a.startswith("cognito-idp:") for a in actions):
+                assert _references(statement["resources"]) == {"module.cognito.user_pool_arn", "module.cognito"}
+            for role in roles:
+                granted.setdefault(role, set()).update(actions)
+    cognito_of = {role: {a for a in actions if a.startswith("cognito-idp:")} for role, actions in granted.items()}
+    assert cognito_of == {
+        "default": set(),
+        "api_handler": TENANT_ADMIN_ACTIONS | MACHINE_CLIENT_ACTIONS,
+        "send_notification": TENANT_ADMIN_ACTIONS,
+        "bootstrap_operator": TENANT_ADMIN_ACTIONS,
+        "pre_token_generation": set(),
+    }
+    assert granted["pre_token_generation"] == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+    for attachment in ("vpc_access", "xray"):  # logs, network interfaces, X-Ray: every role
+        keys = {a.split('"')[1] for a in planned if a.startswith(f"aws_iam_role_policy_attachment.{attachment}[")}
+        assert keys == {"default", "api_handler", "send_notification", "bootstrap_operator", "pre_token_generation"}
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
+@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no offline provider mirror at {MIRROR} (set TF_PROVIDER_MIRROR)")
+def test_chalice_deploy_path_attaches_the_trigger_with_one_variable_once_the_function_exists(local_aws, tmp_path):
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    target = tmp_path / "infra"
+    shutil.copytree(infra, target, ignore=shutil.ignore_patterns("with-chalice", ".terraform*"))
+    before = _planned(_plan(target, tmp_path / "before", local_aws, "stage=prod"))
+    assert before["module.cognito.aws_cognito_user_pool.this"]["lambda_config"] == []  # no function yet
+    assert not [a for a in before if "aws_lambda_permission" in a]
+    after = _planned(
+        _plan(target, tmp_path / "after", local_aws, "stage=prod", "pre_token_generation_trigger=deployed")
+    )
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:billing-platform-prod-pre_token_generation"
+    assert after["module.cognito.aws_cognito_user_pool.this"]["lambda_config"][0]["pre_token_generation_config"] == [
+        {"lambda_arn": arn, "lambda_version": "V3_0"}
+    ]
+    permission = after["module.cognito.aws_lambda_permission.pre_token_generation[0]"]
+    assert (permission["function_name"], permission["principal"]) == (arn, "cognito-idp.amazonaws.com")

@@ -27,3 +27,14 @@ SELECT hosted_link_key FROM tenants WHERE id = app_current_tenant();
 
 -- name: exists
 SELECT EXISTS (SELECT 1 FROM tenants WHERE id = app_current_tenant());
+
+-- name: lock_operator
+-- One bootstrap at a time: the platform operator's tenant is made once.
+SELECT pg_advisory_xact_lock(hashtextextended('platform_operator', 0));
+
+-- name: operator_tenant
+SELECT platform_operator_tenant();
+
+-- name: create_operator
+INSERT INTO tenants (id, name, email, settings)
+VALUES (:id, :name, :email, '{"platform_operator": true}');
