@@ -90,16 +90,10 @@ def health():
 def create_tenant():
     request = http.read(app, PEOPLE_ADMIN, "tenant_create")
     command = tenants.NewTenant(**request.body)
-    tenant_limits.require_tier(command.plan)  # a 400 on `plan`, like the schema's, before anything is stored
-
-    def work(tx):
-        onboarding.check_admin_free(None, command.first_admin)  # before anything is stored
-        return tenants.create(tx, request.principal, command)
-
-    def invite(tenant):  # after the commit; tenant.created's consumer finishes it if this fails
-        return {**tenant, "admin": onboarding.invite_admin(tenant["id"], command.first_admin)}
-
-    return _with_events(request, work, status=201, then=invite)
+    work = lambda tx: onboarding.provision(tx, request.principal, command)  # noqa: E731
+    # After the commit; tenant.created's consumer finishes the invitation if this fails.
+    welcome = lambda tenant: onboarding.welcome(tenant, command.first_admin)  # noqa: E731
+    return _with_events(request, work, status=201, then=welcome)
 
 
 @app.route("/v1/plans", methods=["POST"], **on_gateway(ADMIN))
@@ -504,7 +498,8 @@ def get_notification(event_id):
 def create_webhook_endpoint():
     request = http.read(app, ADMIN, "webhook_endpoint_create")
     fields = webhook_endpoints.EndpointFields.of(request.body)
-    return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.create(tx, fields), status=201))
+    work = lambda tx: webhook_endpoints.create(tx, fields)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, status=201, stored=webhook_endpoints.without_secret))
 
 
 @app.route("/v1/webhook_endpoints", methods=["GET"], **on_gateway(ADMIN))
@@ -550,7 +545,8 @@ def rotate_webhook_secret(endpoint_id):
     request = http.read(app, ADMIN, body_required=False)
     endpoint_id = pagination.parse_id(endpoint_id, "id")
     now = calendar.utcnow()
-    return http.outcome_response(idempotency.run(request, lambda tx: webhook_endpoints.rotate(tx, endpoint_id, now)))
+    work = lambda tx: webhook_endpoints.rotate(tx, endpoint_id, now)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, stored=webhook_endpoints.without_secret))
 
 
 @app.route("/v1/webhook_endpoints/{endpoint_id}/deliveries", methods=["GET"], **on_gateway(ADMIN))
@@ -588,8 +584,8 @@ def create_api_client():
     """A machine client (client-credentials grant) of the caller's tenant; its secret is shown once."""
     request = http.read(app, PEOPLE_ADMIN, "api_client_create")
     command = api_clients.NewClient.of(request.body)
-    work = lambda tx: api_clients.create(tx, request.principal, command)  # noqa: E731
-    return http.outcome_response(idempotency.run(request, work, status=201))
+    run = lambda work: idempotency.run(request, work, status=201, stored=api_clients.without_secret)  # noqa: E731
+    return http.outcome_response(api_clients.create_once(run, request.principal, command))
 
 
 @app.route("/v1/api_clients", methods=["GET"], **on_gateway(PEOPLE_ADMIN))
@@ -636,7 +632,7 @@ def pre_token_generation(event, context):
     """Cognito's pre-token-generation trigger (V3_0): tenant claims and scopes; raising refuses the token."""
     from chalicelib import identity
 
-    return identity.pre_token_generation(event)
+    return identity.answer(event)
 
 
 # --- events: SNS fan-out to SQS consumers ---------------------------------------------

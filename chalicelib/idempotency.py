@@ -42,7 +42,7 @@ def fingerprint(method: str, path: str, body) -> str:
     return hashlib.sha256(f"{KEY_VERSION}\n{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-def run(request, work, *, status: int = 200, own_transactions: bool = False, then=None) -> Outcome:
+def run(request, work, *, status: int = 200, own_transactions: bool = False, then=None, stored=None) -> Outcome:
     """Run ``work`` at most once per Idempotency-Key; the body it returns is answered with ``status``.
 
     ``work(tx)`` runs in the request's tenant transaction and the key completes in the
@@ -50,8 +50,10 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False, the
     and its body becomes the stored response; if it fails, the committed work and its
     response stand and the schedules finish it, so a retry never does the work twice.
     With ``own_transactions`` it is ``work()`` and commits its own work (the rebill);
-    the key is then completed in a transaction of its own afterwards.
+    the key is then completed in a transaction of its own afterwards. ``stored(body)`` is what
+    the key keeps, when that must be less than the answer (a secret shown once).
     """
+    keep = stored or (lambda body: body)
     tenant_id, key = request.principal.tenant_id, request.idempotency_key
     if key is None:
         body = work() if own_transactions else in_tenant_scope(tenant_id, work)
@@ -65,7 +67,7 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False, the
         return claimed
 
     def complete(tx, body) -> None:
-        if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(body)):
+        if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(keep(body))):
             # Our claim was taken over as stale; the new owner's result stands.
             raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry")
 
@@ -87,7 +89,7 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False, the
         return Outcome(status, body)
     settled = _after_commit(then, body)
     if settled is not body:
-        refreshed = encoding.dumps(settled)
+        refreshed = encoding.dumps(keep(settled))
         with suppress(Exception):  # the response stored at commit stands: true when it was written
             in_tenant_scope(tenant_id, lambda tx: tx.run(Q["refresh"], key=key, locked_at=claimed, body=refreshed))
     return Outcome(status, settled)

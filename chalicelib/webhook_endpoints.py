@@ -112,6 +112,11 @@ def rotate(tx, endpoint_id: str, now: datetime) -> dict:
     return {**get(tx, endpoint_id), "secret": secret}
 
 
+def without_secret(body: dict) -> dict:
+    """What an Idempotency-Key keeps of a create's or a rotation's answer: never the secret."""
+    return {**body, "secret": None}
+
+
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 

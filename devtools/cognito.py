@@ -214,7 +214,7 @@ def run_trigger(event: dict, lookup=None) -> dict:
     """The app's own trigger, in this process: reading this process's database, or through ``lookup``."""
     from chalicelib import identity
 
-    return identity.pre_token_generation(event, lookup) if lookup else identity.pre_token_generation(event)
+    return identity.pre_token_generation(event, lookup)
 
 
 def _trigger_event(pool: "LocalPool", source: str, client_id: str, username: str | None) -> dict:

@@ -53,8 +53,11 @@ RESPONSES = {
             "created_at": TS,
             "admin": {
                 "type": "object",
-                "description": "the first ADMIN (POST only): invited by email, or pending while it is retried",
-                "properties": {"email": {"type": "string"}, "status": {"enum": ["invited", "active", "pending"]}},
+                "description": "the first ADMIN (POST only): invited, pending while retried, or failed (email taken)",
+                "properties": {
+                    "email": {"type": "string"},
+                    "status": {"enum": ["invited", "active", "pending", "failed"]},
+                },
             },
         },
     ),

@@ -169,7 +169,7 @@ OWN_ROLES = {
         "aws_iam_role_policy.machine_clients",
     ],
     "send_notification": ["aws_iam_role_policy.runtime", "aws_iam_role_policy.tenant_admins"],
-    "bootstrap_operator": ["aws_iam_role_policy.runtime", "aws_iam_role_policy.tenant_admins"],
+    "bootstrap_operator": ["aws_iam_role_policy.bootstrap_operator", "aws_iam_role_policy.tenant_admins"],
     "pre_token_generation": ["aws_iam_role_policy.pre_token_generation"],
 }
 

@@ -219,11 +219,10 @@ class Stack:
         return self._operator
 
     def _token_subject(self, tenant_id: str | None, client_id: str | None) -> dict | None:
-        rows = self.sql(
-            "SELECT tenant_id, status, plan_tier, features FROM token_subject(CAST(:t AS uuid), CAST(:c AS text))",
-            t=tenant_id,
-            c=client_id,
-        )
+        """``auth.subject`` on this stack's database: the trigger's lookup for tokens it issues."""
+        from chalicelib.db.queries import load
+
+        rows = self.sql(load("auth")["token_subject"], tenant=tenant_id, client=client_id)
         return dict(zip(("tenant_id", "status", "plan_tier", "features"), rows[0], strict=True)) if rows else None
 
     def sql(self, statement: str, **params) -> list:

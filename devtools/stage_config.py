@@ -59,7 +59,6 @@ BASE_STATEMENTS = [
 TENANT_ADMINS = ["cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminAddUserToGroup"]
 MACHINE_CLIENTS = [
     "cognito-idp:CreateUserPoolClient",
-    "cognito-idp:DescribeUserPoolClient",
     "cognito-idp:DeleteUserPoolClient",
 ]
 
@@ -104,19 +103,18 @@ def function_policies(values: dict) -> dict[str, dict]:
     """The functions whose policy differs from the runtime policy, each with its own."""
     runtime, pool = runtime_policy(values), values["cognito_user_pool_arn"]
     cognito = lambda actions: {"Effect": "Allow", "Action": actions, "Resource": pool}  # noqa: E731
+    database = [
+        *BASE_STATEMENTS,
+        {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": values["db_secret_arn"]},
+        {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": values["gateway_secrets_kms_key_arn"]},
+    ]
     return {
         "api_handler": {**runtime, "Statement": [*runtime["Statement"], cognito(TENANT_ADMINS + MACHINE_CLIENTS)]},
         "send_notification": {**runtime, "Statement": [*runtime["Statement"], cognito(TENANT_ADMINS)]},
-        "bootstrap_operator": {**runtime, "Statement": [*runtime["Statement"], cognito(TENANT_ADMINS)]},
         # The trigger reads the tenant from the database and nothing else.
-        "pre_token_generation": {
-            "Version": "2012-10-17",
-            "Statement": [
-                *BASE_STATEMENTS,
-                {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": values["db_secret_arn"]},
-                {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": values["gateway_secrets_kms_key_arn"]},
-            ],
-        },
+        "pre_token_generation": {"Version": "2012-10-17", "Statement": database},
+        # The operator's bootstrap: the database, and the pool's admins.
+        "bootstrap_operator": {"Version": "2012-10-17", "Statement": [*database, cognito(TENANT_ADMINS)]},
     }
 
 

@@ -104,6 +104,11 @@ variable "cognito_resource_server" {
   description = "The resource server's identifier, the prefix of the API's OAuth scopes (IDENTIFIER/read, ...)"
   type        = string
   default     = "billing"
+  validation {
+    # The app's routes demand billing/* scopes (chalicelib/auth.py RESOURCE_SERVER, fixed when packaged).
+    condition     = var.cognito_resource_server == "billing"
+    error_message = "The app's scopes are billing/*: change chalicelib/auth.py RESOURCE_SERVER with this."
+  }
 }
 
 variable "pre_token_generation_trigger" {

@@ -21,6 +21,8 @@ CREATE TABLE platform_plans (
     usage_burst                integer CHECK (usage_burst >= 1),
     -- What the tier includes, as short names (the identity work puts them in tokens' claims).
     features                   jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(features) = 'array'),
+    -- Whether a new tenant may be put on it (legacy, below, is only for tenants that predate limits).
+    for_sale                   boolean NOT NULL DEFAULT true,
     CHECK ((usage_requests_per_second IS NULL) = (usage_burst IS NULL))
 );
 
@@ -34,11 +36,17 @@ VALUES ('standard', 'Standard', 10000, 16, 5, 100, 200, '["api_clients", "hosted
        ('enterprise', 'Enterprise', NULL, NULL, NULL, NULL, NULL,
         '["api_clients", "dedicated_support", "hosted_invoices", "priority_support", "webhooks"]');
 
--- A tenant's tier names a row. NOT VALID: tenants provisioned before this migration may carry a
--- tier nothing read until now; they are left as they are and count as standard
--- (tenant_platform_plan), while every tenant made or changed from here on names a real tier.
-ALTER TABLE tenants ADD CONSTRAINT tenants_plan_tier_fkey
-    FOREIGN KEY (plan_tier) REFERENCES platform_plans (tier) NOT VALID;
+-- Tenants provisioned before this migration had no limits: they keep none (grandfathered on
+-- "legacy", unlimited, with enterprise's features) rather than meeting standard's caps at deploy
+-- (a tenant past 10,000 accounts could never make another; one ingesting 300 requests a second
+-- would get 429s). An operator moves them to a sold tier when their contract says so.
+INSERT INTO platform_plans (tier, name, features, for_sale)
+VALUES ('legacy', 'Legacy (unlimited, before plan limits)',
+        '["api_clients", "dedicated_support", "hosted_invoices", "priority_support", "webhooks"]', false);
+UPDATE tenants SET plan_tier = 'legacy';
+
+-- A tenant's tier names a row (every tenant made or changed from here on names a real tier).
+ALTER TABLE tenants ADD CONSTRAINT tenants_plan_tier_fkey FOREIGN KEY (plan_tier) REFERENCES platform_plans (tier);
 
 -- The current tenant's tier (standard when its tier is unknown); a row of NULLs with no tenant set.
 CREATE FUNCTION tenant_platform_plan() RETURNS platform_plans

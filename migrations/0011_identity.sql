@@ -28,8 +28,8 @@ GRANT SELECT ON api_clients, tenants, platform_plans TO billing_system;
 
 -- Who a token is about, before any tenant scope exists: Cognito's pre-token-generation trigger
 -- (people: the tenant from custom:tenant_id; machines: the tenant their client is bound to) and
--- the app verifying a machine's access token. One indexed lookup; no rows for an unknown tenant,
--- an unbound or deleted client, or a person whose tenant and client disagree.
+-- the app verifying a machine's access token. One indexed lookup; no rows for an unknown tenant
+-- or an unbound or deleted client.
 CREATE FUNCTION token_subject(p_tenant uuid, p_client text)
     RETURNS TABLE (tenant_id uuid, status text, plan_tier text, features jsonb)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public

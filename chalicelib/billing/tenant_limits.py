@@ -10,7 +10,7 @@
   ``usage_rate_limit_exceeded``), answered with ``Retry-After: 1`` by the one error table
   (``chalicelib.http``): a refused request's wait is at most one interval of a rate of at least
   one request a second, so one second, rounded up, is the exact answer.
-* ``require_tier(tier)``: a tier a new tenant may be put on.
+* ``require_tier(tx, tier)``: a tier a new tenant may be put on.
 """
 
 from collections.abc import Callable
@@ -61,10 +61,9 @@ def admit_usage_request(tenant_id: str) -> None:
         )
 
 
-def require_tier(tier: str) -> None:
+def require_tier(tx, tier: str) -> None:
     """Refuse (400 on ``plan``) a tier the platform does not sell."""
-    with transaction() as tx:
-        tiers = [row[0] for row in tx.run(Q["tiers"])]
+    tiers = [row[0] for row in tx.run(Q["tiers"])]
     if tier not in tiers:
         named = f"{', '.join(tiers[:-1])} or {tiers[-1]}" if len(tiers) > 1 else "".join(tiers)
         issue = f"must be a platform plan: {named}"

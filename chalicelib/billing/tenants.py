@@ -28,8 +28,7 @@ def create(tx, actor, command: NewTenant) -> dict:
     would be a privilege escalation, so the caller's tenant must carry
     ``settings.platform_operator = true``. The caller's scope is restored afterwards.
     """
-    if not tx.scalar(Q["is_operator"]):
-        raise errors.Forbidden("only the platform operator's admins may provision tenants")
+    require_operator(tx)
     new_id = str(uuid.uuid4())
     tx.run(Q["switch"], tenant_id=new_id)
     tenant = tx.one(Q["create"], id=new_id, name=command.name, email=command.email, plan=command.plan)
@@ -53,6 +52,12 @@ def operator_tenant(tx, name: str, email: str, vet) -> tuple[str, bool]:
     tx.run(Q["switch"], tenant_id=new_id)
     tx.run(Q["create_operator"], id=new_id, name=name, email=email)
     return new_id, True
+
+
+def require_operator(tx) -> None:
+    """Refuse (Forbidden) anyone but the platform operator's tenant."""
+    if not tx.scalar(Q["is_operator"]):
+        raise errors.Forbidden("only the platform operator's admins may provision tenants")
 
 
 def invoice_settings(tx) -> dict:

@@ -10,7 +10,8 @@
 # - api_handler: the runtime policy, and the user pool's tenant admins and machine clients;
 # - send_notification: the runtime policy, and the tenant admins (a redelivered tenant.created
 #   invites the first admin when the request that made the tenant could not);
-# - bootstrap_operator: the runtime policy, and the tenant admins (it invites the operator's first admin);
+# - bootstrap_operator: the database secret and the tenant admins (it makes the operator's tenant and
+#   invites its first admin: no queues, topics, email or tenants' payment keys);
 # - pre_token_generation: reads one tenant row from the database, nothing else.
 data "aws_iam_policy_document" "lambda_assume" {
   statement {
@@ -88,10 +89,9 @@ data "aws_iam_policy_document" "runtime" {
 
 resource "aws_iam_role_policy" "runtime" {
   for_each = {
-    default            = aws_iam_role.default-role.id
-    api_handler        = aws_iam_role.function["api_handler"].id
-    send_notification  = aws_iam_role.function["send_notification"].id
-    bootstrap_operator = aws_iam_role.function["bootstrap_operator"].id
+    default           = aws_iam_role.default-role.id
+    api_handler       = aws_iam_role.function["api_handler"].id
+    send_notification = aws_iam_role.function["send_notification"].id
   }
   name   = "${local.name}-runtime"
   role   = each.value
@@ -130,7 +130,7 @@ data "aws_iam_policy_document" "machine_clients" {
     # /v1/api_clients (chalicelib/api_clients.py): tenants' app clients of the client-credentials
     # grant, made, shown and deleted by the API only. This pool only.
     sid       = "MachineClients"
-    actions   = ["cognito-idp:CreateUserPoolClient", "cognito-idp:DescribeUserPoolClient", "cognito-idp:DeleteUserPoolClient"]
+    actions   = ["cognito-idp:CreateUserPoolClient", "cognito-idp:DeleteUserPoolClient"]
     resources = [module.cognito.user_pool_arn]
   }
 }
@@ -141,9 +141,9 @@ resource "aws_iam_role_policy" "machine_clients" {
   policy = data.aws_iam_policy_document.machine_clients.json
 }
 
-data "aws_iam_policy_document" "pre_token_generation" {
-  # The trigger reads the tenant from the database: its secret (encrypted with the database's
-  # key) and nothing else; logs, network interfaces and X-Ray come with the attachments above.
+data "aws_iam_policy_document" "database_secret" {
+  # The trigger and the operator's bootstrap read and write the database only: its secret (encrypted
+  # with the database's key); logs, network interfaces and X-Ray come with the attachments above.
   statement {
     sid       = "DatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
@@ -159,7 +159,13 @@ data "aws_iam_policy_document" "pre_token_generation" {
 resource "aws_iam_role_policy" "pre_token_generation" {
   name   = "${local.name}-pre-token-generation"
   role   = aws_iam_role.function["pre_token_generation"].id
-  policy = data.aws_iam_policy_document.pre_token_generation.json
+  policy = data.aws_iam_policy_document.database_secret.json
+}
+
+resource "aws_iam_role_policy" "bootstrap_operator" {
+  name   = "${local.name}-bootstrap-operator"
+  role   = aws_iam_role.function["bootstrap_operator"].id
+  policy = data.aws_iam_policy_document.database_secret.json
 }
 
 # API Gateway writes access and execution logs through one role per account and

@@ -156,9 +156,34 @@ def test_people_need_the_admin_role_to_manage_clients_and_retries_make_one(api, 
     first = _client(api, catalog, ["billing/read"], **key)
     again = _client(api, catalog, ["billing/read"], **key)
 
-    assert again == first
+    assert first["client_secret"] and again["client_secret"] is None  # shown once, not kept for replays
+    assert {**again, "client_secret": first["client_secret"]} == first
     clients = cognito.client.list_user_pool_clients(UserPoolId=cognito.pool_id, MaxResults=60)["UserPoolClients"]
     assert sum(c["ClientName"].startswith(f"tenant-{catalog.id}") for c in clients) == 1
+
+
+def test_a_cognito_client_whose_binding_was_not_stored_is_deleted_again(api, catalog, cognito, monkeypatch):
+    from chalicelib import api_clients, errors
+
+    def refuse(*_args, **_kwargs):
+        raise errors.ServiceUnavailable("the audit trail is away")
+
+    monkeypatch.setattr(api_clients.audit, "record", refuse)
+
+    reply = api.post("/v1/api_clients", {"name": "lost", "scopes": ["billing/read"]}, catalog.admin)
+
+    assert reply.status == 503
+    clients = cognito.client.list_user_pool_clients(UserPoolId=cognito.pool_id, MaxResults=60)["UserPoolClients"]
+    assert not [c for c in clients if c["ClientName"].startswith(f"tenant-{catalog.id}")]
+    with transaction(tenant_id=catalog.id) as tx:
+        assert tx.scalar("SELECT count(*) FROM api_clients") == 0
+
+
+def test_a_machine_clients_secret_signs_no_person_in(api, catalog, cognito):
+    made = _client(api, catalog, ["billing/read"])
+    described = cognito.client.describe_user_pool_client(UserPoolId=cognito.pool_id, ClientId=made["client_id"])
+
+    assert described["UserPoolClient"]["ExplicitAuthFlows"] == ["ALLOW_REFRESH_TOKEN_AUTH"]
 
 
 @pytest.mark.parametrize(

@@ -96,3 +96,35 @@ def test_the_operator_bootstrap_makes_the_operator_once_and_finds_it_after(datab
     with transaction(tenant_id=first["tenant_id"]) as tx:
         assert tx.scalar("SELECT settings ->> 'platform_operator' FROM tenants") == "true"
     assert token
+
+
+def test_an_email_of_a_user_with_no_tenant_is_refused_too_and_case_does_not_make_a_second_user(api, operator, cognito):
+    _, token = operator
+    cognito.client.admin_create_user(UserPoolId=cognito.pool_id, Username="drifter@x.test", MessageAction="SUPPRESS")
+    refused = api.post("/v1/tenants", {"name": "D", "email": "drifter@x.test", "plan": "standard"}, token)
+    made = api.post("/v1/tenants", {"name": "I", "email": "Ada@Initech.test", "plan": "standard"}, token)
+    again = api.post("/v1/tenants", {"name": "I2", "email": "ADA@initech.TEST", "plan": "standard"}, token)
+
+    assert (refused.status, refused.body["error"]["code"]) == (409, "admin_email_taken")
+    assert made.status == 201 and made.body["admin"]["status"] == "invited"
+    assert (again.status, again.body["error"]["code"]) == (409, "admin_email_taken")
+    assert len(_users(cognito, "ada@initech.test")) == 1
+
+
+def test_only_the_operator_learns_whether_an_email_has_an_account(api, operator, tenant, cognito):
+    _, token = operator
+    cognito.token(tenant.id, "ADMIN", username="known@acme.test")
+
+    probe = api.post("/v1/tenants", {"name": "P", "email": "known@acme.test", "plan": "platinum"}, tenant.admin)
+
+    assert probe.status == 403 and probe.body["error"]["type"] == "permission_error"
+
+
+def test_a_first_admin_whose_email_was_taken_meanwhile_is_reported_failed(api, operator, cognito, tenant, monkeypatch):
+    _, token = operator
+    monkeypatch.setattr(onboarding, "check_admin_free", lambda *_: None)  # as if another request took it after
+    cognito.token(tenant.id, "ADMIN", username="raced@acme.test")
+
+    reply = api.post("/v1/tenants", {"name": "R", "email": "raced@acme.test", "plan": "standard"}, token)
+
+    assert reply.status == 201 and reply.body["admin"] == {"email": "raced@acme.test", "status": "failed"}

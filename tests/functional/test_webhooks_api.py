@@ -218,6 +218,23 @@ def test_an_endpoint_shows_its_secret_once_and_only_admins_manage_endpoints(api,
     assert api.get(f"/v1/webhook_endpoints/{made['id']}", tenant.admin).status == 404
 
 
+def test_a_replayed_create_or_rotation_does_not_show_the_secret_again(api, tenant):
+    key = {"Idempotency-Key": "endpoint-once"}
+    body = {"url": "https://hooks.example.com/billing", "enabled_events": ["*"]}
+    first = api.post("/v1/webhook_endpoints", body, tenant.admin, headers=key)
+    again = api.post("/v1/webhook_endpoints", body, tenant.admin, headers=key)
+    rotate = f"/v1/webhook_endpoints/{first.body['id']}/rotate"
+    rotated = api.post(rotate, None, tenant.admin, headers={"Idempotency-Key": "rotate-once"})
+    rotated_again = api.post(rotate, None, tenant.admin, headers={"Idempotency-Key": "rotate-once"})
+
+    assert first.body["secret"].startswith("whsec_") and again.body["id"] == first.body["id"]
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.body["secret"] is None
+    assert rotated.body["secret"].startswith("whsec_") and rotated_again.body["secret"] is None
+    with transaction(tenant_id=tenant.id) as tx:  # the stored answers keep no secret either
+        stored = tx.scalar("SELECT string_agg(CAST(response_body AS text), ' ') FROM idempotency_keys")
+    assert "whsec_" not in stored
+
+
 @pytest.mark.parametrize(
     ("url", "code"),
     [

@@ -101,3 +101,26 @@ def test_failed_migration_leaves_nothing_half_applied(empty_database, tmp_path):
     finally:
         conn.close()
     assert "9998" not in _applied_versions()
+
+
+def test_tenants_made_before_plan_limits_keep_no_limits_and_new_ones_get_sold_tiers(empty_database, tmp_path):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for migration in sorted(migrate.MIGRATIONS_DIR.glob("*.sql")):
+        if migration.name < "0010":
+            shutil.copy(migration, directory)
+    migrate.migrate(directory, log=lambda _: None)
+    conn = open_connection(as_app_role=False)
+    try:
+        conn.run("INSERT INTO tenants (name, email) VALUES ('Old', 'old@x.test')")  # plan_tier 'standard', then
+        for migration in sorted(migrate.MIGRATIONS_DIR.glob("*.sql")):
+            shutil.copy(migration, directory)
+        migrate.migrate(directory, log=lambda _: None)
+
+        assert conn.run("SELECT plan_tier FROM tenants") == [["legacy"]]
+        limits = conn.run(
+            "SELECT max_accounts, usage_requests_per_second, for_sale FROM platform_plans WHERE tier = 'legacy'"
+        )
+        assert limits == [[None, None, False]]
+    finally:
+        conn.close()

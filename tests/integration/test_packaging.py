@@ -336,8 +336,8 @@ def test_stage_config_puts_every_infra_output_the_app_needs_into_chalice_config(
         cognito = [s for s in statements if any(a.startswith("cognito-idp:") for a in s["Action"])]
         assert all(s["Resource"] == "value-of-cognito_user_pool_arn" for s in cognito)
         cognito_actions[function] = {a for s in cognito for a in s["Action"]}
-        if function == "pre_token_generation":
-            granted = {a for s in statements for a in s["Action"]}
+        if function in ("pre_token_generation", "bootstrap_operator"):  # the database, and no more
+            granted = {a for s in statements for a in s["Action"]} - cognito_actions[function]
             assert granted - TRIGGER_BASE_ACTIONS == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
     assert cognito_actions == {
         "api_handler": TENANT_ADMIN_ACTIONS | MACHINE_CLIENT_ACTIONS,
@@ -361,7 +361,6 @@ def test_infra_alone_validates_for_the_chalice_deploy_path(tmp_path):
 TENANT_ADMIN_ACTIONS = {"cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminAddUserToGroup"}
 MACHINE_CLIENT_ACTIONS = {
     "cognito-idp:CreateUserPoolClient",
-    "cognito-idp:DescribeUserPoolClient",
     "cognito-idp:DeleteUserPoolClient",
 }
 # Logs, the network interfaces of a function in the VPC, X-Ray (stage_config's BASE_STATEMENTS).
@@ -567,6 +566,7 @@ def test_the_plan_wires_the_trigger_into_the_pool_without_a_cycle_and_scopes_the
         "pre_token_generation": set(),
     }
     assert granted["pre_token_generation"] == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+    assert granted["bootstrap_operator"] == {"secretsmanager:GetSecretValue", "kms:Decrypt"} | TENANT_ADMIN_ACTIONS
     for attachment in ("vpc_access", "xray"):  # logs, network interfaces, X-Ray: every role
         keys = {a.split('"')[1] for a in planned if a.startswith(f"aws_iam_role_policy_attachment.{attachment}[")}
         assert keys == {"default", "api_handler", "send_notification", "bootstrap_operator", "pre_token_generation"}

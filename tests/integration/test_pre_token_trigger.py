@@ -93,6 +93,39 @@ def test_an_admin_gets_the_admin_scope_too(database_url, make_tenant):
     assert "billing/admin" in _details(event)["accessTokenGeneration"]["scopesToAdd"]
 
 
+def test_a_user_asking_for_scopes_beyond_their_group_loses_them(database_url, make_tenant):
+    event = _person_event("TokenGeneration_HostedAuth", make_tenant("Acme"), groups=("USER",))
+    event["request"]["scopes"] += ["billing/admin", "billing/read"]
+
+    access = _details(identity.pre_token_generation(event))["accessTokenGeneration"]
+
+    assert access["scopesToSuppress"] == ["billing/admin"]
+    assert access["scopesToAdd"] == ["billing/usage.write", "billing/write"]
+
+
+def test_a_person_signing_in_through_a_machine_client_is_refused(database_url, make_tenant):
+    tenant = make_tenant("Acme")
+    _bind(tenant, "machine-client")
+    event = _person_event("TokenGeneration_Authentication", tenant)
+    event["callerContext"]["clientId"] = "machine-client"
+
+    with pytest.raises(identity.TokenRefused, match="machine client"):
+        identity.pre_token_generation(event)
+
+
+def test_an_unexpected_failure_is_refused_in_general_terms_and_logged(database_url, make_tenant, monkeypatch, caplog):
+    def database_away(*_args):
+        raise OSError("connection refused to 10.0.3.7:5432")
+
+    monkeypatch.setattr(identity.auth, "subject", database_away)
+
+    with pytest.raises(identity.TokenRefused) as refused:
+        identity.answer(_person_event("TokenGeneration_Authentication", make_tenant("Acme")))
+
+    assert "10.0.3.7" not in str(refused.value) and "retry" in str(refused.value)
+    assert "10.0.3.7" in caplog.text
+
+
 def test_a_refresh_reads_the_tenant_again_and_is_refused_once_it_is_suspended(database_url, make_tenant):
     tenant = make_tenant("Acme")
     refresh = _person_event("TokenGeneration_RefreshTokens", tenant)

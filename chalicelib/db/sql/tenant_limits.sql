@@ -1,7 +1,8 @@
 -- What the platform's plan a tenant is on allows (chalicelib/billing/tenant_limits.py).
 
 -- name: tiers
-SELECT tier FROM platform_plans ORDER BY tier;
+-- The tiers a new tenant may be put on.
+SELECT tier FROM platform_plans WHERE for_sale ORDER BY tier;
 
 -- name: cap
 -- The tenant's tier and its limit for one thing it may have (:column is max_<limit>); NULL: unlimited.
@@ -21,7 +22,7 @@ SELECT pg_advisory_xact_lock(hashtextextended(CAST(:limit AS text) || ':' || app
 -- just this statement. No row when the tier has no rate (or no tenant is set): admitted.
 WITH plan AS (
     SELECT p.tier, p.usage_requests_per_second AS rate, 1000000 / p.usage_requests_per_second AS interval_us,
-           (p.usage_burst - 1) * (1000000 / p.usage_requests_per_second) AS tolerance_us,
+           CAST(p.usage_burst - 1 AS bigint) * (1000000 / p.usage_requests_per_second) AS tolerance_us,
            CAST(extract(epoch FROM clock_timestamp()) * 1000000 AS bigint) AS now_us
       FROM tenant_platform_plan() p
      WHERE p.usage_requests_per_second IS NOT NULL
