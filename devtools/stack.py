@@ -211,8 +211,10 @@ class Stack:
         if self._operator is None:
             tenant_id = str(uuid.uuid4())
             self.sql(
-                "INSERT INTO tenants (id, name, email, settings)"
-                " VALUES (:id, 'Platform', 'ops@platform.test', '{\"platform_operator\": true}')",
+                # The platform's own tenant is on the unlimited tier: a fuzzer making 1,000 machine clients
+                # or webhook endpoints meets no plan limit (tests/functional/test_tenant_limits_api.py does).
+                "INSERT INTO tenants (id, name, email, plan_tier, settings)"
+                " VALUES (:id, 'Platform', 'ops@platform.test', 'enterprise', '{\"platform_operator\": true}')",
                 id=tenant_id,
             )
             self._operator = Tenant(tenant_id, self.token(tenant_id, "ADMIN"), self.token(tenant_id, "USER"))
