@@ -53,7 +53,6 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False, the
     the key is then completed in a transaction of its own afterwards. ``stored(body)`` is what
     the key keeps, when that must be less than the answer (a secret shown once).
     """
-    keep = stored or (lambda body: body)
     tenant_id, key = request.principal.tenant_id, request.idempotency_key
     if key is None:
         body = work() if own_transactions else in_tenant_scope(tenant_id, work)
@@ -67,7 +66,7 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False, the
         return claimed
 
     def complete(tx, body) -> None:
-        if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=encoding.dumps(keep(body))):
+        if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=_kept(stored, body)):
             # Our claim was taken over as stale; the new owner's result stands.
             raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry")
 
@@ -89,10 +88,15 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False, the
         return Outcome(status, body)
     settled = _after_commit(then, body)
     if settled is not body:
-        refreshed = encoding.dumps(keep(settled))
+        refreshed = _kept(stored, settled)
         with suppress(Exception):  # the response stored at commit stands: true when it was written
             in_tenant_scope(tenant_id, lambda tx: tx.run(Q["refresh"], key=key, locked_at=claimed, body=refreshed))
     return Outcome(status, settled)
+
+
+def _kept(stored, body) -> str:
+    """The answer as the key stores it: all of it, or what ``stored`` keeps of it."""
+    return encoding.dumps(stored(body) if stored else body)
 
 
 def _after_commit(then, body):
