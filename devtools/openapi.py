@@ -525,7 +525,12 @@ RESPONSES["WebhookEndpointWithSecret"] = {
         {
             "type": "object",
             "required": ["secret"],
-            "properties": {"secret": {"type": "string", "description": "whsec_...: shown this once"}},
+            "properties": {
+                "secret": {
+                    "type": ["string", "null"],
+                    "description": "whsec_...: shown this once: null when an Idempotency-Key replays the answer",
+                }
+            },
         },
     ]
 }
@@ -545,7 +550,12 @@ RESPONSES["ApiClientWithSecret"] = {
         {
             "type": "object",
             "required": ["client_secret"],
-            "properties": {"client_secret": {"type": "string", "description": "shown this once"}},
+            "properties": {
+                "client_secret": {
+                    "type": ["string", "null"],
+                    "description": "shown this once: null when an Idempotency-Key replays the answer",
+                }
+            },
         },
     ]
 }
