@@ -4,14 +4,15 @@
 output "lambda_subnet_ids" { value = module.network.private_subnet_ids }
 output "lambda_security_group_id" { value = module.network.lambda_security_group_id }
 output "db_secret_arn" { value = module.database.secret_arn }
-output "db_host" { value = module.database.endpoint }
+output "db_host" { value = local.db_host }
+output "db_runtime_user" { value = local.db_runtime_user }
 output "events_topic_arn" { value = module.messaging.events_topic_arn }
 output "ops_topic_arn" { value = module.messaging.ops_topic_arn }
 output "cognito_user_pool_id" { value = module.cognito.user_pool_id }
 output "cognito_user_pool_arn" { value = module.cognito.user_pool_arn }
 output "cognito_client_id" { value = module.cognito.client_id }
 output "ses_sender" { value = var.ses_sender }
-output "resource_prefix" { value = var.prefix }
+output "resource_prefix" { value = local.prefix }
 output "migrations_security_group_id" { value = module.network.migrations_security_group_id }
 output "cognito_domain" { value = module.cognito.domain }
 output "cognito_resource_server" { value = module.cognito.resource_server_identifier }
@@ -25,3 +26,17 @@ output "kms_key_arns" { value = [module.database.kms_key_arn, module.messaging.k
 output "queue_arns" { value = values(module.messaging.queue_arns) }
 output "gateway_secrets_kms_key_arn" { value = module.database.kms_key_arn }
 output "public_api_url" { value = var.public_api_url }
+output "db_proxy_secret_arn" {
+  description = "With rds_proxy: the proxy's login (billing_proxy); the migration runner sets its password from it"
+  value       = module.database.proxy_secret_arn
+}
+output "function_resource_arns" {
+  description = "What infra/function_access.json's grants name (devtools/stage_config.py writes the chalice deploy path's policies from them)"
+  value       = local.function_resource_arns
+}
+output "failed_invocations_queue_arn" { value = module.messaging.failed_invocations_queue_arn }
+output "reserved_concurrency" {
+  description = "Each function's reserved concurrency (devtools/stage_config.py sets them on the chalice deploy path)"
+  value       = local.reserved_concurrency
+}
+output "db_connection_budget" { value = { reserved = local.db_connections_reserved, budget = local.db_connection_budget, max_connections = local.db_max_connections } }

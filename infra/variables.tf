@@ -3,9 +3,9 @@ variable "stage" {
   type        = string
 }
 variable "prefix" {
-  description = "Resource name prefix; must equal RESOURCE_PREFIX at packaging time (queue names)"
+  description = "Resource name prefix (default billing-STAGE); must equal RESOURCE_PREFIX at packaging time (queue names)"
   type        = string
-  default     = "billing"
+  default     = null
 }
 variable "vpc_cidr" {
   type    = string
@@ -29,16 +29,18 @@ variable "db_max_acu" {
   default = 4
 }
 variable "db_deletion_protection" {
-  type    = bool
-  default = true
+  description = "Refuse to delete the database and the user pool (production)"
+  type        = bool
+  default     = true
 }
 variable "db_engine_version" {
   type    = string
   default = "16.4"
 }
-variable "db_max_connections_alarm" {
-  type    = number
-  default = 400
+variable "db_operator_connections" {
+  description = "Database connections kept for people and migrations, outside the functions' budget"
+  type        = number
+  default     = 20
 }
 variable "function_timeout_s" {
   description = "The Lambda timeout in .chalice/config.json for this stage"
@@ -51,30 +53,22 @@ variable "max_receive_count" {
 }
 variable "reserved_concurrency" {
   description = <<-EOT
-    Reserved concurrency per handler (unset: unreserved); caps database connections.
-    The account keeps at least 100 unreserved, so the sum must fit its limit. An SQS
-    consumer's reservation must be >= 5 (Lambda starts five pollers); its parallelism
-    is capped by the mapping's maximum_concurrency instead (sqs_max_concurrency).
+    Reserved concurrency per function, over the stage's defaults (local.default_reservations in
+    chalice_integration.tf). Every function has one: its connections count against the database's
+    budget, and a plan over it fails (README, "Connections"). An SQS consumer's reservation is also
+    its mapping's maximum concurrency (2-1000). The account keeps 100 unreserved: the sum must fit
+    the account's concurrency limit less 100.
   EOT
   type        = map(number)
   default     = {}
-}
-variable "sqs_max_concurrency" {
-  description = "Maximum concurrent invocations per SQS event-source mapping (2-1000)"
-  type        = number
-  default     = 5
 }
 variable "waf_block" {
   description = "false: WAF rules only count (dev); true: they block (prod)"
   type        = bool
   default     = false
 }
-variable "waf_rate_limit_per_5min" {
-  type    = number
-  default = 2000
-}
 variable "api_throttle" {
-  description = "API Gateway throttling per method path (\"*/*\" is the stage default)"
+  description = "API Gateway throttling per method path (\"*/*\" is the stage default); WAF's per-IP limits follow it per route"
   type        = map(object({ rate = number, burst = number }))
   default = {
     "*/*"            = { rate = 100, burst = 200 }
@@ -127,4 +121,28 @@ variable "pre_token_generation_trigger" {
     condition     = contains(["none", "deployed", "packaged"], var.pre_token_generation_trigger)
     error_message = "pre_token_generation_trigger is none, deployed or packaged."
   }
+}
+
+variable "log_retention_days" {
+  description = "How long the functions', API access and WAF logs are kept (CloudWatch's allowed values)"
+  type        = number
+  default     = 365
+}
+
+variable "alarm_emails" {
+  description = "Who the alarms reach by email (each confirms the subscription once)"
+  type        = list(string)
+  default     = []
+}
+
+variable "alarm_https_endpoints" {
+  description = "HTTPS endpoints the alarms are posted to (a chat webhook, an incident tool)"
+  type        = list(string)
+  default     = []
+}
+
+variable "rds_proxy" {
+  description = "Put an RDS Proxy between the functions and Aurora (README, \"Connections\")"
+  type        = bool
+  default     = false
 }

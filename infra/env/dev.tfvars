@@ -6,6 +6,7 @@ db_max_acu             = 2
 db_deletion_protection = false
 waf_block              = false
 interface_endpoints    = []
+log_retention_days     = 30
 # chalice deploy path only, once `chalice deploy` has made the function; never on the Terraform path
 # (its package sets "packaged" in prefix.auto.tfvars.json, which this file would override):
 # pre_token_generation_trigger = "deployed"

@@ -5,14 +5,11 @@
 
 # (data.aws_caller_identity/aws_partition/aws_region.current are declared in main.tf.)
 
-# Roles. Every function runs as chalice's default-role but those devtools/package.py points at a
-# role of their own (OWN_ROLES there), because they need more, or less, than the runtime policy:
-# - api_handler: the runtime policy, and the user pool's tenant admins and machine clients;
-# - send_notification: the runtime policy, and the tenant admins (a redelivered tenant.created
-#   invites the first admin when the request that made the tenant could not);
-# - bootstrap_operator: the database secret and the tenant admins (it makes the operator's tenant and
-#   invites its first admin: no queues, topics, email or tenants' payment keys);
-# - pre_token_generation: reads one tenant row from the database, nothing else.
+# Roles: one per function, each granted only what that function calls: its row of
+# infra/function_access.json (the same table devtools/stage_config.py writes policies from for
+# chalice deploy), with local.function_resource_arns (main.tf) naming the resources. Every role also
+# gets its own log group, the network interfaces of a function in the VPC, X-Ray, and the
+# failed-invocations queue (its dead-letter queue); an SQS consumer gets its own queue.
 data "aws_iam_policy_document" "lambda_assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -24,182 +21,107 @@ data "aws_iam_policy_document" "lambda_assume" {
 }
 
 resource "aws_iam_role" "function" {
-  for_each           = toset(["api_handler", "send_notification", "bootstrap_operator", "pre_token_generation"])
+  for_each           = toset(local.packaged_functions)
   name               = "${local.name}-${replace(each.key, "_", "-")}"
   assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
-}
-
-# Logs and the network interfaces of functions in the VPC, and X-Ray, for every role.
-resource "aws_iam_role_policy_attachment" "vpc_access" {
-  for_each   = merge({ default = aws_iam_role.default-role.name }, { for key, role in aws_iam_role.function : key => role.name })
-  role       = each.value
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
-}
-
-resource "aws_iam_role_policy_attachment" "xray" {
-  for_each   = merge({ default = aws_iam_role.default-role.name }, { for key, role in aws_iam_role.function : key => role.name })
-  role       = each.value
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
-}
-
-moved {
-  from = aws_iam_role_policy_attachment.vpc_access
-  to   = aws_iam_role_policy_attachment.vpc_access["default"]
-}
-
-moved {
-  from = aws_iam_role_policy_attachment.xray
-  to   = aws_iam_role_policy_attachment.xray["default"]
-}
-
-data "aws_iam_policy_document" "runtime" {
-  statement {
-    sid       = "DatabaseSecret"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [module.database.secret_arn]
-  }
-  statement {
-    # Each tenant's payment-gateway keys (chalicelib/billing/gateway_credentials.py): PUT /v1/gateway
-    # creates or replaces them, charging and Stripe's webhooks read them. Nothing outside the prefix.
-    sid       = "GatewaySecrets"
-    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:TagResource"]
-    resources = ["arn:${data.aws_partition.current.partition}:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:secret:${var.prefix}/tenants/*"]
-  }
-  statement {
-    sid       = "Decrypt"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [module.database.kms_key_arn, module.messaging.kms_key_arn]
-  }
-  statement {
-    sid       = "PublishEvents"
-    actions   = ["sns:Publish"]
-    resources = [module.messaging.events_topic_arn]
-  }
-  statement {
-    sid       = "Queues"
-    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
-    resources = values(module.messaging.queue_arns)
-  }
-  statement {
-    sid       = "Email"
-    actions   = ["ses:SendEmail"]
-    resources = ["arn:${data.aws_partition.current.partition}:ses:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:identity/*"]
-  }
-}
-
-resource "aws_iam_role_policy" "runtime" {
-  for_each = {
-    default           = aws_iam_role.default-role.id
-    api_handler       = aws_iam_role.function["api_handler"].id
-    send_notification = aws_iam_role.function["send_notification"].id
-  }
-  name   = "${local.name}-runtime"
-  role   = each.value
-  policy = data.aws_iam_policy_document.runtime.json
-}
-
-moved {
-  from = aws_iam_role_policy.runtime
-  to   = aws_iam_role_policy.runtime["default"]
-}
-
-data "aws_iam_policy_document" "tenant_admins" {
-  statement {
-    # Onboarding (chalicelib/onboarding.py): POST /v1/tenants invites a tenant's first ADMIN, the
-    # send-notification consumer does it again for a redelivered tenant.created, and the operator's
-    # bootstrap invites the operator's. This pool only.
-    sid       = "TenantAdmins"
-    actions   = ["cognito-idp:AdminCreateUser", "cognito-idp:AdminGetUser", "cognito-idp:AdminAddUserToGroup"]
-    resources = [module.cognito.user_pool_arn]
-  }
-}
-
-resource "aws_iam_role_policy" "tenant_admins" {
-  for_each = {
-    api_handler        = aws_iam_role.function["api_handler"].id
-    send_notification  = aws_iam_role.function["send_notification"].id
-    bootstrap_operator = aws_iam_role.function["bootstrap_operator"].id
-  }
-  name   = "${local.name}-tenant-admins"
-  role   = each.value
-  policy = data.aws_iam_policy_document.tenant_admins.json
-}
-
-data "aws_iam_policy_document" "machine_clients" {
-  statement {
-    # /v1/api_clients (chalicelib/api_clients.py): tenants' app clients of the client-credentials
-    # grant, made, shown and deleted by the API only. This pool only.
-    sid       = "MachineClients"
-    actions   = ["cognito-idp:CreateUserPoolClient", "cognito-idp:DeleteUserPoolClient"]
-    resources = [module.cognito.user_pool_arn]
-  }
-}
-
-resource "aws_iam_role_policy" "machine_clients" {
-  name   = "${local.name}-machine-clients"
-  role   = aws_iam_role.function["api_handler"].id
-  policy = data.aws_iam_policy_document.machine_clients.json
-}
-
-data "aws_iam_policy_document" "database_secret" {
-  # The trigger and the operator's bootstrap read and write the database only: its secret (encrypted
-  # with the database's key); logs, network interfaces and X-Ray come with the attachments above.
-  statement {
-    sid       = "DatabaseSecret"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [module.database.secret_arn]
-  }
-  statement {
-    sid       = "DecryptDatabaseSecret"
-    actions   = ["kms:Decrypt"]
-    resources = [module.database.kms_key_arn]
-  }
-}
-
-resource "aws_iam_role_policy" "pre_token_generation" {
-  name   = "${local.name}-pre-token-generation"
-  role   = aws_iam_role.function["pre_token_generation"].id
-  policy = data.aws_iam_policy_document.database_secret.json
-}
-
-resource "aws_iam_role_policy" "bootstrap_operator" {
-  name   = "${local.name}-bootstrap-operator"
-  role   = aws_iam_role.function["bootstrap_operator"].id
-  policy = data.aws_iam_policy_document.database_secret.json
-}
-
-# API Gateway writes access and execution logs through one role per account and
-# region; without it, creating a stage with logging fails.
-data "aws_iam_policy_document" "apigateway_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["apigateway.amazonaws.com"]
+  lifecycle {
+    precondition {
+      condition     = contains(keys(local.function_access.functions), each.key)
+      error_message = "Function ${each.key} has no row in infra/function_access.json: say what it calls."
     }
   }
 }
 
-resource "aws_iam_role" "apigateway_logs" {
-  name               = "${local.name}-apigateway-logs"
-  assume_role_policy = data.aws_iam_policy_document.apigateway_assume.json
+data "aws_iam_policy_document" "function" {
+  for_each = toset(local.packaged_functions)
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.function[each.key].arn}:*"]
+  }
+  statement {
+    # A function in the VPC: Lambda creates and deletes its network interfaces as the function's role.
+    # Describe* cannot be narrowed to a resource; the rest are held to this VPC's subnets and group.
+    sid       = "DescribeNetworkInterfaces"
+    actions   = ["ec2:DescribeNetworkInterfaces"]
+    resources = ["*"]
+  }
+  statement {
+    sid     = "OwnNetworkInterfaces"
+    actions = ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]
+    resources = concat(
+      ["arn:${local.partition}:ec2:${local.region}:${local.account}:network-interface/*"],
+      [for id in module.network.private_subnet_ids : "arn:${local.partition}:ec2:${local.region}:${local.account}:subnet/${id}"],
+      ["arn:${local.partition}:ec2:${local.region}:${local.account}:security-group/${module.network.lambda_security_group_id}"],
+    )
+  }
+  statement {
+    # Asynchronous invocations that failed every retry (dead_letter_config): the schedules, the ops topic.
+    sid       = "FailedInvocations"
+    actions   = ["sqs:SendMessage"]
+    resources = [module.messaging.failed_invocations_queue_arn]
+  }
+  statement {
+    sid       = "FailedInvocationsKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [module.messaging.kms_key_arn]
+  }
+  dynamic "statement" {
+    # An SQS consumer's own queue, as its event-source mapping polls it.
+    for_each = contains(keys(local.function_queues), each.key) ? [module.messaging.queue_arns[local.function_queues[each.key]]] : []
+    content {
+      sid       = "OwnQueue"
+      actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+      resources = [statement.value]
+    }
+  }
+  dynamic "statement" {
+    for_each = flatten([
+      for need in lookup(local.function_access.functions, each.key, []) : [
+        for i, grant in local.function_access.grants[need] : { sid = "${replace(title(replace(need, "_", " ")), " ", "")}${i}", grant = grant }
+      ]
+    ])
+    content {
+      sid       = statement.value.sid
+      actions   = statement.value.grant.actions
+      resources = [for name in statement.value.grant.resources : local.function_resource_arns[name]]
+    }
+  }
 }
 
-resource "aws_iam_role_policy_attachment" "apigateway_logs" {
-  role       = aws_iam_role.apigateway_logs.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+resource "aws_iam_role_policy" "function" {
+  for_each = toset(local.packaged_functions)
+  name     = "${local.name}-${replace(each.key, "_", "-")}"
+  role     = aws_iam_role.function[each.key].id
+  policy   = data.aws_iam_policy_document.function[each.key].json
 }
 
-resource "aws_api_gateway_account" "this" {
-  # Account-wide setting: a second stage in the same account and region sets the same.
-  cloudwatch_role_arn = aws_iam_role.apigateway_logs.arn
-  depends_on          = [aws_iam_role_policy_attachment.apigateway_logs]
+resource "aws_iam_role_policy_attachment" "xray" {
+  for_each   = toset(local.packaged_functions)
+  role       = aws_iam_role.function[each.key].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
+}
+
+# Lambda's log groups, managed: they expire after the stage's retention, and a function cannot make
+# one itself (its role has no logs:CreateLogGroup).
+resource "aws_cloudwatch_log_group" "function" {
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts at rest with AWS-managed keys; a CMK for logs is future work
+  #checkov:skip=CKV_AWS_338:retention is the stage's choice (var.log_retention_days): 365 days by default, dev keeps 30
+  for_each          = toset(local.packaged_functions)
+  name              = "/aws/lambda/${local.prefix}-${each.key}"
+  retention_in_days = var.log_retention_days
+}
+
+# Each SQS mapping polls with at most its function's reservation (main.tf): more pollers would be throttled.
+locals {
+  sqs_max_concurrency = { for function, queue in local.function_queues : function => local.reserved_concurrency[function] }
 }
 
 resource "aws_cloudwatch_log_group" "api_access" {
   #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts at rest with AWS-managed keys; a CMK for logs is future work
+  #checkov:skip=CKV_AWS_338:retention is the stage's choice (var.log_retention_days): 365 days by default, dev keeps 30
   name              = "/aws/apigateway/${local.name}-access"
-  retention_in_days = 365
+  retention_in_days = var.log_retention_days
 }
 
 resource "aws_api_gateway_stage" "api" {
@@ -211,7 +133,8 @@ resource "aws_api_gateway_stage" "api" {
   deployment_id        = aws_api_gateway_deployment.rest_api.id
   stage_name           = local.api_stage_name
   xray_tracing_enabled = true
-  depends_on           = [aws_api_gateway_account.this]
+  # Its access logs need the account's API Gateway logging role: infra/account, applied once per
+  # account and region (an account-wide setting no stage may own: destroying one would break the others).
   access_log_settings {
     destination_arn = aws_cloudwatch_log_group.api_access.arn
     format = jsonencode({
@@ -237,11 +160,12 @@ resource "aws_api_gateway_method_settings" "throttle" {
 }
 
 module "waf" {
-  source              = "./modules/waf"
-  name                = local.name
-  stage_arn           = aws_api_gateway_stage.api.arn
-  block               = var.waf_block
-  rate_limit_per_5min = var.waf_rate_limit_per_5min
+  source       = "./modules/waf"
+  name         = local.name
+  stage_arn    = aws_api_gateway_stage.api.arn
+  block        = var.waf_block
+  api_throttle = var.api_throttle
+  stage_name   = local.api_stage_name
 }
 
 module "monitoring" {
@@ -254,7 +178,13 @@ module "monitoring" {
   api_name           = aws_api_gateway_rest_api.rest_api.name
   db_cluster_id      = module.database.cluster_id
   error_rate_percent = var.error_rate_alarm_percent
-  db_max_connections = var.db_max_connections_alarm
+  # 90% of what the database allows (local.db_max_connections above).
+  db_max_connections            = floor(local.db_max_connections * 0.9)
+  alarm_emails                  = var.alarm_emails
+  alarm_https_endpoints         = var.alarm_https_endpoints
+  failed_invocations_queue_name = module.messaging.failed_invocations_queue_name
+  scheduled_function_names      = [for f in ["rebill_schedule", "invoice_finalizer", "outbox_sweep"] : "${local.prefix}-${f}" if contains(local.packaged_functions, f)]
+  log_group_names               = [for f in local.packaged_functions : aws_cloudwatch_log_group.function[f].name]
 }
 
 output "api_url" {

@@ -32,11 +32,18 @@ variable "grant_pre_token_generation_invoke" {
   default     = false
 }
 
+variable "deletion_protection" {
+  description = "Refuse to delete the pool (and with it every person's sign-in): on in production"
+  type        = bool
+  default     = true
+}
+
 data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
 
 resource "aws_cognito_user_pool" "this" {
   name                = var.name
-  deletion_protection = "ACTIVE"
+  deletion_protection = var.deletion_protection ? "ACTIVE" : "INACTIVE"
   # Access-token customization (the V2_0/V3_0 trigger events; for the client-credentials
   # grant V3_0) needs the Essentials or Plus feature plan: Lite pools call the trigger for
   # ID tokens only. Essentials is billed per monthly active user, machine-to-machine
@@ -113,8 +120,9 @@ resource "aws_cognito_resource_server" "billing" {
 }
 
 resource "aws_cognito_user_pool_domain" "this" {
-  # The hosted /oauth2/authorize and /oauth2/token endpoints of the code flow.
-  domain       = var.name
+  # The hosted /oauth2/authorize and /oauth2/token endpoints of the code flow. A domain prefix is
+  # global per region across all accounts: the account id makes this stage's its own.
+  domain       = "${var.name}-${data.aws_caller_identity.current.account_id}"
   user_pool_id = aws_cognito_user_pool.this.id
 }
 

@@ -54,6 +54,14 @@ resource "aws_sqs_queue" "queue" {
   })
 }
 
+# Every function's dead-letter queue for asynchronous invocations (the schedules, the ops topic) that
+# failed all of Lambda's retries: the message is the event that failed; the monitoring module alarms on it.
+resource "aws_sqs_queue" "failed_invocations" {
+  name                      = "${var.prefix}-failed-invocations"
+  message_retention_seconds = 1209600
+  kms_master_key_id         = module.key.id
+}
+
 data "aws_iam_policy_document" "from_topic" {
   for_each = var.topic_queues
   statement {
@@ -94,3 +102,5 @@ output "ops_topic_arn" { value = aws_sns_topic.ops.arn }
 output "kms_key_arn" { value = module.key.arn }
 output "queue_arns" { value = { for name, q in aws_sqs_queue.queue : name => q.arn } }
 output "dlq_names" { value = { for name, q in aws_sqs_queue.dlq : name => q.name } }
+output "failed_invocations_queue_arn" { value = aws_sqs_queue.failed_invocations.arn }
+output "failed_invocations_queue_name" { value = aws_sqs_queue.failed_invocations.name }

@@ -194,12 +194,26 @@ resource "aws_security_group" "database" {
     protocol        = "tcp"
     security_groups = [aws_security_group.migrations.id]
   }
+  ingress {
+    description = "PostgreSQL from the RDS Proxy, which sits in this group (var.rds_proxy)"
+    from_port   = 5432
+    to_port     = 5432
+    protocol    = "tcp"
+    self        = true
+  }
+  egress {
+    description = "The RDS Proxy to Aurora, inside this group"
+    from_port   = 5432
+    to_port     = 5432
+    protocol    = "tcp"
+    self        = true
+  }
 }
 
 resource "aws_security_group" "endpoints" {
   #checkov:skip=CKV2_AWS_5:attached to the interface endpoints, which a stage may turn off
   name        = "${var.name}-endpoints"
-  description = "Interface endpoints: HTTPS from Lambda only"
+  description = "Interface endpoints: HTTPS from Lambda and the migration runner only"
   vpc_id      = aws_vpc.this.id
   ingress {
     description     = "HTTPS from Lambda"
@@ -207,6 +221,15 @@ resource "aws_security_group" "endpoints" {
     to_port         = 443
     protocol        = "tcp"
     security_groups = [aws_security_group.lambda.id]
+  }
+  ingress {
+    # With private DNS on, Secrets Manager's name resolves to the endpoint inside the VPC: the
+    # migration runner reads the master secret (and the proxy's) through it, never the NAT.
+    description     = "HTTPS from the migration runner"
+    from_port       = 443
+    to_port         = 443
+    protocol        = "tcp"
+    security_groups = [aws_security_group.migrations.id]
   }
 }
 

@@ -1,6 +1,15 @@
 # WAF v2 on the API stage: AWS managed rule groups (IP reputation, common, known
-# bad inputs, SQL injection) and a per-IP rate limit; each in count or block
-# mode per stage. Logs go to CloudWatch with the Authorization header redacted.
+# bad inputs, SQL injection) and per-IP rate limits that agree with the API's
+# throttle route by route; each in count or block mode per stage. Logs go to
+# CloudWatch with the Authorization header redacted.
+#
+# No rule here limits the body size. WAF sees only the first 16 KB of a body on
+# API Gateway (64 KB at most, for a fee), so it cannot enforce the app's 256 KB:
+# a size rule over 256 KB with oversize_handling MATCH matched every body over
+# 16 KB and, in block mode, refused legitimate usage batches. The app answers
+# bodies over MAX_BODY_BYTES (256 KB) with its own 413 (chalicelib/validation.py).
+# Rules that inspect the body must use oversize_handling CONTINUE or NO_MATCH,
+# never MATCH: a body is not suspect for being longer than WAF reads.
 
 variable "name" { type = string }
 variable "stage_arn" { type = string }
@@ -8,7 +17,29 @@ variable "block" {
   description = "Block (true) or only count (false) matching requests"
   type        = bool
 }
-variable "rate_limit_per_5min" { type = number }
+variable "api_throttle" {
+  description = "The API stage's throttle per method path \"RESOURCE_PATH/METHOD\" (\"*/*\" is the stage default), as given to aws_api_gateway_method_settings"
+  type        = map(object({ rate = number, burst = number }))
+  validation {
+    condition     = contains(keys(var.api_throttle), "*/*")
+    error_message = "api_throttle needs the stage default \"*/*\": WAF's limit for every other route is made from it."
+  }
+  validation {
+    condition = alltrue([
+      for path in keys(var.api_throttle) :
+      path == "*/*" || can(regex("^[^*/][^*]*/(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$", path))
+    ])
+    error_message = "Each api_throttle key is \"*/*\" or a method path RESOURCE_PATH/METHOD without the leading slash, e.g. v1/events/POST."
+  }
+  validation {
+    condition     = alltrue([for t in values(var.api_throttle) : t.rate > 0])
+    error_message = "Every api_throttle rate must be positive."
+  }
+}
+variable "stage_name" {
+  description = "The API stage: on the default execute-api endpoint a request's path starts with /STAGE_NAME"
+  type        = string
+}
 
 locals {
   managed = {
@@ -17,6 +48,42 @@ locals {
     AWSManagedRulesKnownBadInputsRuleSet  = 3
     AWSManagedRulesSQLiRuleSet            = 4
   }
+
+  # WAF counts a rate-based rule's requests over this window.
+  window_s = 300
+
+  # Each route with a throttle of its own: its HTTP method and its path as WAF sees it.
+  # The path is matched with an anchored regular expression rather than ENDS_WITH:
+  # - requests arrive as /STAGE/RESOURCE_PATH on the default endpoint and as
+  #   /RESOURCE_PATH through a custom domain mapped at its root; "^(/STAGE)?/PATH$"
+  #   takes exactly those two forms, where ENDS_WITH "/PATH" takes any prefix too;
+  # - a path parameter {name} is one segment ([^/]+) and a greedy {name+} the rest
+  #   (.+); ENDS_WITH cannot say either, and "/rebill" would also end other paths.
+  # No text transformation: API Gateway's paths are case-sensitive, and a request
+  # spelled otherwise (encoded, other case) falls to the default rule, which is the
+  # stricter limit, never a looser one.
+  stage_regex = replace(var.stage_name, "/([.^$|?*+()\\[\\]{}\\\\])/", "\\$1")
+  specific    = { for path, throttle in var.api_throttle : path => throttle if path != "*/*" }
+  routes = {
+    for path, throttle in local.specific : path => {
+      method = regex("[^/]+$", path)
+      regex = format("^(/%s)?/%s$", local.stage_regex, join("/", [
+        for segment in slice(split("/", path), 0, length(split("/", path)) - 1) :
+        can(regex("^\\{.+\\+\\}$", segment)) ? ".+" : can(regex("^\\{.+\\}$", segment)) ? "[^/]+" :
+        replace(segment, "/([.^$|?*+()\\[\\]{}\\\\])/", "\\$1")
+      ]))
+      # The route's whole API capacity over WAF's window: one client alone can never be
+      # blocked here before API Gateway's throttle would have answered it 429.
+      limit = ceil(throttle.rate * local.window_s)
+      name  = "per-ip-rate-${trim(replace(path, "/[^A-Za-z0-9_-]+/", "-"), "-")}"
+    }
+  }
+  route_keys    = sort(keys(local.routes))
+  default_limit = ceil(var.api_throttle["*/*"].rate * local.window_s)
+  # Requests of a route with its own limit get this label (rule "throttled-routes"): the
+  # default rule counts everything else. (Scope-downs nest two logical statements at most:
+  # NOT(OR(AND(method, path), ...)) does not fit in the default rule itself.)
+  route_label = "route:own-throttle"
 }
 
 resource "aws_wafv2_web_acl" "api" {
@@ -45,8 +112,8 @@ resource "aws_wafv2_web_acl" "api" {
         managed_rule_group_statement {
           vendor_name = "AWS"
           name        = rule.key
-          # The common set blocks bodies over 8 KB; usage batches are legitimately
-          # larger (the app enforces 256 KB itself, and the rule below does too).
+          # SizeRestrictions_BODY matches every body over 8 KB; usage batches are
+          # legitimately larger (the app refuses over 256 KB itself: see the top).
           dynamic "rule_action_override" {
             for_each = rule.key == "AWSManagedRulesCommonRuleSet" ? ["SizeRestrictions_BODY"] : []
             content {
@@ -65,43 +132,99 @@ resource "aws_wafv2_web_acl" "api" {
       }
     }
   }
-  rule {
-    name     = "body-over-256kb"
-    priority = 5
-    action {
-      dynamic "block" {
-        for_each = var.block ? [1] : []
-        content {}
+  # Labels the requests of every route with a throttle of its own; only counts.
+  dynamic "rule" {
+    for_each = length(local.route_keys) > 0 ? [1] : []
+    content {
+      name     = "throttled-routes"
+      priority = 10
+      action {
+        count {}
       }
-      dynamic "count" {
-        for_each = var.block ? [] : [1]
-        content {}
+      rule_label {
+        name = local.route_label
       }
-    }
-    statement {
-      size_constraint_statement {
-        comparison_operator = "GT"
-        size                = 262144
-        field_to_match {
-          body {
-            oversize_handling = "MATCH"
+      statement {
+        # OR wants two statements or more: one route is its AND alone.
+        dynamic "or_statement" {
+          for_each = length(local.route_keys) > 1 ? [1] : []
+          content {
+            dynamic "statement" {
+              for_each = local.route_keys
+              content {
+                and_statement {
+                  statement {
+                    byte_match_statement {
+                      search_string         = local.routes[statement.value].method
+                      positional_constraint = "EXACTLY"
+                      field_to_match {
+                        method {}
+                      }
+                      text_transformation {
+                        priority = 0
+                        type     = "NONE"
+                      }
+                    }
+                  }
+                  statement {
+                    regex_match_statement {
+                      regex_string = local.routes[statement.value].regex
+                      field_to_match {
+                        uri_path {}
+                      }
+                      text_transformation {
+                        priority = 0
+                        type     = "NONE"
+                      }
+                    }
+                  }
+                }
+              }
+            }
           }
         }
-        text_transformation {
-          priority = 0
-          type     = "NONE"
+        dynamic "and_statement" {
+          for_each = length(local.route_keys) == 1 ? local.route_keys : []
+          content {
+            statement {
+              byte_match_statement {
+                search_string         = local.routes[and_statement.value].method
+                positional_constraint = "EXACTLY"
+                field_to_match {
+                  method {}
+                }
+                text_transformation {
+                  priority = 0
+                  type     = "NONE"
+                }
+              }
+            }
+            statement {
+              regex_match_statement {
+                regex_string = local.routes[and_statement.value].regex
+                field_to_match {
+                  uri_path {}
+                }
+                text_transformation {
+                  priority = 0
+                  type     = "NONE"
+                }
+              }
+            }
+          }
         }
       }
-    }
-    visibility_config {
-      cloudwatch_metrics_enabled = true
-      metric_name                = "body-over-256kb"
-      sampled_requests_enabled   = true
+      visibility_config {
+        cloudwatch_metrics_enabled = true
+        metric_name                = "throttled-routes"
+        sampled_requests_enabled   = false
+      }
     }
   }
+  # Every route without a throttle of its own: the stage default's capacity per client.
   rule {
-    name     = "per-ip-rate-limit"
-    priority = 10
+    name     = "per-ip-rate-default"
+    priority = 11
     action {
       dynamic "block" {
         for_each = var.block ? [1] : []
@@ -114,14 +237,87 @@ resource "aws_wafv2_web_acl" "api" {
     }
     statement {
       rate_based_statement {
-        limit              = var.rate_limit_per_5min
-        aggregate_key_type = "IP"
+        limit                 = local.default_limit
+        evaluation_window_sec = local.window_s
+        aggregate_key_type    = "IP"
+        dynamic "scope_down_statement" {
+          for_each = length(local.route_keys) > 0 ? [1] : []
+          content {
+            not_statement {
+              statement {
+                label_match_statement {
+                  scope = "LABEL"
+                  key   = local.route_label
+                }
+              }
+            }
+          }
+        }
       }
     }
     visibility_config {
       cloudwatch_metrics_enabled = true
-      metric_name                = "per-ip-rate-limit"
+      metric_name                = "per-ip-rate-default"
       sampled_requests_enabled   = true
+    }
+  }
+  # One per route with a throttle of its own: that method on that path.
+  dynamic "rule" {
+    for_each = local.route_keys
+    content {
+      name     = local.routes[rule.value].name
+      priority = 20 + rule.key
+      action {
+        dynamic "block" {
+          for_each = var.block ? [1] : []
+          content {}
+        }
+        dynamic "count" {
+          for_each = var.block ? [] : [1]
+          content {}
+        }
+      }
+      statement {
+        rate_based_statement {
+          limit                 = local.routes[rule.value].limit
+          evaluation_window_sec = local.window_s
+          aggregate_key_type    = "IP"
+          scope_down_statement {
+            and_statement {
+              statement {
+                byte_match_statement {
+                  search_string         = local.routes[rule.value].method
+                  positional_constraint = "EXACTLY"
+                  field_to_match {
+                    method {}
+                  }
+                  text_transformation {
+                    priority = 0
+                    type     = "NONE"
+                  }
+                }
+              }
+              statement {
+                regex_match_statement {
+                  regex_string = local.routes[rule.value].regex
+                  field_to_match {
+                    uri_path {}
+                  }
+                  text_transformation {
+                    priority = 0
+                    type     = "NONE"
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+      visibility_config {
+        cloudwatch_metrics_enabled = true
+        metric_name                = local.routes[rule.value].name
+        sampled_requests_enabled   = true
+      }
     }
   }
   visibility_config {
