@@ -695,3 +695,29 @@ def test_chalice_deploy_path_attaches_the_trigger_with_one_variable_once_the_fun
     ]
     permission = after["module.cognito.aws_lambda_permission.pre_token_generation[0]"]
     assert (permission["function_name"], permission["principal"]) == (arn, "cognito-idp.amazonaws.com")
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
+@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no offline provider mirror at {MIRROR} (set TF_PROVIDER_MIRROR)")
+def test_a_plan_whose_reservations_need_more_connections_than_the_database_allows_fails(local_aws, tmp_path):
+    import subprocess as run
+
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    target = tmp_path / "infra"
+    shutil.copytree(infra, target, ignore=shutil.ignore_patterns("with-chalice", "account", ".terraform*"))
+    _terraform(target, tmp_path, ["terraform", "init", "-backend=false", "-input=false", "-no-color"])
+
+    def plan(*variables: str) -> run.CompletedProcess:
+        dev = ("ses_sender=billing@example.com", "stage=dev", "db_max_acu=2")  # as infra/env/dev.tfvars
+        args = [a for v in (*dev, *variables) for a in ("-var", v)]
+        command = ["terraform", "plan", "-input=false", "-no-color", "-lock=false", "-refresh=false"]
+        command += ["-target=terraform_data.connection_budget", *args]
+        env = {**os.environ, "TF_CLI_CONFIG_FILE": str(tmp_path / "terraformrc"), **local_aws}
+        return run.run(command, cwd=target, env=env, capture_output=True, text=True, timeout=300)
+
+    assert plan().returncode == 0  # dev's defaults: 109 connections of 340
+    # 40 delivery containers of 11 connections each are 440 on their own: over dev's 340.
+    refused = plan('reserved_concurrency={"webhook_delivery": 40}')
+    assert refused.returncode != 0
+    assert "over the database's budget of 340" in " ".join(refused.stderr.split())
+    assert plan('reserved_concurrency={"webhook_delivery": 40}', "db_max_acu=4").returncode == 0  # 900 x 0.8 - 20
