@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         if not bundle.exists():
             from devtools.certs import Authority
 
-            bundle = Authority.make("stand-in RDS CA").write_bundle(Path(tmp) / "ca.pem")
+            bundle = Authority.make("stand-in RDS CA").write(Path(tmp) / "ca.pem")
         result = package.package("dev", out, rds_ca_bundle=bundle)
         shipped, bare = Path(tmp) / "shipped", Path(tmp) / "no-bytecode"
         with zipfile.ZipFile(out / "deployment.zip") as archive:

@@ -23,9 +23,12 @@ class Settings:
     stage: str
     database_url: str | None
     db_secret_arn: str | None
+    db_iam_auth: bool
+    db_user: str
     db_host: str | None
     db_port: int
     db_name: str
+    db_ssl_root_cert: str | None
     db_app_role: str | None
     statement_timeout_ms: int
     connect_timeout_s: int
@@ -86,16 +89,6 @@ def get_settings() -> Settings:
     env = os.environ.get
     return Settings(
         stage=env("STAGE", "local"),
-        database_url=env("DATABASE_URL") or None,
-        db_secret_arn=env("DB_SECRET_ARN") or None,
-        db_host=env("DB_HOST") or None,
-        db_port=int(env("DB_PORT", "5432")),
-        db_name=env("DB_NAME", "billing"),
-        # An empty DB_APP_ROLE keeps the login role: only for a DATABASE_URL
-        # that already logs in as a non-owner role.
-        db_app_role=env("DB_APP_ROLE", "billing_app") or None,
-        statement_timeout_ms=int(env("DB_STATEMENT_TIMEOUT_MS", "8000")),
-        connect_timeout_s=int(env("DB_CONNECT_TIMEOUT_S", "5")),
         region=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
         # Off only where API Gateway's Cognito authorizer has verified the token.
         verify_jwt=_flag("VERIFY_JWT", True),
@@ -123,8 +116,32 @@ def get_settings() -> Settings:
         resource_prefix=env("RESOURCE_PREFIX", "billing"),
         # Origins whose browsers may call the API (chalicelib.cors): set per stage in .chalice/config.json.
         cors_allowed_origins=cors_origins(env("CORS_ALLOWED_ORIGINS", ""), env("STAGE", "local")),
+        **_database_settings(env),
         **_payment_settings(env),
         **_webhook_settings(env),
+    )
+
+
+def _database_settings(env) -> dict:
+    """Where the database is and how to log in: DATABASE_URL (local, tests), else IAM authentication
+    (DB_IAM_AUTH=true, the functions) or the Secrets Manager secret (DB_SECRET_ARN, the migrations)."""
+    return dict(
+        database_url=env("DATABASE_URL") or None,
+        db_secret_arn=env("DB_SECRET_ARN") or None,
+        # The login signs a 15-minute token with the function's own credentials for every new connection.
+        db_iam_auth=_flag("DB_IAM_AUTH", False),
+        db_user=env("DB_USER") or "billing_runtime",
+        db_host=env("DB_HOST") or None,
+        db_port=int(env("DB_PORT", "5432")),
+        db_name=env("DB_NAME", "billing"),
+        # The CA bundle Aurora's certificate is verified against (a relative path is in the package, beside
+        # app.py). Required by DB_IAM_AUTH and DB_SECRET_ARN; DATABASE_URL's sslrootcert= falls back to it.
+        db_ssl_root_cert=env("DB_SSL_ROOT_CERT") or None,
+        # An empty DB_APP_ROLE keeps the login role: only for a DATABASE_URL
+        # that already logs in as a non-owner role.
+        db_app_role=env("DB_APP_ROLE", "billing_app") or None,
+        statement_timeout_ms=int(env("DB_STATEMENT_TIMEOUT_MS", "8000")),
+        connect_timeout_s=int(env("DB_CONNECT_TIMEOUT_S", "5")),
     )
 
 

@@ -1,11 +1,11 @@
-"""Certificate authorities and server certificates made on the spot, for tests and local packaging.
+"""Certificate authorities and server certificates made on the spot, for tests, benches and local packaging.
 
 A deployed package verifies Aurora against the RDS CA bundle (devtools/package.py ships it); tests
 and benches that only need *a* bundle, or a PostgreSQL server with TLS, make their own here:
 
     ca = Authority.make("test CA")
-    ca.write_bundle(path)                      # what DB_SSL_ROOT_CERT / --rds-ca-bundle names
-    cert, key = ca.issue(directory, ["localhost", "127.0.0.1"])
+    ca.write(path)                              # what DB_SSL_ROOT_CERT / --rds-ca-bundle names
+    cert_pem, key_pem = ca.issue("localhost", "127.0.0.1")
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class Authority:
 
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
-    def write_bundle(self, path: Path) -> Path:
+    def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.pem())
         return path
 
-    def issue(self, directory: Path, names: list[str]) -> tuple[Path, Path]:
-        """A server certificate for ``names`` (DNS names or IP addresses), as (cert.pem, key.pem) in ``directory``."""
+    def issue(self, *names: str) -> tuple[bytes, bytes]:
+        """A server certificate for ``names`` (DNS names or IP addresses): (certificate PEM, private key PEM)."""
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,16 +63,11 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self.key, _sha256())
         )
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / "server.crt", directory / "server.key"
-        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+        private = serialization.PrivateFormat.PKCS8
+        return (
+            certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, private, serialization.NoEncryption()),
         )
-        key_path.chmod(0o600)  # PostgreSQL refuses a key others may read
-        return cert_path, key_path
 
 
 def _builder(subject, issuer, public_key):

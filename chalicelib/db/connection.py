@@ -5,6 +5,9 @@ invocations (chalice local serves requests on threads, so the cache is
 thread-local). Every unit of work runs in ``transaction()``; a tenant-scoped one
 sets ``app.tenant_id`` with ``SET LOCAL`` semantics, so row-level security holds
 for every statement in it and the setting cannot leak into the next transaction.
+
+Deployed, the functions log in as ``billing_runtime`` (never the schema owner) with an IAM token, over
+TLS verified against the RDS CA bundle; the owner's secret is for migrations only.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import ssl
 import threading
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from chalicelib import tracing
+from chalicelib import aws, tracing
 from chalicelib.config import Settings, get_settings
 from chalicelib.db import errors
 
 _local = threading.local()
+# The deployment package's root, which holds app.py (/var/task in Lambda): DB_SSL_ROOT_CERT is relative to it.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Driver:
@@ -97,25 +103,100 @@ def _parsed(sql: str):
 
 
 def connection_params(settings: Settings) -> dict:
-    """pg8000 keyword arguments from DATABASE_URL, or from the Secrets Manager secret."""
+    """pg8000 keyword arguments: from DATABASE_URL (local, tests), else a login with an IAM token
+    (DB_IAM_AUTH=true: the functions, as billing_runtime), else the Secrets Manager secret (DB_SECRET_ARN:
+    the owner, for migrations). The two deployed modes verify Aurora's certificate or do not connect."""
     if settings.database_url:
-        return _params_from_url(settings.database_url)
+        return _params_from_url(settings.database_url, settings.db_ssl_root_cert)
+    if settings.db_iam_auth:
+        return _iam_params(settings)
     if settings.db_secret_arn:
-        secret = _read_secret(settings.db_secret_arn)
-        return {
-            "user": secret["username"],
-            "password": secret["password"],
-            "host": secret.get("host") or settings.db_host,
-            "port": int(secret.get("port") or settings.db_port),
-            "database": secret.get("dbname") or settings.db_name,
-            # Aurora runs with rds.force_ssl; the RDS CA is not in Lambda's trust
-            # store, so the channel is encrypted without verifying the chain.
-            "ssl_context": _unverified_tls(),
-        }
-    raise errors.DatabaseUnavailable("no database configured: set DATABASE_URL or DB_SECRET_ARN")
+        return _secret_params(settings)
+    raise errors.DatabaseUnavailable("no database configured: set DATABASE_URL, DB_IAM_AUTH=true or DB_SECRET_ARN")
 
 
-def _params_from_url(url: str) -> dict:
+def _iam_params(settings: Settings) -> dict:
+    if not settings.db_host:
+        raise errors.DatabaseUnavailable("DB_IAM_AUTH=true needs DB_HOST, the cluster's endpoint")
+    context = _deployed_tls(settings)  # refused before anything is signed
+    return {
+        "user": settings.db_user,
+        # Fresh for every new connection: valid 15 minutes, and used only to log in.
+        "password": _iam_token(settings.db_host, settings.db_port, settings.db_user, settings.region),
+        "host": settings.db_host,
+        "port": settings.db_port,
+        "database": settings.db_name,
+        "ssl_context": context,
+    }
+
+
+def _secret_params(settings: Settings) -> dict:
+    context = _deployed_tls(settings)
+    secret = read_secret(settings.db_secret_arn)
+    return {
+        "user": secret["username"],
+        "password": secret["password"],
+        "host": secret.get("host") or settings.db_host,
+        "port": int(secret.get("port") or settings.db_port),
+        "database": secret.get("dbname") or settings.db_name,
+        "ssl_context": context,
+    }
+
+
+def _iam_token(host: str, port: int, user: str, region: str) -> str:
+    """An RDS IAM authentication token: signed here with the function's credentials (no network call)."""
+    import botocore.exceptions  # only deployed runs pay for boto3
+
+    try:
+        return aws.client("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user, Region=region)
+    except botocore.exceptions.BotoCoreError as exc:  # no credentials, most likely
+        raise errors.DatabaseUnavailable(f"cannot sign an IAM database token: {exc}") from exc
+
+
+def _deployed_tls(settings: Settings) -> ssl.SSLContext:
+    """Aurora's certificate, verified against the RDS CA bundle, host name included. Fails closed: a
+    deployed stage without the bundle does not connect at all rather than connect unverified."""
+    if not settings.db_ssl_root_cert:
+        raise errors.DatabaseUnavailable(
+            "DB_SSL_ROOT_CERT is unset: a deployed connection (DB_IAM_AUTH or DB_SECRET_ARN) verifies the"
+            " database's certificate against that CA bundle and will not connect without it"
+        )
+    return _tls_context(_bundled(settings.db_ssl_root_cert), "verify-full")
+
+
+def _bundled(path: str) -> str:
+    """DB_SSL_ROOT_CERT as an absolute path: a relative one is in the deployment package (beside app.py)."""
+    resolved = Path(path) if Path(path).is_absolute() else PACKAGE_ROOT / path
+    if not resolved.is_file():
+        raise errors.DatabaseUnavailable(f"DB_SSL_ROOT_CERT: no CA bundle at {resolved}")
+    return str(resolved)
+
+
+@functools.lru_cache(maxsize=16)
+def _tls_context(cafile: str | None, mode: str) -> ssl.SSLContext:
+    """The TLS context for a libpq sslmode, once per process per (CA file, mode): each costs ~47 ms to
+    build. ``require`` encrypts without verifying; ``verify-ca`` checks the chain against ``cafile`` (the
+    system's trust store when None); ``verify-full`` checks the host name too."""
+    if mode == "require":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.DatabaseUnavailable(f"cannot load the CA bundle {cafile}: {exc}") from exc
+    context.check_hostname = mode == "verify-full"
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _params_from_url(url: str, root_cert: str | None = None) -> dict:
+    """libpq's URL, as far as we use it: ``?host=`` a socket directory, ``sslmode`` and ``sslrootcert``
+    (a path, or ``system``; unset, ``root_cert`` as DB_SSL_ROOT_CERT gives it)."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     params = {
@@ -131,19 +212,27 @@ def _params_from_url(url: str) -> dict:
     else:
         params["host"] = parts.hostname or "localhost"
         params["port"] = port
-    if query.get("sslmode", ["disable"])[0] in ("require", "verify-ca", "verify-full"):
-        params["ssl_context"] = ssl.create_default_context() if query["sslmode"][0] != "require" else _unverified_tls()
+    mode = query.get("sslmode", ["prefer"])[0]
+    if mode not in _SSLMODES:
+        raise errors.DatabaseUnavailable(f"DATABASE_URL: sslmode={mode} is not one of {', '.join(_SSLMODES)}")
+    if mode == "disable":
+        params["ssl_context"] = False
+    elif mode in ("require", "verify-ca", "verify-full"):
+        params["ssl_context"] = _tls_context(_url_root_cert(query, root_cert) if mode != "require" else None, mode)
+    # allow, prefer (libpq's default): pg8000's own, TLS without verification if the server offers it.
     return params
 
 
-def _unverified_tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+def _url_root_cert(query: dict, root_cert: str | None) -> str | None:
+    named = query.get("sslrootcert", [None])[0]
+    if named == "system" or (named is None and root_cert is None):
+        return None
+    if named is None:
+        return _bundled(root_cert)
+    return str(Path(named).resolve())  # libpq's: relative to the working directory
 
 
-def _read_secret(arn: str) -> dict:
+def read_secret(arn: str) -> dict:
     # Fetched once per cold start: the managed secret rotates, but a rotation
     # closes the old sessions and the reconnect path below reads it again.
     with _secret_lock:  # boto3's default session is not safe to build clients from in two threads at once

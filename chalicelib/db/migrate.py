@@ -9,6 +9,7 @@ app role.
 
     python -m chalicelib.db.migrate            # apply what is pending
     python -m chalicelib.db.migrate --status   # list applied and pending
+    python -m chalicelib.db.migrate --proxy-secret ARN   # and set the RDS Proxy login's password
 """
 
 import argparse
@@ -18,8 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from chalicelib.db import errors
-from chalicelib.db.connection import open_connection
+from chalicelib.db import errors, logins
+from chalicelib.db.connection import open_connection, read_secret
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Arbitrary but fixed: every runner of this project contends for the same lock.
@@ -118,9 +119,19 @@ def _apply(conn, migration: Migration) -> None:
         raise MigrationError(f"{migration.version}_{migration.name} failed: {detail}") from exc
 
 
+def set_proxy_password(login: dict) -> str:
+    """The RDS Proxy's login role gets the password of its secret (chalicelib/db/logins.py)."""
+    conn = open_connection(as_app_role=False)
+    try:
+        return logins.set_password(conn, login)
+    finally:
+        conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--status", action="store_true", help="list applied and pending migrations")
+    parser.add_argument("--proxy-secret", help="after migrating, set billing_proxy's password from this secret")
     args = parser.parse_args(argv)
     try:
         if args.status:
@@ -133,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         newly = migrate()
         print(f"{len(newly)} migration(s) applied" if newly else "database is up to date")
+        if args.proxy_secret:
+            print(f"password of {set_proxy_password(read_secret(args.proxy_secret))} set from the proxy's secret")
         return 0
-    except (MigrationError, errors.DatabaseError) as exc:
+    except (MigrationError, errors.DatabaseError, ValueError) as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return 1
 

@@ -124,3 +124,61 @@ def test_tenants_made_before_plan_limits_keep_no_limits_and_new_ones_get_sold_ti
         assert limits == [[None, None, False]]
     finally:
         conn.close()
+
+
+def _runtime_memberships(conn) -> list[list]:
+    if int(conn.run("SHOW server_version_num")[0][0]) < 160000:
+        pytest.skip("grant options (INHERIT, SET) are PostgreSQL 16's")
+    return conn.run(
+        "SELECT m.roleid::regrole::text, m.inherit_option, m.set_option FROM pg_auth_members m"
+        " WHERE m.member = 'billing_runtime'::regrole ORDER BY 1"
+    )
+
+
+def test_the_runtime_login_may_log_in_and_set_role_billing_app_and_nothing_else(empty_database, admin_url):
+    migrate.migrate(log=lambda _: None)
+    migrate.migrate(log=lambda _: None)  # a second run, and a second database, find the role made
+
+    conn = postgres.admin_connection(admin_url)
+    try:
+        attributes = conn.run(
+            "SELECT rolcanlogin, rolinherit, rolsuper, rolbypassrls, rolcreatedb, rolcreaterole, rolreplication,"
+            " rolpassword IS NULL FROM pg_authid WHERE rolname = 'billing_runtime'"
+        )
+        assert attributes == [[True, False, False, False, False, False, False, True]]
+        assert _runtime_memberships(conn) == [["billing_app", False, True]]
+    finally:
+        conn.close()
+
+
+def test_a_runtime_login_that_has_other_powers_stops_the_migration(empty_database, admin_url, tmp_path):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for migration in sorted(migrate.MIGRATIONS_DIR.glob("*.sql")):
+        if migration.name < "0012":
+            shutil.copy(migration, directory)
+    migrate.migrate(directory, log=lambda _: None)
+    shutil.copy(migrate.MIGRATIONS_DIR / "0012_runtime_login.sql", directory)
+    conn = postgres.admin_connection(admin_url)
+    try:
+        conn.run("ALTER ROLE billing_runtime CREATEDB")  # roles are the cluster's: every database sees it
+        with pytest.raises(migrate.MigrationError, match="billing_runtime exists with other attributes"):
+            migrate.migrate(directory, log=lambda _: None)
+    finally:
+        conn.run("ALTER ROLE billing_runtime NOCREATEDB")
+        conn.close()
+    assert "0012" not in _applied_versions()
+
+
+def test_where_rds_iam_exists_the_runtime_login_inherits_it_to_log_in_with_iam_and_cannot_become_it(
+    empty_database, admin_url
+):
+    conn = postgres.admin_connection(admin_url)
+    conn.run("DROP ROLE IF EXISTS rds_iam")  # left by an interrupted run
+    conn.run("CREATE ROLE rds_iam NOLOGIN")  # what Aurora and RDS have
+    try:
+        migrate.migrate(log=lambda _: None)
+        assert _runtime_memberships(conn) == [["billing_app", False, True], ["rds_iam", True, False]]
+    finally:
+        conn.run("DROP ROLE rds_iam")
+        conn.close()

@@ -19,7 +19,7 @@ def ca_bundle(tmp_path_factory):
     """A CA of the test's own standing in for the RDS CA bundle (which is downloaded, not in the repository)."""
     from devtools.certs import Authority
 
-    return Authority.make("stand-in RDS CA").write_bundle(tmp_path_factory.mktemp("ca") / "bundle.pem")
+    return Authority.make("stand-in RDS CA").write(tmp_path_factory.mktemp("ca") / "bundle.pem")
 
 
 @pytest.fixture(scope="module")
