@@ -175,13 +175,14 @@ def _env_names_read_by_the_app() -> set[str]:
         names |= set(re.findall(r'env\("([A-Z0-9_]+)"', text))
         names |= set(re.findall(r'environ(?:\.get)?\(\s*"([A-Z0-9_]+)"', text))
         names |= set(re.findall(r'"([A-Z0-9_]+)" in os\.environ', text))
+        names |= set(re.findall(r'_flag\(\s*"([A-Z0-9_]+)"', text))
     return names
 
 
 def test_every_env_var_the_app_reads_is_set_by_the_terraform_or_has_a_stated_default(built):
     _out, _result, tf = built
     read = _env_names_read_by_the_app()
-    assert {"DB_SECRET_ARN", "EVENTS_TOPIC_ARN", "COGNITO_USER_POOL_ID"} <= read  # the scan works
+    assert {"DB_SECRET_ARN", "DB_IAM_AUTH", "EVENTS_TOPIC_ARN", "COGNITO_USER_POOL_ID"} <= read  # the scan works
     for name, function in tf["resource"]["aws_lambda_function"].items():
         variables = function["environment"]["variables"]
         missing = sorted(n for n in read if n not in variables and n not in DEFAULTS_OK)
