@@ -6,6 +6,7 @@ written to .local/aws.json for the other local commands (token, replay).
 """
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -16,6 +17,19 @@ from devtools.postgres import LOCAL_DIR
 
 STATE_FILE = LOCAL_DIR / "aws.json"
 DEFAULT_PORT = 5100
+
+
+def quiet_sdk_logs() -> None:
+    """boto3 and botocore log at WARNING and above only, for the local commands and the tests.
+
+    Their INFO lines say, for every new client, which endpoint and credentials it found ("Found
+    endpoint for sqs via: environment_global", "Found credentials in environment variables"):
+    locally always moto's and the dummy keys. Their warnings still show, and so do the app's own
+    INFO lines (the root logger is untouched). The app sets the same levels when app.py is imported
+    (observability.configure_logging), which a local process may do only after its first client.
+    """
+    for name in ("botocore", "boto3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def isolate() -> None:
@@ -31,8 +45,6 @@ def isolate() -> None:
 
 def start_server(port: int = DEFAULT_PORT) -> str:
     """A moto server on the loopback interface; returns its endpoint URL."""
-    import logging
-
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -70,6 +82,7 @@ def attach() -> dict:
     """This process joins a running `make run`: its moto server, its settings, its database (the pre-token
     trigger, which local commands run as Cognito would, reads the tenant there). Returns the state."""
     isolate()
+    quiet_sdk_logs()
     state = load_state()
     os.environ.update(state["env"])
     os.environ["AWS_ENDPOINT_URL"] = state["endpoint"]

@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stripe-port", type=int, default=int(os.environ.get("STRIPE_STANDIN_PORT", "12111")))
     parser.add_argument("--reload", action="store_true", help="restart chalice local when code changes")
     args = parser.parse_args(argv)
+    from devtools import local_aws
+
+    # Before the first boto3 client (the moto provisioning below), whatever imports app.py first.
+    local_aws.quiet_sdk_logs()
 
     admin_url = postgres.ensure_server(postgres.LOCAL_DIR / "pg")
     database_url = os.environ.get("DATABASE_URL") or postgres.ensure_database(admin_url, "billing")
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from chalicelib.db import migrate
 
     migrate.migrate()
-    from devtools import local_aws, seed
+    from devtools import seed
 
     seed.seed()
     endpoint = local_aws.start_server(args.aws_port)

@@ -6,6 +6,7 @@ copy (CREATE DATABASE ... TEMPLATE), so no test sees another's rows.
 
 import json
 import os
+import signal
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -28,9 +29,25 @@ os.environ.setdefault("STAGE", "test")
 from chalicelib.config import reset_settings  # noqa: E402
 from chalicelib.db import migrate, reset_connection, transaction  # noqa: E402
 from devtools import postgres  # noqa: E402
+from devtools.local_aws import quiet_sdk_logs  # noqa: E402
 from devtools.stack import Tenant  # noqa: E402
 
 TEMPLATE_DB = "billing_test_template"
+
+# boto3/botocore INFO (each client's endpoint and credentials) stays out of captured logs, even
+# where a test lowers the root level before anything imported app.py.
+quiet_sdk_logs()
+
+
+def _terminated(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config):
+    # A terminated run (CI cancelled, `timeout make test`) ends like Ctrl-C: fixtures torn down, and
+    # the embedded PostgreSQL this run started stopped at exit (devtools.postgres) rather than left running.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 class Figures:
