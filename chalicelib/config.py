@@ -29,6 +29,7 @@ class Settings:
     db_port: int
     db_name: str
     db_ssl_root_cert: str | None
+    db_ssl_trust_system: bool
     db_app_role: str | None
     statement_timeout_ms: int
     connect_timeout_s: int
@@ -137,6 +138,8 @@ def _database_settings(env) -> dict:
         # The CA bundle Aurora's certificate is verified against (a relative path is in the package, beside
         # app.py). Required by DB_IAM_AUTH and DB_SECRET_ARN; DATABASE_URL's sslrootcert= falls back to it.
         db_ssl_root_cert=env("DB_SSL_ROOT_CERT") or None,
+        # Also the system's trust store: an RDS Proxy's certificate is ACM's, under Amazon's roots.
+        db_ssl_trust_system=_flag("DB_SSL_TRUST_SYSTEM", False),
         # An empty DB_APP_ROLE keeps the login role: only for a DATABASE_URL
         # that already logs in as a non-owner role.
         db_app_role=env("DB_APP_ROLE", "billing_app") or None,

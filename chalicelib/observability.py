@@ -103,7 +103,9 @@ def configure_logging() -> None:
     _configured = True
 
 
-NAMESPACE = "BillingPlatform"
+# One namespace per stack (METRICS_NAMESPACE, BillingPlatform/PREFIX when deployed): dev's metrics never
+# reach prod's alarms and dashboard, nor the reverse.
+NAMESPACE = os.environ.get("METRICS_NAMESPACE", "BillingPlatform")
 
 
 def emit_metric(name: str, value: float | int, unit: str = "Count", **dimensions: str) -> None:

@@ -211,6 +211,9 @@ RUNTIME_ENV = {
     "GATEWAY_CREDENTIALS_STORE": "secretsmanager",
     "GATEWAY_SECRETS_KMS_KEY_ID": "${module.database.kms_key_arn}",
     "PUBLIC_API_URL": "${var.public_api_url}",
+    "METRICS_NAMESPACE": "${local.metrics_namespace}",
+    # With an RDS Proxy in front, its certificate is ACM's (Amazon's roots, in the runtime's trust store).
+    "DB_SSL_TRUST_SYSTEM": "${var.rds_proxy}",
 }
 
 

@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from chalicelib.config import get_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / ".chalice" / "config.json"
 ACCESS = ROOT / "infra" / "function_access.json"
@@ -38,6 +40,8 @@ ENV_FROM_OUTPUTS = {
     "RESOURCE_PREFIX": "resource_prefix",
     "GATEWAY_SECRETS_KMS_KEY_ID": "gateway_secrets_kms_key_arn",
     "PUBLIC_API_URL": "public_api_url",
+    "METRICS_NAMESPACE": "metrics_namespace",
+    "DB_SSL_TRUST_SYSTEM": "db_ssl_trust_system",
 }
 # Lambda polls an SQS queue with five pollers, and chalice deploy cannot cap a mapping's concurrency:
 # a consumer reserved below this would have its pollers throttled and its messages dead-lettered.
@@ -57,6 +61,7 @@ def base_statements(log_group_arn: str) -> list[dict]:
             "Action": [
                 "ec2:CreateNetworkInterface",
                 "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeSubnets",
                 "ec2:DeleteNetworkInterface",
                 "ec2:AssignPrivateIpAddresses",
                 "ec2:UnassignPrivateIpAddresses",
@@ -65,6 +70,11 @@ def base_statements(log_group_arn: str) -> list[dict]:
         },
         {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
     ]
+
+
+def chalice_function_name(stage: str, function: str) -> str:
+    """What chalice deploy names a function: the app's name and stage, and the function's, but the API's."""
+    return f"billing-platform-{stage}" if function == "api_handler" else f"billing-platform-{stage}-{function}"
 
 
 def consumed_queues() -> dict[str, str]:
@@ -80,11 +90,11 @@ def function_policies(values: dict, stage: str) -> dict[str, dict]:
     queues = {arn.rsplit(":", 1)[1]: arn for arn in values["queue_arns"]}
     prefix, policies = values["resource_prefix"], {}
     for function, needs in access["functions"].items():
-        group = f"arn:aws:logs:*:*:log-group:/aws/lambda/billing-platform-{stage}-{function}"
+        group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{chalice_function_name(stage, function)}"
         statements = base_statements(group)
         queue = consumed_queues().get(function)
-        if queue:  # packaged for this process's prefix ("billing"); the stage's queue has the stage's
-            own = queues[queue.replace("billing-", f"{prefix}-", 1)]
+        if queue:  # named for this process's prefix; the stage's queue has the stage's
+            own = queues[f"{prefix}-{queue.removeprefix(get_settings().resource_prefix + '-')}"]
             actions = [
                 "sqs:ReceiveMessage",
                 "sqs:DeleteMessage",

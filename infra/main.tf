@@ -87,6 +87,8 @@ module "cognito" {
 locals {
   db_host         = var.rds_proxy ? module.database.proxy_endpoint : module.database.endpoint
   db_runtime_user = var.rds_proxy ? "billing_proxy" : "billing_runtime"
+  # The app's EMF namespace (METRICS_NAMESPACE): one per stack, so stages never share alarms.
+  metrics_namespace = "BillingPlatform/${local.prefix}"
   # What rds-db:connect names: the cluster's resource id, or the proxy's.
   db_connect_resource = var.rds_proxy ? module.database.proxy_resource_id : module.database.cluster_resource_id
 }
@@ -113,10 +115,11 @@ locals {
 # Reserved concurrency, derived from the database's connection budget (README, "Connections");
 # devtools/stage_config.py applies them on the chalice deploy path too.
 # A container holds one connection per thread that touches the database: one, but webhook_delivery
-# runs ten lanes beside its handler; ops_notice never connects. An SQS consumer keeps at least 5:
+# runs ten lanes beside its handler, the API opens a second for a refused usage batch's record
+# (db.separate_transaction), and ops_notice never connects. An SQS consumer keeps at least 5:
 # Lambda polls with five, and the chalice deploy path cannot cap its mapping's concurrency.
 locals {
-  connections_per_container = { webhook_delivery = 11, ops_notice = 0 }
+  connections_per_container = { api_handler = 2, webhook_delivery = 11, ops_notice = 0 }
   default_reservations = {
     dev = {
       api_handler          = 20
@@ -153,9 +156,10 @@ locals {
   db_connections_reserved = sum([
     for function in keys(local.function_access.functions) : lookup(local.reserved_concurrency, function, 0) * lookup(local.connections_per_container, function, 1)
   ])
-  # Aurora PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000); Serverless v2
-  # sizes it for the maximum ACU (2 GiB each). 80% of it for the functions, less the operators' share.
-  db_max_connections   = min(5000, floor(var.db_max_acu * 2 * 1073741824 / 9531392))
+  # Aurora PostgreSQL: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000), and Serverless v2
+  # sizes it for the maximum ACU; AWS's table gives 189 for 1 ACU and 3,360 for 16, so 189 per ACU is
+  # the safe side. A minimum below 1 ACU caps it at 2,000. 80% for the functions, less the operators'.
+  db_max_connections   = min(var.db_min_acu < 1 ? 2000 : 5000, floor(var.db_max_acu * 189))
   db_connection_budget = floor(local.db_max_connections * 0.8) - var.db_operator_connections
 }
 

@@ -5,6 +5,10 @@ output "lambda_subnet_ids" { value = module.network.private_subnet_ids }
 output "lambda_security_group_id" { value = module.network.lambda_security_group_id }
 output "db_secret_arn" { value = module.database.secret_arn }
 output "db_host" { value = local.db_host }
+output "db_cluster_endpoint" {
+  description = "Aurora itself: where migrations connect as the owner (db_host is the proxy's, with rds_proxy)"
+  value       = module.database.cluster_endpoint
+}
 output "db_runtime_user" { value = local.db_runtime_user }
 output "events_topic_arn" { value = module.messaging.events_topic_arn }
 output "ops_topic_arn" { value = module.messaging.ops_topic_arn }
@@ -26,6 +30,8 @@ output "kms_key_arns" { value = [module.database.kms_key_arn, module.messaging.k
 output "queue_arns" { value = values(module.messaging.queue_arns) }
 output "gateway_secrets_kms_key_arn" { value = module.database.kms_key_arn }
 output "public_api_url" { value = var.public_api_url }
+output "metrics_namespace" { value = local.metrics_namespace }
+output "db_ssl_trust_system" { value = var.rds_proxy }
 output "db_proxy_secret_arn" {
   description = "With rds_proxy: the proxy's login (billing_proxy); the migration runner sets its password from it"
   value       = module.database.proxy_secret_arn

@@ -6,6 +6,11 @@ variable "prefix" {
   description = "Resource name prefix (default billing-STAGE); must equal RESOURCE_PREFIX at packaging time (queue names)"
   type        = string
   default     = null
+  validation {
+    # The longest names built from it: PREFIX-invoice_finalizer-event (64) and the functions' roles (64).
+    condition     = var.prefix == null || length(coalesce(var.prefix, "x")) <= 40
+    error_message = "prefix is at most 40 characters (the names built from it are limited to 64)."
+  }
 }
 variable "vpc_cidr" {
   type    = string
@@ -54,7 +59,7 @@ variable "max_receive_count" {
 variable "reserved_concurrency" {
   description = <<-EOT
     Reserved concurrency per function, over the stage's defaults (local.default_reservations in
-    chalice_integration.tf). Every function has one: its connections count against the database's
+    main.tf). Every function has one: its connections count against the database's
     budget, and a plan over it fails (README, "Connections"). An SQS consumer's reservation is also
     its mapping's maximum concurrency (2-1000). The account keeps 100 unreserved: the sum must fit
     the account's concurrency limit less 100.

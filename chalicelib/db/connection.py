@@ -161,7 +161,8 @@ def _deployed_tls(settings: Settings) -> ssl.SSLContext:
             "DB_SSL_ROOT_CERT is unset: a deployed connection (DB_IAM_AUTH or DB_SECRET_ARN) verifies the"
             " database's certificate against that CA bundle and will not connect without it"
         )
-    return _tls_context(_bundled(settings.db_ssl_root_cert), "verify-full")
+    mode = "verify-full+system" if settings.db_ssl_trust_system else "verify-full"
+    return _tls_context(_bundled(settings.db_ssl_root_cert), mode)
 
 
 def _bundled(path: str) -> str:
@@ -176,7 +177,8 @@ def _bundled(path: str) -> str:
 def _tls_context(cafile: str | None, mode: str) -> ssl.SSLContext:
     """The TLS context for a libpq sslmode, once per process per (CA file, mode): each costs ~47 ms to
     build. ``require`` encrypts without verifying; ``verify-ca`` checks the chain against ``cafile`` (the
-    system's trust store when None); ``verify-full`` checks the host name too."""
+    system's trust store when None); ``verify-full`` checks the host name too, and ``verify-full+system``
+    also trusts the system's store beside ``cafile`` (an RDS Proxy's certificate is issued by ACM)."""
     if mode == "require":
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -186,7 +188,9 @@ def _tls_context(cafile: str | None, mode: str) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
         raise errors.DatabaseUnavailable(f"cannot load the CA bundle {cafile}: {exc}") from exc
-    context.check_hostname = mode == "verify-full"
+    if mode == "verify-full+system":
+        context.load_default_certs()
+    context.check_hostname = mode.startswith("verify-full")
     context.verify_mode = ssl.CERT_REQUIRED
     return context
 

@@ -106,7 +106,7 @@ data "aws_iam_policy_document" "apigateway_assume" {
 }
 
 resource "aws_iam_role" "apigateway_logs" {
-  name               = "apigateway-cloudwatch-logs"
+  name               = "apigateway-cloudwatch-logs-${data.aws_region.current.name}" # IAM is global: one per region
   assume_role_policy = data.aws_iam_policy_document.apigateway_assume.json
 }
 

@@ -41,9 +41,9 @@ data "aws_iam_policy_document" "function" {
   }
   statement {
     # A function in the VPC: Lambda creates and deletes its network interfaces as the function's role.
-    # Describe* cannot be narrowed to a resource; the rest are held to this VPC's subnets and group.
+    # Describe* cannot be narrowed to a resource (Lambda's VPC policy has both); the rest are held to this VPC's subnets and group.
     sid       = "DescribeNetworkInterfaces"
-    actions   = ["ec2:DescribeNetworkInterfaces"]
+    actions   = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"]
     resources = ["*"]
   }
   statement {
@@ -124,6 +124,15 @@ resource "aws_cloudwatch_log_group" "api_access" {
   retention_in_days = var.log_retention_days
 }
 
+resource "aws_cloudwatch_log_group" "api_execution" {
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts at rest with AWS-managed keys; a CMK for logs is future work
+  #checkov:skip=CKV_AWS_338:retention is the stage's choice (var.log_retention_days): 365 days by default, dev keeps 30
+  # API Gateway's execution logs (logging_level ERROR below) go to a group it would otherwise make
+  # itself, unmanaged and kept forever.
+  name              = "API-Gateway-Execution-Logs_${aws_api_gateway_rest_api.rest_api.id}/${local.api_stage_name}"
+  retention_in_days = var.log_retention_days
+}
+
 resource "aws_api_gateway_stage" "api" {
   #checkov:skip=CKV_AWS_120:responses are per tenant and per token; caching them would serve one tenant's data to another
   #checkov:skip=CKV2_AWS_51:tenants authenticate with Cognito JWTs; client certificates do not fit public SaaS clients
@@ -133,6 +142,7 @@ resource "aws_api_gateway_stage" "api" {
   deployment_id        = aws_api_gateway_deployment.rest_api.id
   stage_name           = local.api_stage_name
   xray_tracing_enabled = true
+  depends_on           = [aws_cloudwatch_log_group.api_execution]
   # Its access logs need the account's API Gateway logging role: infra/account, applied once per
   # account and region (an account-wide setting no stage may own: destroying one would break the others).
   access_log_settings {
@@ -183,6 +193,7 @@ module "monitoring" {
   alarm_emails                  = var.alarm_emails
   alarm_https_endpoints         = var.alarm_https_endpoints
   failed_invocations_queue_name = module.messaging.failed_invocations_queue_name
+  metrics_namespace             = local.metrics_namespace
   scheduled_function_names      = [for f in ["rebill_schedule", "invoice_finalizer", "outbox_sweep"] : "${local.prefix}-${f}" if contains(local.packaged_functions, f)]
   log_group_names               = [for f in local.packaged_functions : aws_cloudwatch_log_group.function[f].name]
 }

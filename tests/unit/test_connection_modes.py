@@ -21,6 +21,7 @@ DB_ENV = (
     "DB_PORT",
     "DB_NAME",
     "DB_SSL_ROOT_CERT",
+    "DB_SSL_TRUST_SYSTEM",
 )
 HOST = "billing.cluster-abc123.us-east-1.rds.amazonaws.com"
 
@@ -70,6 +71,14 @@ def test_the_iam_mode_names_the_login_db_user_gives_and_signs_for_it(params, ca)
 
     assert got["user"] == "billing_other" and got["port"] == 6432
     assert "DBUser=billing_other" in got["password"] and got["password"].startswith(f"{HOST}:6432/?")
+
+
+def test_behind_an_rds_proxy_the_system_roots_are_trusted_beside_the_rds_bundle_and_not_otherwise(params, ca):
+    alone = params(DB_IAM_AUTH="true", DB_HOST=HOST, DB_SSL_ROOT_CERT=ca)["ssl_context"]
+    proxied = params(DB_IAM_AUTH="true", DB_HOST=HOST, DB_SSL_ROOT_CERT=ca, DB_SSL_TRUST_SYSTEM="true")["ssl_context"]
+    assert len(alone.get_ca_certs()) == 1  # the bundle only: Aurora's chain
+    assert len(proxied.get_ca_certs()) > 1 and proxied.check_hostname  # and the system's (ACM, Amazon's roots)
+    assert proxied.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_a_deployed_mode_without_db_ssl_root_cert_is_refused_rather_than_left_unverified(params):

@@ -131,7 +131,7 @@ resource "aws_secretsmanager_secret" "proxy" {
   count                   = var.proxy ? 1 : 0
   name                    = "${var.name}/db-proxy"
   kms_key_id              = module.key.arn
-  recovery_window_in_days = 7
+  recovery_window_in_days = var.deletion_protection ? 7 : 0 # a dev stage is destroyed and made again
 }
 
 resource "aws_secretsmanager_secret_version" "proxy" {
@@ -210,9 +210,11 @@ resource "aws_db_proxy_target" "this" {
   db_proxy_name         = aws_db_proxy.this[0].name
   target_group_name     = aws_db_proxy_default_target_group.this[0].name
   db_cluster_identifier = aws_rds_cluster.this.id
+  depends_on            = [aws_rds_cluster_instance.this] # a target registers against a running writer
 }
 
 output "cluster_id" { value = aws_rds_cluster.this.id }
+output "cluster_endpoint" { value = aws_rds_cluster.this.endpoint }
 output "cluster_resource_id" { value = aws_rds_cluster.this.cluster_resource_id }
 output "proxy_endpoint" { value = var.proxy ? aws_db_proxy.this[0].endpoint : null }
 # The id in the proxy's rds-db:connect ARNs (prx-...), the last part of its ARN.

@@ -3,6 +3,11 @@
 # database, and the functions' latest error log lines.
 
 variable "name" { type = string }
+variable "metrics_namespace" {
+  description = "The app's EMF namespace for this stack (METRICS_NAMESPACE)"
+  type        = string
+  default     = "BillingPlatform"
+}
 variable "alarm_topic_arn" { type = string }
 variable "function_names" { type = list(string) }
 variable "queue_names" { type = list(string) }
@@ -204,7 +209,7 @@ resource "aws_cloudwatch_metric_alarm" "payments" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   evaluation_periods  = 1
-  namespace           = "BillingPlatform"
+  namespace           = var.metrics_namespace
   metric_name         = replace(each.key, "-", "_")
   period              = 300
   statistic           = "Sum"
@@ -235,7 +240,7 @@ locals {
   region = data.aws_region.current.name
   kpis   = ["subscription_count", "subscription_revenue", "invoice_amount", "rebill_accounts", "rebill_failures", "payment_declines", "payment_action_required"]
   # chalicelib/billing/invoicing.py emits invoice_generation_time (ms per invoice written) per TenantId.
-  invoice_time = "SEARCH('BillingPlatform MetricName=\"invoice_generation_time\"', '%s', 300)"
+  invoice_time = "SEARCH('{${var.metrics_namespace}} MetricName=\"invoice_generation_time\"', '%s', 300)"
   functions    = { for i, f in var.function_names : f => i }
   widgets = [
     { title = "API", metrics = [for m in ["Count", "4XXError", "5XXError"] : ["AWS/ApiGateway", m, "ApiName", var.api_name]] },
@@ -243,7 +248,7 @@ locals {
     { title = "Lambda errors", metrics = [for f in var.function_names : ["AWS/Lambda", "Errors", "FunctionName", f]] },
     { title = "Lambda duration p95", metrics = [for f in var.function_names : ["AWS/Lambda", "Duration", "FunctionName", f, { stat = "p95" }]] },
     # The app emits KPIs per TenantId/PlanId (and Currency): SEARCH sums across them.
-    { title = "Business KPIs", metrics = [for i, k in local.kpis : [{ expression = "SUM(SEARCH('BillingPlatform MetricName=\"${k}\"', 'Sum', 300))", label = k, id = "k${i}" }]] },
+    { title = "Business KPIs", metrics = [for i, k in local.kpis : [{ expression = "SUM(SEARCH('{${var.metrics_namespace}} MetricName=\"${k}\"', 'Sum', 300))", label = k, id = "k${i}" }]] },
     { title = "Queues", metrics = [for q in var.queue_names : ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", q]] },
     { title = "DLQs", metrics = [for q in var.dlq_names : ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", q]] },
     { title = "Database", metrics = [for m in ["CPUUtilization", "DatabaseConnections", "ServerlessDatabaseCapacity"] : ["AWS/RDS", m, "DBClusterIdentifier", var.db_cluster_id]] },
