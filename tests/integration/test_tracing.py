@@ -20,4 +20,8 @@ def test_tracing_on_records_a_subsegment_per_database_transaction(monkeypatch, m
         names = [sub.name for sub in xray_recorder.current_segment().subsegments]
     finally:
         xray_recorder.end_segment()
+        # _send_segment (replaced above) is what clears the thread's entities: without this the ended
+        # segment stays current, and every later boto3 call in this process (botocore is patched for
+        # good) fails with AlreadyEndedException.
+        xray_recorder.clear_trace_entities()
     assert "postgres.transaction" in names
