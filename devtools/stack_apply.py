@@ -432,7 +432,8 @@ def look_up(endpoint: str, keys: dict[str, list[str]]) -> dict[str, dict[str, bo
 
     def client(service):
         if service not in clients:
-            clients[service] = boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
+            credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+            clients[service] = boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", **credentials)
         return clients[service]
 
     found: dict[str, dict[str, bool]] = {}
@@ -449,14 +450,19 @@ def look_up(endpoint: str, keys: dict[str, list[str]]) -> dict[str, dict[str, bo
 
 
 def start_moto(report: dict) -> tuple[object, str]:
-    """A moto server on a free loopback port, answering one request at a time (moto's backends are not
-    thread-safe: two Terraforms at once met 500s, which the SDK retried, and a retried
-    AuthorizeSecurityGroupIngress then failed as a duplicate). What it could not answer is reported:
-    an operation it does not implement answers 501, which the AWS SDKs do not retry (a 500 is retried
-    25 times: minutes), in report["unimplemented"]; any other error in report["server_errors"]; a
-    request the SDK sent again (amz-sdk-request: attempt=2 and on) in report["retried"]."""
+    """A moto server on a free loopback port, reporting what it could not answer: an operation it does
+    not implement answers 501, which the AWS SDKs do not retry (a 500 is retried 25 times: minutes), in
+    report["unimplemented"]; any other error in report["server_errors"]; a request the SDK sent again
+    (amz-sdk-request: attempt=2 and on) in report["retried"].
+
+    It answers one request at a time: moto's backends are not thread-safe (two Terraforms at once met
+    500s). And a request the SDK sends again although moto answered it (a few of some 20,000 a run here:
+    answered at once, yet sent again within 0.1 s, with keep-alive or without) gets the answer moto
+    gave, not a second go (a second CreateRole fails: EntityAlreadyExists); those are in report["replayed"]."""
     import logging
     import threading
+    from collections import OrderedDict
+    from urllib.parse import parse_qs
 
     from moto.core.responses import BaseResponse
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
@@ -482,26 +488,39 @@ def start_moto(report: dict) -> tuple[object, str]:
     BaseResponse.call_action = reporting
 
     dispatch, one_at_a_time = DomainDispatcherApplication.__call__, threading.Lock()
-    answered: dict[str, list] = {}  # amz-sdk-invocation-id -> [(attempt, status, seconds after start)]
-    started = time.monotonic()
+    answers: OrderedDict[str, tuple] = OrderedDict()  # amz-sdk-invocation-id -> (status, headers, body)
 
     def serialised(self, environ, start_response):
-        invocation = environ.get("HTTP_AMZ_SDK_INVOCATION_ID", "")
-        attempt = environ.get("HTTP_AMZ_SDK_REQUEST", "")
-        status = []
+        invocation = environ.get("HTTP_AMZ_SDK_INVOCATION_ID")
+        attempt = environ.get("HTTP_AMZ_SDK_REQUEST", "attempt=1;")
+        if invocation in answers and not attempt.startswith("attempt=1;") and answers[invocation][0][0] == "2":
+            sent = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))  # read: no reset
+            action = parse_qs(sent.decode("utf-8", "replace")).get("Action", [""])[0]
+            target = environ.get("HTTP_X_AMZ_TARGET", "") or f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}"
+            status, headers, body, waited, took = answers[invocation]
+            report["replayed"].append(f"{action or target} ({attempt}; the first waited {waited} s, took {took} s)")
+            start_response(status, headers)
+            return body
+        recorded: list = []
 
-        def recording(code, headers, *rest):
-            status.append(code)
-            return start_response(code, headers, *rest)
+        def recording(status, headers, *exc_info):
+            recorded[:] = [status, list(headers)]
+            return start_response(status, headers, *exc_info)
 
+        arrived = time.monotonic()
         with one_at_a_time:
-            body = list(dispatch(self, environ, recording))
-        if invocation:
-            answered.setdefault(invocation, []).append(
-                (attempt, status[0] if status else None, round(time.monotonic() - started, 1))
-            )
-            if not attempt.startswith("attempt=1;") and attempt:
-                report["retried_history"].append(answered[invocation])
+            began = time.monotonic()
+            answer = dispatch(self, environ, recording)
+            try:
+                body = list(answer)
+            finally:
+                if hasattr(answer, "close"):
+                    answer.close()
+        if invocation and recorded:
+            timing = (round(began - arrived, 1), round(time.monotonic() - began, 1))
+            answers[invocation] = (*recorded, body, *timing)
+            while len(answers) > 1000:
+                answers.popitem(last=False)
         return body
 
     DomainDispatcherApplication.__call__ = serialised
@@ -538,7 +557,7 @@ def run(spec: dict) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     report: dict = {"network": network(), "steps": [], "failed": None}
-    report.update(unimplemented=[], server_errors=[], retried=[], retried_history=[])
+    report.update(unimplemented=[], server_errors=[], retried=[], replayed=[])
     server, endpoint = start_moto(report)
     try:
         env = {

@@ -130,13 +130,14 @@ def stack(packaged, tmp_path_factory):
     }
     report = stack_apply.run_isolated(spec)
     print(f"\nstack_apply: {report['wall_seconds']} s in all; per command: {json.dumps(report['seconds'])}")
+    print(f"requests moto answered again: {report['replayed']}; the SDK retried: {report['retried']}")
     return report
 
 
 def _failure(report: dict) -> str:
     step = next(s for s in report["steps"] if not s["ok"])
     errors = "\n".join(f"  {e['address']}: {e['error']}" for e in step["errors"]) or "  (none parsed)"
-    retried = f"\nrequests the SDK sent again: {report['retried']}" if report["retried"] else ""
+    retried = f"\nthe SDK retried {report['retried']}; moto answered again {report['replayed']}"
     return f"{report['failed']} failed (exit {step['exit_code']}; log {step['log']}):\n{errors}{retried}"
 
 
