@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import event_routing, package
+from devtools import event_routing, package, stack_apply
 
 MIRROR = Path(os.environ.get("TF_PROVIDER_MIRROR", "/opt/tf-plugins"))
 
@@ -112,14 +112,7 @@ def _terraform_validate(directory: Path, scratch: Path) -> None:
 def _terraform(
     directory: Path, scratch: Path, command: list[str], stdin: str | None = None, env_extra: dict | None = None
 ) -> str:
-    config = scratch / "terraformrc"
-    providers = '["registry.terraform.io/*/*"]'
-    config.write_text(
-        "provider_installation {\n"
-        f'  filesystem_mirror {{\n    path = "{MIRROR}"\n    include = {providers}\n  }}\n'
-        f"  direct {{\n    exclude = {providers}\n  }}\n"
-        "}\n"
-    )
+    config = stack_apply.terraformrc(scratch / "terraformrc", MIRROR)
     env = {**os.environ, "TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
     env.update(env_extra or {})
     result = subprocess.run(command, cwd=directory, env=env, input=stdin, capture_output=True, text=True, timeout=300)
@@ -578,15 +571,7 @@ def local_aws():
         port = probe.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    yield {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    yield stack_apply.aws_env(f"http://127.0.0.1:{port}")
     server.stop()
 
 
