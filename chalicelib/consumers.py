@@ -37,21 +37,31 @@ def dispatch(handlers: dict):
 
 
 def process_batch(records, consumer: str, handle_body) -> dict:
-    """``handle_body(body) -> bool`` for each record; returns the SQS partial-batch response."""
+    """``handle_body(body) -> bool`` for each record; returns the SQS partial-batch response.
+
+    The batch's metrics are one EMF document, written when it ends (``observability.metrics_batch``).
+    """
     failures = []
-    for record in records:
-        message_id = record.get("messageId", "")
-        receive_count = record.get("attributes", {}).get("ApproximateReceiveCount")
-        try:
-            done = handle_body(record.get("body", ""))
-            log.info("%s %s message %s", consumer, "processed" if done else "skipped", message_id)
-        except events.PoisonMessage as exc:
-            log.error("%s: poison message %s (receive %s): %s", consumer, message_id, receive_count, exc)
-            failures.append(message_id)
-        except Exception:  # noqa: BLE001 - reported per record; the queue retries and then dead-letters it
-            log.exception("%s: message %s failed (receive %s)", consumer, message_id, receive_count)
-            failures.append(message_id)
-    return respond(consumer, failures, len(records))
+    with observability.metrics_batch():
+        for record in records:
+            if not _handled(record, consumer, handle_body):
+                failures.append(record.get("messageId", ""))
+        return respond(consumer, failures, len(records))
+
+
+def _handled(record: dict, consumer: str, handle_body) -> bool:
+    """False when the record failed (logged): it is reported, retried and then dead-lettered."""
+    message_id = record.get("messageId", "")
+    receive_count = record.get("attributes", {}).get("ApproximateReceiveCount")
+    try:
+        done = handle_body(record.get("body", ""))
+        log.info("%s %s message %s", consumer, "processed" if done else "skipped", message_id)
+        return True
+    except events.PoisonMessage as exc:
+        log.error("%s: poison message %s (receive %s): %s", consumer, message_id, receive_count, exc)
+    except Exception:  # noqa: BLE001 - reported per record; the queue retries and then dead-letters it
+        log.exception("%s: message %s failed (receive %s)", consumer, message_id, receive_count)
+    return False
 
 
 def respond(consumer: str, failures: list[str], total: int) -> dict:

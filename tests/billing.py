@@ -176,6 +176,8 @@ TENANT_TABLES = [
     "webhook_attempts",
     "tenant_rate_limits",
     "api_clients",
+    "usage_events_archive",
+    "usage_counters",
 ]
 # Moved by every usage request the rate admits, whatever becomes of it (a rejected batch too): a
 # tenant's place in its request rate, not data a request stores.

@@ -50,6 +50,11 @@ def _populate(tenant_id: str) -> dict:
             a=account,
         )
         tx.run(
+            "INSERT INTO usage_counters (account_id, metric, from_at, to_at, sum, count, max)"
+            " VALUES (:a, 'api_calls', now() - interval '1 day', now() + interval '1 month', 3, 1, 3)",
+            a=account,
+        )
+        tx.run(
             "INSERT INTO ledger_entries (account_id, entry_type, amount, currency, idempotency_key, invoice_id)"
             " VALUES (:a, 'charge', 4900, 'USD', 'charge-1', :i)",
             a=account,
@@ -110,9 +115,18 @@ def _populate(tenant_id: str) -> dict:
 
 
 @pytest.fixture
-def two_tenants(make_tenant):
+def two_tenants(make_tenant, owner_conn):
     a, b = make_tenant("A"), make_tenant("B")
-    return (a, _populate(a)), (b, _populate(b))
+    populated = (a, _populate(a)), (b, _populate(b))
+    # The usage archive is written by the retention purge only (billing_system): a copy of each usage row.
+    partition = owner_conn.run("SELECT usage_archive_partition(now())")[0][0]
+    owner_conn.run(
+        "INSERT INTO usage_events_archive (id, tenant_id, event_id, account_id, metric, quantity, occurred_at,"
+        " received_at, properties) SELECT id, tenant_id, event_id, account_id, metric, quantity, occurred_at,"
+        " received_at, properties FROM usage_events"
+    )
+    assert partition.startswith("usage_events_archive_")
+    return populated
 
 
 def test_the_table_list_is_every_table_with_a_tenant(owner_conn):
@@ -121,6 +135,7 @@ def test_the_table_list_is_every_table_with_a_tenant(owner_conn):
         for row in owner_conn.run(
             "SELECT table_name FROM information_schema.columns"
             " WHERE table_schema = 'public' AND column_name = 'tenant_id'"
+            " AND table_name NOT IN (SELECT relname FROM pg_class WHERE relispartition)"  # the parent's storage
         )
     }
     assert set(TENANT_TABLES) == with_tenant | {"tenants"}
@@ -236,7 +251,7 @@ def test_app_role_owns_nothing_and_cannot_bypass_rls(database_url):
 def test_every_tenant_table_forces_rls(owner_conn):
     rows = owner_conn.run(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relrowsecurity AND c.relforcerowsecurity"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relrowsecurity AND c.relforcerowsecurity"
     )
     forced = {row[0] for row in rows}
     assert set(TENANT_TABLES) <= forced

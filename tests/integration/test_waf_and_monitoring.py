@@ -28,6 +28,7 @@ THROTTLE = {
 FUNCTIONS = ["billing-dev-api_handler", "billing-dev-rebill_schedule", "billing-dev-generate_invoice"]
 LOG_GROUPS = [f"/aws/lambda/{f}" for f in FUNCTIONS]
 EMAILS = ["oncall@example.com", "billing-ops@example.com"]
+NAMESPACE = "BillingPlatform/billing-dev"  # the stack's EMF namespace (METRICS_NAMESPACE)
 HOOKS = ["https://hooks.example.com/services/T000/B000/xyz"]
 FAILED = "billing-dev-failed-invocations"
 OPS_TOPIC = "arn:aws:sns:us-east-1:123456789012:billing-dev-ops"
@@ -77,6 +78,7 @@ def _monitoring(**overrides) -> str:
         "failed_invocations_queue_name": _hcl(FAILED),
         "scheduled_function_names": _hcl(["billing-dev-rebill_schedule"]),
         "log_group_names": _hcl(LOG_GROUPS),
+        "metrics_namespace": _hcl(NAMESPACE),
         **overrides,
     }
     inputs["name"] = _hcl(inputs["name"])
@@ -352,11 +354,18 @@ def test_the_dashboard_has_invoice_generation_time_concurrency_and_error_rates_a
     assert {"API", "API latency p99", "Lambda errors", "Lambda duration p95", "Business KPIs", "Queues", "DLQs"} <= set(
         by_title
     )
-    # The app's EMF metric (chalicelib/billing/invoicing.py), per tenant: the slowest tenant's p95 and the mean.
+    # The app's EMF metrics (chalicelib/observability.py) have no tenant or plan dimension: one series per
+    # stack, read as the plain metric of the stack's namespace (no SEARCH over per-tenant series).
     invoice = by_title["Invoice generation time (ms per invoice)"]["properties"]["metrics"]
-    expressions = [m[0]["expression"] for m in invoice]
-    assert all('MetricName="invoice_generation_time"' in e for e in expressions)
-    assert any(e.startswith("MAX(") and "'p95'" in e for e in expressions)
+    assert [(m[0], m[1], m[2]["stat"]) for m in invoice] == [
+        (NAMESPACE, "invoice_generation_time", "p95"),
+        (NAMESPACE, "invoice_generation_time", "Average"),
+    ]
+    kpis = by_title["Business KPIs"]["properties"]["metrics"]
+    assert all(len(m) == 3 and m[0] == NAMESPACE for m in kpis)  # namespace, name, options: no dimensions
+    assert {"invoice_amount", "rebill_failures", "payment_declines"} <= {m[1] for m in kpis}
+    (revenue,) = by_title["Subscription revenue by currency"]["properties"]["metrics"]
+    assert revenue[0]["expression"].startswith(f"SEARCH('{{{NAMESPACE},Currency}}")
     concurrency = by_title["Lambda concurrency (max)"]["properties"]["metrics"]
     assert concurrency == [
         ["AWS/Lambda", "ConcurrentExecutions", "FunctionName", f, {"stat": "Maximum"}] for f in FUNCTIONS
@@ -380,6 +389,22 @@ def test_the_dashboard_has_invoice_generation_time_concurrency_and_error_rates_a
     cells = [(x, y) for w in widgets for x in _span(w, "x", "width") for y in _span(w, "y", "height")]
     assert len(cells) == len(set(cells))
     assert all(w["x"] + w["width"] <= 24 for w in widgets)
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
+@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no offline provider mirror at {MIRROR} (set TF_PROVIDER_MIRROR)")
+def test_the_apps_metric_alarms_read_the_stacks_total_series_with_no_dimension(planned):
+    # chalicelib/observability.py publishes every metric with the empty dimension set (the stack's total);
+    # an alarm with a dimension (a tenant, a plan) would watch a series that no longer exists.
+    app_alarms = [
+        a for k, a in planned.items() if k.startswith("module.monitoring.aws_cloudwatch_metric_alarm.payments")
+    ]
+    assert {a["metric_name"] for a in app_alarms} == {
+        "gateway_not_connected",
+        "gateway_refused",
+        "payment_after_resolution",
+    }
+    assert all(a["namespace"] == NAMESPACE and not a.get("dimensions") for a in app_alarms)
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed on this machine")
