@@ -88,14 +88,19 @@ def parse(body: str) -> dict:
 
 
 REBILL_KINDS = ("renewal", "retry", "settle")
+# A step of the daily run's selection (chalicelib/billing/rebill.py), on the same queue as the accounts.
+REBILL_SELECT = "select"
 
 
 def parse_rebill(body: str) -> dict:
-    """A rebill queue message ``{tenantId, accountId, kind, dueAt}``, ``dueAt`` as an aware datetime."""
+    """A rebill queue message: an account's ``{tenantId, accountId, kind, dueAt}``, ``dueAt`` as an aware
+    datetime, or a selection step ``{kind: "select", runId, chain, step}``."""
     from datetime import datetime
 
     try:
         message = json.loads(body)
+        if message["kind"] == REBILL_SELECT:
+            return _selection_step(message)
         if message["kind"] not in REBILL_KINDS:
             raise ValueError(f"unknown kind {message['kind']!r}")
         due_at = datetime.fromisoformat(message["dueAt"].replace("Z", "+00:00"))
@@ -107,3 +112,12 @@ def parse_rebill(body: str) -> dict:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise PoisonMessage(f"not a rebill message: {exc}") from exc
     return message
+
+
+def _selection_step(message: dict) -> dict:
+    uuid.UUID(message["runId"])
+    for key in ("chain", "step"):
+        value = message[key]
+        if type(value) is not int or not 0 <= value < 2**31:  # noqa: E721 - a bool is not a step number
+            raise ValueError(f"{key} must be a whole number from 0")
+    return {"kind": REBILL_SELECT, "runId": message["runId"], "chain": message["chain"], "step": message["step"]}

@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     from devtools.pump import LambdaContext, Pump, scheduled_event
 
     if args.step == "schedule":
+        from chalicelib.billing import rebill
+
+        # One renewal chain: its first step sends the six accounts as one page, so the drain's first batch
+        # is the steps and its second the six accounts together, which each death then meets whole.
+        rebill.PARTITIONS = 1
         print(app_module.rebill_schedule(scheduled_event(), LambdaContext("rebill_schedule")))
         return 0
     gateway = _record_gateway_calls(args.gateway_log)

@@ -155,6 +155,11 @@ DEFAULTS_OK = {
     "AWS_LAMBDA_FUNCTION_NAME": "set by Lambda",
     "AWS_CHALICE_CLI_MODE": "set by the chalice CLI",
     "_X_AMZN_TRACE_ID": "set by Lambda",
+    # The database login's IAM token is signed from them (chalicelib/aws.py), as botocore would read them.
+    "AWS_ACCESS_KEY_ID": "set by Lambda (the function role's credentials)",
+    "AWS_SECRET_ACCESS_KEY": "set by Lambda (the function role's credentials)",
+    "AWS_SESSION_TOKEN": "set by Lambda (the function role's credentials)",
+    "AWS_SECURITY_TOKEN": "botocore's older name for AWS_SESSION_TOKEN, read first as botocore does; unset in Lambda",
 }
 
 
@@ -285,7 +290,9 @@ def test_topic_subscriptions_filter_on_the_event_type_attribute_and_the_runtime_
     # retries a delivery (POST /v1/webhook_endpoints/{id}/deliveries/{id}/retry), which review found missing.
     access = json.loads((out / "function_access.json").read_text())
     senders = {f for f, needs in access["functions"].items() if {"kick_webhook_lanes", "enqueue_rebill"} & set(needs)}
-    assert senders == {"api_handler", "webhook_fan_out", "webhook_delivery", "outbox_sweep", "rebill_schedule"}
+    # The rebill processor runs the daily run's selection steps: each sends accounts and the next step.
+    senders_expected = {"api_handler", "webhook_fan_out", "webhook_delivery", "outbox_sweep", "rebill_schedule"}
+    assert senders == senders_expected | {"rebill_processor"}
     # chalice's own packaging maps both new queues to their functions.
     mappings = {
         m["event_source_arn"].rsplit(":", 1)[1]: m["function_name"]
