@@ -1,9 +1,10 @@
 """Collecting invoices through the gateway, and the dunning state machine after a decline.
 
 Three steps, so money never moves without a record that says so:
-1. ``open_intents`` (in the billing transaction): a ``pending`` payment attempt with
-   its gateway key (``periods.payment_key``) and the amount, committed together
-   with the invoice and its ledger charge.
+1. In the billing transaction: a ``pending`` payment attempt with its gateway key
+   (``periods.payment_key``) and the amount, committed together with the invoice and
+   its ledger charge (an invoice's first attempt is opened by the writer's one statement,
+   ``invoicing``; a later one by ``open_for_invoice``).
 2. ``settle_many``: each attempt is *claimed* (``claimed_until``, a lease on the
    database's clock) in a short transaction of its own, so exactly one settler calls
    the gateway for an attempt at a time; an attempt someone else holds answers
@@ -13,7 +14,7 @@ Three steps, so money never moves without a record that says so:
    crashed settler's claim lapses after ``PAYMENT_CLAIM_LEASE_S``.
 3. In a new transaction the outcome is written onto the attempt (once: one that is
    no longer pending was resolved by someone else) with its ledger entry and the
-   dunning transition. Successes are recorded set-based.
+   dunning transition. Successes are recorded set-based, in one statement (``pay``).
 ``settle_pending`` resolves attempts a crash or a timeout left behind; the same key
 makes the gateway answer with what really happened, never charge again.
 
@@ -77,31 +78,6 @@ class Intent:
 
 
 # --- opening attempts (in the billing transaction) ----------------------------------------
-
-
-def open_intents(tx, invoices: list, *, claim: bool) -> dict[str, Intent]:
-    """First attempts for newly issued ``(bill, invoice_id, amount_due)``, by account id: one statement.
-
-    With ``claim`` they are born claimed by this transaction's caller, which settles them
-    right after commit (``settle_many(..., claimed=True)``); if it dies first, the claim
-    lapses. Without, whoever settles them later claims them then.
-    """
-    rows = [
-        {
-            "account_id": bill.account_id,
-            "invoice_id": invoice_id,
-            "attempt": 0,
-            "idempotency_key": periods.payment_key(invoice_id, bill.subscription.id, bill.reason, bill.period_start, 0),
-            "amount": amount_due,
-            "currency": bill.currency,
-        }
-        for bill, invoice_id, amount_due in invoices
-    ]
-    if not rows:
-        return {}
-    lease_s = get_settings().payment_claim_lease_s
-    opened = tx.all(Q["open_intents"], rows=encoding.dumps(rows), lease_s=lease_s, claim=claim)
-    return {intent.account_id: intent for intent in map(_intent, opened)}
 
 
 def pending_for_invoice(tx, invoice_id: str) -> Intent | None:
@@ -295,12 +271,13 @@ def record_answer(tx, intent: Intent, result: payments.PaymentResult, now: datet
 def _pay(tx, paid: list, *, waiting: bool) -> set[str]:
     """Successes onto the attempts still pending (with ``waiting``, or waiting for the customer): their
     payments, and the accounts they take out of dunning. The attempt ids paid."""
-    tx.run(Q["lock_accounts"], ids=sorted({i.account_id for i, _r in paid}))  # accounts first, as everywhere
-    pending = tx.all(Q["lock_pending"], ids=sorted(i.attempt_id for i, _r in paid), waiting=waiting)
-    still = {str(row["id"]) for row in pending}
-    _record_paid(tx, [(i, r) for i, r in paid if i.attempt_id in still])
-    in_dunning = {str(row["id"]) for row in pending if row["in_dunning"]}
-    dunning = {i.account_id for i, _r in paid if i.attempt_id in in_dunning}
+    rows = [
+        {"attempt_id": i.attempt_id, "reference": r.reference, "paid": i.amount, **_payment_entry(i, r)}
+        for i, r in paid
+    ]
+    result = tx.all(Q["pay"], rows=encoding.dumps(rows), waiting=waiting)
+    still = {row["id"] for row in result}
+    dunning = {row["account_id"] for row in result if row["in_dunning"]}
     for account_id in sorted(dunning):
         reactivate_if_clear(tx, account_id)
     return still
@@ -367,17 +344,6 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
         if not result.succeeded:
             outcomes[attempt_id] = _record_decline(tenant_id, intent, result, now)
     return outcomes
-
-
-def _record_paid(tx, paid: list) -> None:
-    if not paid:
-        return
-    rows = [
-        {"attempt_id": i.attempt_id, "reference": r.reference, "invoice_id": i.invoice_id, "amount": i.amount}
-        for i, r in paid
-    ]
-    tx.run(Q["resolve_paid"], rows=encoding.dumps(rows))
-    ledger.post_many(tx, [_payment_entry(i, r) for i, r in paid])
 
 
 def _payment_entry(intent: Intent, result: payments.PaymentResult, description: str = "Payment") -> dict:

@@ -3,11 +3,18 @@
 Top to bottom, one flow for a subscription's first period, its renewals, its final
 invoice and a batch of a hundred renewals alike (a single account is a batch of one):
 
-1. load the state under the accounts' row locks (``billing_state``, locked in id order;
-   the first and final bills lock their account before they write);
+1. load the state under the accounts' row locks (``billing_state``: one call that locks in
+   id order, then reads each account's subscription, the usage of the period its renewal
+   closes and its pending invoice items; the first and final bills lock their account
+   before they write);
 2. compute what is billed (``periods``: pure functions);
-3. write it (``invoicing.issue``: the one writer, set-based);
-4. after commit, collect it (``collection.settle_many``: one settler per attempt).
+3. write it (``invoicing.issue``: the one writer, one statement);
+4. after commit, collect it (``collection.settle_many``: one settler per attempt, the
+   successes recorded in one statement).
+
+A round of renewals is therefore three statements of its own (load, write, record) in two
+transactions, whatever its size, and three more when it announces lifecycle changes (their
+audit rows, the subscriptions their events carry, the events).
 
 A renewal is due when the account's ``next_billing_at`` has come and is not earlier
 than the period its message names; the lock and the advanced ``next_billing_at``
@@ -21,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from chalicelib import audit, outbox
+from chalicelib import audit, encoding, outbox
 from chalicelib.billing import accounts, changes, collection, invoicing, periods, subscription_views
 from chalicelib.config import get_settings
 from chalicelib.db import transaction
@@ -62,18 +69,19 @@ def renew(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[str, 
 def bill_due(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[str, Renewal]:
     """One round: every due account's bill in one transaction, then their payments."""
     with transaction(tenant_id=tenant_id) as tx:
-        rows = tx.all(Q["billing_state"], ids=sorted(due))
+        rows = _states(tx, due)
         results = {account_id: Renewal("not_due") for account_id in due}
         # A payment still pending (a timeout, a crash) is settled first, message by message
         # (rebill.handle), whether or not a period is due.
-        results.update({str(row["account_key"]): Renewal("unsettled") for row in rows if row["unsettled"]})
-        live = [row for row in rows if not row["unsettled"] and _is_due(row, due[str(row["account_key"])], now)]
-        orphans = sorted(str(row["account_key"]) for row in live if row["id"] is None)
+        results.update({row["account_key"]: Renewal("unsettled") for row in rows if row["unsettled"]})
+        live = [row for row in rows if not row["unsettled"] and _is_due(row, due[row["account_key"]], now)]
+        orphans = sorted(row["account_key"] for row in live if row["id"] is None)
         if orphans:
-            tx.run(Q["stop_billing"], ids=orphans)
+            tx.run(Q["stop_billing"], ids=encoding.dumps(orphans))
             results.update({account_id: Renewal("no_subscription") for account_id in orphans})
-        bills = _bills(tx, [row for row in live if row["id"] is not None])
-        issued = invoicing.issue(tx, tenant_id, bills, settle_now=True)
+        live = [row for row in live if row["id"] is not None]
+        bills = _bills(live)
+        issued = invoicing.issue(tx, tenant_id, bills, settle_now=True, pending=_pending(rows, live))
         _announce(tx, bills)
     settled = collection.settle_many(tenant_id, [i.intent for i in issued.values() if i.intent], now, claimed=True)
     for account_id, item in issued.items():
@@ -138,9 +146,31 @@ def end_now(tx, tenant_id: str, subscription_id: str, now: datetime, *, prorate:
 def preview(tenant_id: str, due: dict[str, datetime], now: datetime) -> list[periods.Bill]:
     """The bills a round would write, computed exactly as ``bill_due`` computes them; writes nothing."""
     with transaction(tenant_id=tenant_id) as tx:
-        rows = tx.all(Q["billing_state"], ids=sorted(due))
-        live = [row for row in rows if row["id"] is not None and _is_due(row, due[str(row["account_key"])], now)]
-        return _bills(tx, live)
+        rows = _states(tx, due)
+        return _bills([row for row in rows if row["id"] is not None and _is_due(row, due[row["account_key"]], now)])
+
+
+# The instants of a state row: read from its JSON as datetimes.
+_STAMPS = (
+    "next_billing_at",
+    "billing_anchor",
+    "current_period_start",
+    "current_period_end",
+    "trial_end",
+    "paused_at",
+    "resumes_at",
+)
+
+
+def _states(tx, due: dict[str, datetime]) -> list[dict]:
+    """The due accounts' state (``billing_state``: locked, one JSON object each), in account id order."""
+    rows = []
+    for key, state in tx.run(Q["billing_state"], ids=encoding.dumps(sorted(due))):
+        for name in _STAMPS:
+            if state[name] is not None:
+                state[name] = datetime.fromisoformat(state[name])
+        rows.append({**state, "account_key": key})
+    return rows
 
 
 def _is_due(row: dict, named: datetime, now: datetime) -> bool:
@@ -148,15 +178,13 @@ def _is_due(row: dict, named: datetime, now: datetime) -> bool:
     return row["account_status"] != "INACTIVE" and next_at is not None and named <= next_at <= now
 
 
-def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
-    subs = [(periods.Subscription.of(row), row) for row in rows]
-    windows = [
-        (sub.account_id, *periods.usage_window(sub, row["next_billing_at"])) for sub, row in subs if sub.usage_prices
-    ]
-    usage = invoicing.usage_totals(tx, windows)
+def _bills(rows: list[dict]) -> list[periods.Bill]:
+    """Each due subscription's bill at its boundary, from its state row (the metered usage of the period
+    it closes was read with it: ``periods.usage_window``, from the period's start to the boundary)."""
     bills = []
-    for sub, row in subs:
-        status, boundary, totals = row["account_status"], row["next_billing_at"], usage.get(sub.account_id, {})
+    for row in rows:
+        sub = periods.Subscription.of(row)
+        status, boundary, totals = row["account_status"], row["next_billing_at"], row["usage"] or {}
         if sub.status == "paused":  # a scheduled resume
             bills.append(changes.resume(sub, boundary))
         elif sub.cancel_at_period_end:
@@ -166,9 +194,21 @@ def _bills(tx, rows: list[dict]) -> list[periods.Bill]:
     return bills
 
 
+def _pending(rows: list[dict], live: list[dict]) -> invoicing.Pending:
+    """What the writer adds to the round's bills, read with their state: the tenant's grace hours and the
+    pending invoice items of the accounts billed."""
+    items = {
+        row["account_key"]: (row["account_status"], tuple(invoicing.item_line(item) for item in row["items"]))
+        for row in live
+        if row["items"]
+    }
+    return invoicing.Pending(rows[0]["grace_hours"] if rows else 0, items)
+
+
 def _announce(tx, bills: list[periods.Bill]) -> None:
     """The audit rows, and the events, of what a round changed besides billing: a subscription that
-    ended, a scheduled resume, a trial's end, a scheduled change applied (one statement each)."""
+    ended, a scheduled resume, a trial's end, a scheduled change applied (one statement each, and one
+    that reads the subscriptions the events carry; none when nothing changed)."""
     audited, events = [], []
     for bill in bills:
         sub = bill.subscription
@@ -185,10 +225,11 @@ def _announce(tx, bills: list[periods.Bill]) -> None:
             continue
         audited.append((event_type, "subscription", sub.id, details))
         fields = {"subscriptionId": sub.id, "accountId": sub.account_id, "status": bill.then.status}
-        fields.update(details=details, timestamp=bill.boundary, object=subscription_views.get(tx, sub.id))
-        events.append((event_type, fields))
+        events.append((event_type, {**fields, "details": details, "timestamp": bill.boundary}))
     audit.record_many(tx, "system:rebill", audited)
-    outbox.add_many(tx, events)
+    # Each event carries its subscription as the round left it, all read in one statement.
+    objects = subscription_views.get_many(tx, [fields["subscriptionId"] for _type, fields in events])
+    outbox.add_many(tx, [(kind, {**fields, "object": objects[fields["subscriptionId"]]}) for kind, fields in events])
 
 
 def _result(item: invoicing.Issued, settled: dict[str, str]) -> Renewal:

@@ -1,25 +1,26 @@
 """The one writer of bills: invoices, their lines, ledger entries, subscription state and payment intents.
 
 ``periods`` computes what each billing instant bills; ``issue`` writes a list of those
-bills in the caller's transaction with one set-based statement per table, so a batch
-of renewals, one account's renewal, a subscription's first invoice and its final
-invoice are all written by the same code. It is idempotent twice over: an invoice is
-unique per subscription, reason and period, and a charge's ledger key is
-``periods.charge_key``, so a retry of any step adds nothing. Amounts are integer minor
-units in the plan's currency. The payment intents it opens are settled after commit
-by ``collection``.
+bills in the caller's transaction with one statement (``write``: a data-modifying CTE per
+table, every table's rows one JSON parameter), so a batch of renewals, one account's
+renewal, a subscription's first invoice and its final invoice are all written by the same
+code, in one round trip. It is idempotent twice over: an invoice is unique per
+subscription, reason and period, and a charge's ledger key is ``periods.charge_key``, so a
+retry of any step adds nothing. Amounts are integer minor units in the plan's currency.
+The payment intents it opens (first attempts, under ``periods.payment_key``) are settled
+after commit by ``collection``.
 
 A bill's total is posted to the ledger: a charge, or a credit when its credits exceed its
 charges (a negative total). An invoice uses the account's credit balance before
-anything is collected (``write_invoices``), so balance = sum(ledger) always, and
+anything is collected (in ``write``), so balance = sum(ledger) always, and
 what the gateway is asked for is the amount due. A draft posts nothing.
 
-Two things join a bill here, whatever computed it: the account's pending invoice items
-(one-off charges), which land on its next invoice; and the tenant's grace period: a
+Two things join a bill here, whatever computed it (``Pending``): the account's pending invoice
+items (one-off charges), which land on its next invoice; and the tenant's grace period: a
 renewal or final invoice is *held* as a draft until ``boundary + invoice_grace_hours``,
 when ``revise_draft`` prices its usage again (late events count) and takes the items
 added meanwhile, and ``invoices.finalize`` numbers, charges and collects it. The invoices
-a round writes are born numbered (``write_invoices``, through ``numbering``'s one rule:
+a round writes are born numbered (in ``write``, through ``numbering``'s one rule:
 gapless, the series' row stays locked until commit).
 """
 
@@ -28,9 +29,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from chalicelib import encoding, outbox
-from chalicelib.billing import collection, ledger, periods, subscription_views, usage_charges
+from chalicelib.billing import collection, periods, subscription_views, usage_charges
 from chalicelib.billing.lines import Line, total_of
 from chalicelib.billing.periods import Bill
+from chalicelib.config import get_settings
 from chalicelib.db.queries import load
 from chalicelib.observability import emit_metric
 
@@ -51,29 +53,33 @@ class Issued:
         return self.bill.total
 
 
-def issue(tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False) -> dict[str, Issued]:
-    """Write ``bills`` (at most one per account); what was issued, by account id.
+@dataclass(frozen=True)
+class Pending:
+    """What joins bills at the writer, whatever computed them: the tenant's grace hours, and each
+    account's invoice items no invoice has taken yet (its status and the items as lines, oldest
+    first), locked by whoever read them. A billing round reads both with its state
+    (``engine``); ``issue`` reads them itself otherwise."""
+
+    grace_hours: int
+    items: dict[str, tuple[str, tuple[Line, ...]]]
+
+
+def issue(
+    tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False, pending: Pending | None = None
+) -> dict[str, Issued]:
+    """Write ``bills`` (at most one per account) in one statement; what was issued, by account id.
 
     ``settle_now``: the caller settles the payments right after commit, so they are opened
-    already claimed by it (``collection.open_intents``).
+    already claimed by it (``collection.settle_many(..., claimed=True)``).
     """
     started = time.perf_counter()
     if len({bill.account_id for bill in bills}) != len(bills):
         raise ValueError("one bill per account per call")
-    bills = _with_pending_items(tx, _held(tx, bills))
-    invoiced = [bill for bill in bills if bill.lines]
-    written = _write_invoices(tx, invoiced)
-    bills_written = [bill for bill in invoiced if bill.account_id in written]
-    invoice_ids = {account_id: invoice_id for account_id, (invoice_id, _due) in written.items()}
-    _write_lines(
-        tx,
-        [(invoice_ids[b.account_id], b.currency, b.lines, b.period_start, b.period_end) for b in bills_written],
-    )
-    ledger.post_many(tx, [_entry(bill, invoice_ids[bill.account_id]) for bill in bills_written if not bill.draft])
-    _restate(tx, [bill for bill in bills if bill.then is not None and not bill.ends])
+    pending = pending or _pending(tx, bills)
+    bills = _with_pending_items(_held(bills, pending.grace_hours), pending.items)
+    written, intents = _write(tx, bills, settle_now)
+    bills_written = [bill for bill in bills if bill.account_id in written]
     _end(tx, [bill for bill in bills if bill.ends])
-    to_collect = [(bill, *written[bill.account_id]) for bill in bills_written if bill.collect and not bill.draft]
-    intents = collection.open_intents(tx, [item for item in to_collect if item[2] > 0], claim=settle_now)
     elapsed_ms = (time.perf_counter() - started) * 1000
     for bill in bills_written:
         emit_metric("invoice_amount", bill.total, "None", TenantId=tenant_id, PlanId=bill.subscription.plan_id)
@@ -85,6 +91,18 @@ def issue(tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False) ->
 def _issued(bill: Bill, written: dict, intents: dict) -> Issued:
     invoice_id, amount_due = written.get(bill.account_id, (None, 0))
     return Issued(bill, invoice_id, intents.get(bill.account_id), 0 if bill.draft else amount_due)
+
+
+def item_line(item: dict) -> Line:
+    """A pending invoice item (``id``, ``description``, ``quantity``, ``unit_amount``, ``amount``) as its line."""
+    return Line(
+        "invoice_item",
+        item["description"],
+        item["quantity"],
+        item["unit_amount"],
+        item["amount"],
+        invoice_item_id=str(item["id"]),
+    )
 
 
 def usage_totals(tx, windows: list[tuple[str, object, object]]) -> dict[str, dict]:
@@ -102,34 +120,92 @@ def subscription_state(tx, subscription_id: str) -> dict | None:
     return tx.one(Q["subscription_state"], subscription_id=subscription_id)
 
 
-def _write_invoices(tx, bills: list[Bill]) -> dict[str, tuple[str, int]]:
-    """The invoices written (a retry writes none), by account id: (invoice id, amount due)."""
-    if not bills:
-        return {}
-    rows = [
+def _write(tx, bills: list[Bill], settle_now: bool) -> tuple[dict[str, tuple[str, int]], dict]:
+    """The one statement: invoices (a retry writes none), their lines, ledger entries and first payment
+    attempts, and the subscriptions as the bills leave them. The invoices written, by account id
+    (invoice id, amount due), and the attempts opened, by account id."""
+    invoiced = [bill for bill in bills if bill.lines]
+    states = [_state_row(bill) for bill in bills if bill.ends or bill.then is not None]
+    if not invoiced and not states:
+        return {}, {}
+    rows = tx.all(
+        Q["write"],
+        invoices=encoding.dumps([_invoice_row(bill) for bill in invoiced]),
+        lines=encoding.dumps([line for bill in invoiced for line in _line_rows(bill)]),
+        states=encoding.dumps(states),
+        claim=settle_now,
+        lease_s=get_settings().payment_claim_lease_s,
+    )
+    written = {row["account_id"]: (row["invoice_id"], row["amount_due"]) for row in rows}
+    intents = {
+        row["account_id"]: collection.Intent(
+            row["attempt_id"],
+            row["account_id"],
+            row["invoice_id"],
+            row["idempotency_key"],
+            row["amount"],
+            row["currency"],
+        )
+        for row in rows
+        if row["attempt_id"] is not None
+    }
+    return written, intents
+
+
+def _invoice_row(bill: Bill) -> dict:
+    """The bill's invoice, its ledger entry (its total as a charge, or as a credit when negative: one key
+    either way) and the gateway key of its first payment attempt."""
+    return {
+        "account_id": bill.account_id,
+        "subscription_id": bill.subscription.id,
+        "billing_reason": bill.reason,
+        "currency": bill.currency,
+        "total": bill.total,
+        "period_start": _stamp(bill.period_start),
+        "period_end": _stamp(bill.period_end),
+        "boundary": _stamp(bill.boundary),
+        "draft": bill.draft,
+        "auto_finalize_at": _stamp(bill.auto_finalize_at),
+        "usage_terms": bill.usage_terms,
+        "collect": bill.collect,
+        # A bill's invoice is its subscription's: the key does not need the invoice's id.
+        "pay_key": periods.payment_key(None, bill.subscription.id, bill.reason, bill.period_start, 0),
+        "entry_type": "charge" if bill.total >= 0 else "credit",
+        "charge_key": bill.charge_key,
+        "description": bill.description,
+    }
+
+
+def _line_rows(bill: Bill) -> list[dict]:
+    """The bill's lines in order (a line with no period of its own has the invoice's: sent as null)."""
+    return [
         {
             "account_id": bill.account_id,
-            "subscription_id": bill.subscription.id,
-            "billing_reason": bill.reason,
+            "kind": line.kind,
+            "description": line.description,
+            "metric": line.metric,
+            "quantity": line.quantity,
+            "unit_amount": line.unit_amount,
+            "amount": line.amount,
             "currency": bill.currency,
-            "total": bill.total,
-            "period_start": bill.period_start,
-            "period_end": bill.period_end,
-            "boundary": bill.boundary,
-            "draft": bill.draft,
-            "auto_finalize_at": bill.auto_finalize_at,
-            "usage_terms": bill.usage_terms,
+            "period_start": _stamp(line.period_start),
+            "period_end": _stamp(line.period_end),
+            "position": position,
+            "invoice_item_id": line.invoice_item_id,
         }
-        for bill in bills
+        for position, line in enumerate(bill.lines)
     ]
-    written = tx.all(Q["write_invoices"], rows=encoding.dumps(rows))
-    return {str(row["account_id"]): (str(row["id"]), row["amount_due"]) for row in written}
+
+
+def _stamp(value: datetime | None) -> str | None:
+    """An instant as the statement's JSON carries it (ISO 8601 with its offset: PostgreSQL reads it as is)."""
+    return None if value is None else value.isoformat()
 
 
 def _write_lines(tx, invoices: list[tuple]) -> None:
     """Each ``(invoice id, currency, lines, period start, period end)``'s lines, in order (a line with no
     period of its own has the invoice's); a line billing an invoice item attaches the item to its
-    invoice (in the same statement)."""
+    invoice (in the same statement). For one-off invoices and drafts being finalized."""
     rows = [
         {
             "invoice_id": invoice_id,
@@ -152,23 +228,31 @@ def _write_lines(tx, invoices: list[tuple]) -> None:
         tx.run(Q["write_lines"], rows=encoding.dumps(rows))
 
 
-def _held(tx, bills: list[Bill]) -> list[Bill]:
-    """Renewal and final bills held as drafts for the tenant's grace period (none by default)."""
-    holdable = [bill for bill in bills if bill.lines and bill.reason in HELD_REASONS and not bill.draft]
+def _pending(tx, bills: list[Bill]) -> Pending:
+    """The grace hours (read only when a bill could be held) and the pending items of accounts billed."""
+    holdable = any(bill.lines and bill.reason in HELD_REASONS and not bill.draft for bill in bills)
     hours = tx.scalar(Q["grace_hours"]) if holdable else 0
+    return Pending(hours or 0, _pending_items(tx, [bill.account_id for bill in bills if bill.lines]))
+
+
+def _held(bills: list[Bill], hours: int) -> list[Bill]:
+    """Renewal and final bills held as drafts for the tenant's grace period (none by default)."""
     if not hours:
         return bills
-    held = {id(bill) for bill in holdable}
-    return [bill.held(bill.boundary + timedelta(hours=hours)) if id(bill) in held else bill for bill in bills]
+    return [
+        bill.held(bill.boundary + timedelta(hours=hours))
+        if bill.lines and bill.reason in HELD_REASONS and not bill.draft
+        else bill
+        for bill in bills
+    ]
 
 
-def _with_pending_items(tx, bills: list[Bill]) -> list[Bill]:
-    """Each invoiced bill with its account's pending invoice items as lines (locked until written),
-    collected if the items leave an ACTIVE account something to pay."""
-    found = _pending_items(tx, [bill.account_id for bill in bills if bill.lines]) if bills else {}
+def _with_pending_items(bills: list[Bill], found: dict[str, tuple[str, tuple[Line, ...]]]) -> list[Bill]:
+    """Each invoiced bill with its account's pending invoice items as lines, collected if the items
+    leave an ACTIVE account something to pay."""
     with_items = []
     for bill in bills:
-        if bill.account_id not in found or not bill.lines:
+        if not found.get(bill.account_id, (None, ()))[1] or not bill.lines:
             with_items.append(bill)
             continue
         status, items = found[bill.account_id]
@@ -177,23 +261,15 @@ def _with_pending_items(tx, bills: list[Bill]) -> list[Bill]:
     return with_items
 
 
-def _pending_items(tx, account_ids: list[str]) -> dict[str, tuple[str, list[Line]]]:
+def _pending_items(tx, account_ids: list[str]) -> dict[str, tuple[str, tuple[Line, ...]]]:
     """The accounts' invoice items no invoice has taken yet, as lines, oldest first (locked), with each
     account's status; only accounts that have some."""
     found: dict[str, tuple[str, list[Line]]] = {}
     if not account_ids:
-        return found
+        return {}
     for row in tx.all(Q["pending_items"], ids=encoding.dumps(sorted(account_ids))):
-        line = Line(
-            "invoice_item",
-            row["description"],
-            row["quantity"],
-            row["unit_amount"],
-            row["amount"],
-            invoice_item_id=str(row["id"]),
-        )
-        found.setdefault(str(row["account_id"]), (row["account_status"], []))[1].append(line)
-    return found
+        found.setdefault(str(row["account_id"]), (row["account_status"], []))[1].append(item_line(row))
+    return {account_id: (status, tuple(lines)) for account_id, (status, lines) in found.items()}
 
 
 def write_one_off(tx, account: dict, at: datetime, description: str | None) -> str | None:
@@ -232,56 +308,39 @@ def _line(row: dict) -> Line:
     return Line(**{name: row[name] for name in names}, invoice_item_id=str(item) if item else None)
 
 
-def _entry(bill: Bill, invoice_id: str) -> dict:
-    """The bill's ledger entry: its total as a charge, or as a credit when negative (one key either way)."""
-    return {
-        "account_id": bill.account_id,
-        "entry_type": "charge" if bill.total >= 0 else "credit",
-        "amount": bill.total,
-        "currency": bill.currency,
-        "invoice_id": invoice_id,
-        "period_start": bill.boundary,
-        "idempotency_key": bill.charge_key,
-        "description": bill.description,
-    }
-
-
-def _restate(tx, bills: list[Bill]) -> None:
-    """Each subscription as its bill leaves it (``Bill.then``), and when its account is next billed."""
-    rows = [_state_row(bill.then) for bill in bills]
-    if rows:
-        tx.run(Q["restate"], rows=encoding.dumps(rows))
-
-
-def _state_row(sub) -> dict:
+def _state_row(bill: Bill) -> dict:
+    """The subscription as its bill leaves it (``Bill.then``) and when its account is next billed, or its end."""
+    if bill.ends:
+        sub = bill.subscription
+        ended_at = _stamp(bill.boundary)
+        return {"account_id": sub.account_id, "subscription_id": sub.id, "ends": True, "ended_at": ended_at}
+    sub = bill.then
     return {
         "account_id": sub.account_id,
         "subscription_id": sub.id,
+        "ends": False,
         "plan_id": sub.plan_id,
         "quantity": sub.quantity,
         "status": sub.status,
-        "billing_anchor": sub.billing_anchor,
-        "period_start": sub.current_period_start,
-        "period_end": sub.current_period_end,
+        "billing_anchor": _stamp(sub.billing_anchor),
+        "period_start": _stamp(sub.current_period_start),
+        "period_end": _stamp(sub.current_period_end),
         "paused_s": sub.current_period_paused_s,
         "paid": sub.current_period_paid,
-        "trial_end": sub.trial_end,
+        "trial_end": _stamp(sub.trial_end),
         "cancel_at_period_end": sub.cancel_at_period_end,
-        "paused_at": sub.paused_at,
+        "paused_at": _stamp(sub.paused_at),
         "pause_behavior": sub.pause_behavior,
-        "resumes_at": sub.resumes_at,
+        "resumes_at": _stamp(sub.resumes_at),
         "pending_change": sub.pending_change,
         "pending_prorations": [periods.line_json(line) for line in sub.pending_prorations],
-        "next_billing_at": sub.next_billing_at,
+        "next_billing_at": _stamp(sub.next_billing_at),
     }
 
 
 def _end(tx, ending: list[Bill]) -> None:
-    """End the subscriptions whose last bill this was; their accounts are billed no more."""
-    if not ending:
-        return
-    rows = [{"account_id": b.account_id, "subscription_id": b.subscription.id, "ended_at": b.boundary} for b in ending]
-    tx.run(Q["end_subscriptions"], rows=encoding.dumps(rows))
+    """The events of the subscriptions whose last bill this was (ended by the writer's statement)."""
+    objects = subscription_views.get_many(tx, [bill.subscription.id for bill in ending])
     for bill in ending:
         fields = {"subscriptionId": bill.subscription.id, "accountId": bill.account_id, "endedAt": bill.boundary}
-        outbox.add(tx, "subscription.canceled", fields, subscription_views.get(tx, bill.subscription.id))
+        outbox.add(tx, "subscription.canceled", fields, objects[bill.subscription.id])

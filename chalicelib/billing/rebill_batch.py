@@ -1,11 +1,12 @@
 """The rebill queue's batches: a tenant's renewals billed together by the one engine.
 
 A rebill SQS batch (up to 100 messages) is grouped by tenant. Each group's renewals
-go to ``engine.renew`` together: one transaction with one set-based statement per
-table, then the payments. Accounts the round finds with a payment still pending,
-dunning retries and settle messages go one message at a time (``rebill.handle``, the same engine
-with a batch of one), and so does the whole group if the set-based round fails, so
-a failure is reported for its own record only.
+go to ``engine.renew`` together: one transaction that loads and writes them in two
+statements, then the payments, recorded in a third (``engine``). Accounts the round
+finds with a payment still pending, dunning retries and settle messages go one message
+at a time (``rebill.handle``, the same engine with a batch of one), and so does the
+whole group if the set-based round fails, so a failure is reported for its own record
+only.
 """
 
 import logging
@@ -25,6 +26,7 @@ def process(records: list[dict], now: datetime | None = None) -> dict:
     now = now or calendar.utcnow()
     failures: list[str] = []
     groups: dict[str, list[tuple[str, str, dict]]] = defaultdict(list)
+    steps: list[tuple[str, dict]] = []
     for record in records:
         message_id, body = record.get("messageId", ""), record.get("body", "")
         try:
@@ -33,7 +35,11 @@ def process(records: list[dict], now: datetime | None = None) -> dict:
             log.error("rebill: poison message %s: %s", message_id, exc)
             failures.append(message_id)
             continue
+        if message["kind"] == events.REBILL_SELECT:  # a step of the daily run's selection
+            steps.append((message_id, message))
+            continue
         groups[message["tenantId"]].append((message_id, body, message))
+    failures += rebill.select(steps)  # first: the run's chains move on while this batch bills
     for tenant_id, group in groups.items():
         failures += _process_group(tenant_id, group, now)
     return consumers.respond("rebill", failures, len(records))

@@ -1,9 +1,10 @@
 -- Collecting invoices (chalicelib/billing/collection.py): payment attempts, their claims, dunning.
 
 -- name: open_intents
--- A batch of first attempts for newly issued invoices (keys built in periods.payment_key),
--- with :claim, claimed by the transaction that opens them (:lease_s seconds), so no other
--- settler takes them before their creator has called the gateway.
+-- Attempts at open invoices (keys built in periods.payment_key): open_for_invoice's next attempt.
+-- With :claim, claimed by the transaction that opens them (:lease_s seconds), so no other settler
+-- takes them before their creator has called the gateway (an invoice's first attempt is opened,
+-- so claimed, by invoicing.sql's write).
 INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency, outcome,
                               claimed_until)
 SELECT v.account_id, v.invoice_id, v.attempt, v.idempotency_key, v.amount, v.currency, 'pending',
@@ -47,10 +48,6 @@ UPDATE payment_attempts p
  WHERE p.id = b.id AND a.id = p.account_id
 RETURNING p.id, p.payer, b.first_send, CAST(extract(epoch FROM now() - p.created_at) AS integer) AS sent_before_s;
 
--- name: lock_accounts
--- Accounts before their attempts and invoices, in one order, as every writer of an account's money locks.
-SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE;
-
 -- name: attempt_outcome
 SELECT outcome FROM payment_attempts WHERE id = :id;
 
@@ -85,21 +82,49 @@ UPDATE payment_attempts
        claimed_until = NULL
  WHERE id = :id;
 
--- name: resolve_paid
--- A payment pays what is still due of its invoice: the whole of it, unless the customer completed
--- a payment that waited for them after a credit note lowered the invoice (the rest is the account's
--- credit, in the ledger) or after it was voided (all of it is). An uncollectible invoice paid late is paid.
-WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                  AS v(attempt_id uuid, reference text, invoice_id uuid, amount bigint)),
-     resolved AS (UPDATE payment_attempts p SET outcome = 'succeeded', gateway_reference = v.reference,
-                         resolved_at = now(), claimed_until = NULL
-                    FROM v WHERE p.id = v.attempt_id)
-UPDATE invoices i
-   SET amount_paid = i.amount_paid + LEAST(v.amount, i.amount_due),
-       amount_due = i.amount_due - LEAST(v.amount, i.amount_due),
-       status = CASE WHEN i.amount_due <= v.amount THEN 'paid' ELSE i.status END,
-       paid_at = CASE WHEN i.amount_due <= v.amount THEN now() ELSE i.paid_at END
-  FROM v WHERE i.id = v.invoice_id AND i.status IN ('open', 'uncollectible');
+-- name: pay
+-- Successes onto the attempts still pending (with :waiting, also those waiting for the customer), in
+-- one statement. The accounts are locked first, all of them in id order (as every writer of an
+-- account's money locks), each with whether it is in dunning (a payment may return it to ACTIVE);
+-- then each attempt still pending is resolved (an update re-checks the row's latest version, so one
+-- resolved meanwhile, by a webhook or a settler that took over a lapsed claim, is left alone), its
+-- invoice paid and its payment posted to the ledger (a key already posted is skipped). A payment pays
+-- what is still due of its invoice: the whole of it, unless the customer completed a payment that
+-- waited for them after a credit note lowered the invoice (the rest is the account's credit, in the
+-- ledger) or after it was voided (all of it is). An uncollectible invoice paid late is paid.
+-- The attempts paid, with their accounts.
+/* prepared */ WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json))
+                  AS v(attempt_id uuid, reference text, paid bigint, account_id uuid, entry_type text, amount bigint,
+                       currency text, invoice_id uuid, idempotency_key text, description text, metadata jsonb)),
+     held AS MATERIALIZED (SELECT a.id, (a.status <> 'ACTIVE' OR a.failure_count > 0) AS in_dunning
+                             FROM accounts a
+                            WHERE a.id = ANY(ARRAY(SELECT v.account_id FROM v))
+                            ORDER BY a.id
+                              FOR UPDATE),
+     resolved AS (UPDATE payment_attempts p
+                     SET outcome = 'succeeded', gateway_reference = v.reference, resolved_at = now(),
+                         claimed_until = NULL
+                    FROM v
+                   WHERE p.id = ANY(ARRAY(SELECT v.attempt_id FROM v)) AND p.id = v.attempt_id
+                     AND (p.outcome = 'pending' OR (CAST(:waiting AS boolean) AND p.outcome = 'requires_action'))
+                     AND (SELECT count(*) FROM held) > 0
+                  RETURNING p.id),
+     paid AS (UPDATE invoices i
+                 SET amount_paid = i.amount_paid + LEAST(v.paid, i.amount_due),
+                     amount_due = i.amount_due - LEAST(v.paid, i.amount_due),
+                     status = CASE WHEN i.amount_due <= v.paid THEN 'paid' ELSE i.status END,
+                     paid_at = CASE WHEN i.amount_due <= v.paid THEN now() ELSE i.paid_at END
+                FROM v JOIN resolved r ON r.id = v.attempt_id
+               WHERE i.id = ANY(ARRAY(SELECT v.invoice_id FROM v)) AND i.id = v.invoice_id
+                 AND i.status IN ('open', 'uncollectible')),
+     posted AS (INSERT INTO ledger_entries (account_id, entry_type, amount, currency, invoice_id, idempotency_key,
+                                            description, metadata)
+                SELECT v.account_id, v.entry_type, v.amount, v.currency, v.invoice_id, v.idempotency_key,
+                       v.description, v.metadata
+                  FROM v JOIN resolved r ON r.id = v.attempt_id
+                ON CONFLICT (tenant_id, idempotency_key) DO NOTHING)
+SELECT CAST(r.id AS text) AS id, CAST(v.account_id AS text) AS account_id, h.in_dunning
+  FROM resolved r JOIN v ON v.attempt_id = r.id JOIN held h ON h.id = v.account_id;
 
 -- name: mark_paid
 UPDATE invoices SET status = 'paid', amount_paid = amount_paid + amount_due, amount_due = 0, paid_at = now() WHERE id = :id;

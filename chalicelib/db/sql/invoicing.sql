@@ -1,43 +1,129 @@
 -- The one writer of bills (chalicelib/billing/invoicing.py): every statement takes a
--- JSON array of rows, so a batch of bills costs one statement per table, and a single
--- account is a batch of one.
+-- JSON array of rows, so a batch of bills costs one statement, and a single account is a
+-- batch of one.
 
--- name: write_invoices
--- One invoice per subscription, reason and period: a retry finds the first one (the account is
--- locked, so nothing else writes it meanwhile) and writes nothing (absent from RETURNING). An
--- invoice is born numbered, from the tenant's series (take_numbers: gapless, only for the rows
--- written); a draft is neither due nor numbered. An invoice whose credits exceed its charges
--- (a negative total) is paid on issue and its credit joins the account's credit balance; an
--- invoice with a positive total uses that balance first (credit_applied; the balance is the
--- account_credit function's).
-WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                  AS v(account_id uuid, subscription_id uuid, billing_reason text, currency text,
+-- name: write
+-- A round's bills in one statement (a single account's bill is a round of one): :invoices (the bills
+-- with lines), :lines (each invoice's, by account) and :states (each subscription as its bill leaves
+-- it, or ends).
+-- * One invoice per subscription, reason and period: a retry finds the first one (the account is
+--   locked, so nothing else writes it meanwhile) and writes nothing for it (absent from the result:
+--   no lines, no charge, no payment attempt). An invoice is born numbered, from the tenant's series
+--   (take_numbers: gapless, only for the rows written); a draft is neither due nor numbered. An
+--   invoice whose credits exceed its charges (a negative total) is paid on issue and its credit joins
+--   the account's credit balance; an invoice with a positive total uses that balance first
+--   (credit_applied; the balance is the account_credit function's).
+-- * The lines, in order (a line with no period of its own has the invoice's); an invoice item a line
+--   bills is attached to its invoice (no longer pending).
+-- * The ledger entry of each invoice but a draft: its total, charge or credit, under the bill's
+--   charge key (a key already posted is skipped, as ledger.post_many skips it).
+-- * The first payment attempt of each invoice left with something to collect (periods.payment_key's
+--   key), pending; with :claim, claimed by this transaction's caller for :lease_s seconds, which
+--   settles it right after commit (collection.settle_many); a key the gateway deduplicates on.
+-- * Each subscription as its bill leaves it (its terms, period, status, scheduled change, waiting
+--   prorations) and when its account is next billed: a subscription going (back) to active whose
+--   account is in dunning (PENDING) is past_due, as dunning would have set it; a new trial end re-arms
+--   the trial_will_end reminder. One whose last bill this was ends at its boundary, and its account is
+--   billed no more.
+-- Every row it reads or changes is found by its key (a lateral lookup, = ANY(ARRAY(...))), whatever
+-- the planner makes of the JSON's size.
+/* prepared */ WITH b AS (SELECT * FROM json_to_recordset(CAST(:invoices AS json))
+                  AS b(account_id uuid, subscription_id uuid, billing_reason text, currency text,
                        total bigint, period_start timestamptz, period_end timestamptz, boundary timestamptz,
-                       draft boolean, auto_finalize_at timestamptz, usage_terms jsonb)),
-     fresh AS (SELECT v.*, row_number() OVER (PARTITION BY v.draft ORDER BY v.account_id) AS ord
-                 FROM v
-                WHERE NOT EXISTS (SELECT 1 FROM invoices i
-                                   WHERE i.subscription_id = v.subscription_id AND i.billing_reason = v.billing_reason
-                                     AND i.period_start = v.period_start)),
+                       draft boolean, auto_finalize_at timestamptz, usage_terms jsonb, collect boolean,
+                       pay_key text, entry_type text, charge_key text, description text)),
+     fresh AS (SELECT b.*, row_number() OVER (PARTITION BY b.draft ORDER BY b.account_id) AS ord
+                 FROM b
+                 LEFT JOIN LATERAL (SELECT true AS found FROM invoices i
+                                     WHERE i.subscription_id = b.subscription_id AND i.billing_reason = b.billing_reason
+                                       AND i.period_start = b.period_start
+                                     LIMIT 1) e ON true
+                WHERE e.found IS NULL),
      block AS (SELECT series, first_value
-                 FROM take_numbers('', CAST((SELECT count(*) FROM fresh WHERE NOT fresh.draft) AS integer))),
-     credit AS (SELECT f.account_id,
+                 FROM take_numbers('', CAST((SELECT count(*) FROM fresh WHERE NOT fresh.draft) AS integer))
+                WHERE EXISTS (SELECT 1 FROM fresh)),
+     credit AS MATERIALIZED (SELECT f.account_id,
                        CASE WHEN f.draft OR f.total <= 0 THEN 0
                             ELSE LEAST(f.total, account_credit(f.account_id)) END AS applied
-                  FROM fresh f)
-INSERT INTO invoices (account_id, subscription_id, billing_reason, number, status, currency, subtotal, total,
-                      credit_applied, amount_due, amount_paid, period_start, period_end, due_at, finalized_at,
-                      paid_at, auto_finalize_at, usage_terms)
-SELECT f.account_id, f.subscription_id, f.billing_reason,
-       CASE WHEN NOT f.draft THEN b.series || '-' || number_padded(b.first_value + f.ord - 1) END,
-       CASE WHEN f.draft THEN 'draft' WHEN f.total - c.applied <= 0 THEN 'paid' ELSE 'open' END,
-       f.currency, f.total, f.total, c.applied,
-       CASE WHEN f.draft THEN GREATEST(f.total, 0) ELSE GREATEST(f.total - c.applied, 0) END, 0,
-       f.period_start, f.period_end, f.boundary,
-       CASE WHEN NOT f.draft THEN now() END, CASE WHEN NOT f.draft AND f.total - c.applied <= 0 THEN now() END,
-       f.auto_finalize_at, f.usage_terms
-  FROM fresh f JOIN credit c ON c.account_id = f.account_id CROSS JOIN block b
-RETURNING id, account_id, amount_due;
+                  FROM fresh f),
+     inv AS (INSERT INTO invoices (account_id, subscription_id, billing_reason, number, status, currency, subtotal,
+                                   total, credit_applied, amount_due, amount_paid, period_start, period_end, due_at,
+                                   finalized_at, paid_at, auto_finalize_at, usage_terms)
+             SELECT f.account_id, f.subscription_id, f.billing_reason,
+                    CASE WHEN NOT f.draft THEN k.series || '-' || number_padded(k.first_value + f.ord - 1) END,
+                    CASE WHEN f.draft THEN 'draft' WHEN f.total - c.applied <= 0 THEN 'paid' ELSE 'open' END,
+                    f.currency, f.total, f.total, c.applied,
+                    CASE WHEN f.draft THEN GREATEST(f.total, 0) ELSE GREATEST(f.total - c.applied, 0) END, 0,
+                    f.period_start, f.period_end, f.boundary,
+                    CASE WHEN NOT f.draft THEN now() END,
+                    CASE WHEN NOT f.draft AND f.total - c.applied <= 0 THEN now() END,
+                    f.auto_finalize_at, f.usage_terms
+               FROM fresh f JOIN credit c ON c.account_id = f.account_id CROSS JOIN block k
+             RETURNING id, account_id, amount_due),
+     lines AS (INSERT INTO invoice_lines (invoice_id, kind, description, metric, quantity, unit_amount, amount,
+                                          currency, period_start, period_end, position, invoice_item_id)
+               SELECT inv.id, l.kind, l.description, l.metric, l.quantity, l.unit_amount, l.amount, l.currency,
+                      COALESCE(l.period_start, f.period_start), COALESCE(l.period_end, f.period_end), l.position,
+                      l.invoice_item_id
+                 FROM json_to_recordset(CAST(:lines AS json))
+                      AS l(account_id uuid, kind text, description text, metric text, quantity bigint,
+                           unit_amount bigint, amount bigint, currency text, period_start timestamptz,
+                           period_end timestamptz, position integer, invoice_item_id uuid)
+                 JOIN inv ON inv.account_id = l.account_id
+                 JOIN fresh f ON f.account_id = l.account_id
+               RETURNING invoice_id, invoice_item_id),
+     taken AS (UPDATE invoice_items it SET invoice_id = lines.invoice_id
+                 FROM lines
+                WHERE it.id = lines.invoice_item_id AND it.invoice_id IS NULL),
+     charged AS (INSERT INTO ledger_entries (account_id, entry_type, amount, currency, invoice_id, period_start,
+                                             idempotency_key, description)
+                 SELECT f.account_id, f.entry_type, f.total, f.currency, inv.id, f.boundary, f.charge_key,
+                        f.description
+                   FROM inv JOIN fresh f ON f.account_id = inv.account_id
+                  WHERE NOT f.draft
+                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING),
+     opened AS (INSERT INTO payment_attempts (account_id, invoice_id, attempt, idempotency_key, amount, currency,
+                                              outcome, claimed_until)
+                SELECT inv.account_id, inv.id, 0, f.pay_key, inv.amount_due, f.currency, 'pending',
+                       CASE WHEN CAST(:claim AS boolean) THEN now() + make_interval(secs => :lease_s) END
+                  FROM inv JOIN fresh f ON f.account_id = inv.account_id
+                 WHERE f.collect AND NOT f.draft AND inv.amount_due > 0
+                RETURNING id, invoice_id, idempotency_key, amount, currency),
+     st AS (SELECT * FROM json_to_recordset(CAST(:states AS json))
+                   AS st(account_id uuid, subscription_id uuid, ends boolean, ended_at timestamptz, plan_id uuid,
+                         quantity integer, status text, billing_anchor timestamptz, period_start timestamptz,
+                         period_end timestamptz, paused_s bigint, paid bigint, trial_end timestamptz,
+                         cancel_at_period_end boolean, paused_at timestamptz, pause_behavior text,
+                         resumes_at timestamptz, pending_change jsonb, pending_prorations jsonb,
+                         next_billing_at timestamptz)),
+     restated AS (UPDATE subscriptions s
+                     SET plan_id = st.plan_id, quantity = st.quantity,
+                         status = CASE WHEN st.status = 'active' AND (SELECT a.status FROM accounts a
+                                                                       WHERE a.id = st.account_id) = 'PENDING'
+                                       THEN 'past_due' ELSE st.status END,
+                         billing_anchor = st.billing_anchor, current_period_start = st.period_start,
+                         current_period_end = st.period_end, current_period_paused_s = st.paused_s,
+                         current_period_paid = st.paid, trial_end = st.trial_end,
+                         trial_will_end_sent = s.trial_will_end_sent AND st.trial_end IS NOT DISTINCT FROM s.trial_end,
+                         cancel_at_period_end = st.cancel_at_period_end, paused_at = st.paused_at,
+                         pause_behavior = st.pause_behavior, resumes_at = st.resumes_at,
+                         pending_change = st.pending_change, pending_prorations = st.pending_prorations,
+                         updated_at = now()
+                    FROM st
+                   WHERE s.id = ANY(ARRAY(SELECT subscription_id FROM st)) AND s.id = st.subscription_id
+                     AND NOT st.ends),
+     ended AS (UPDATE subscriptions s
+                  SET status = 'canceled', canceled_at = COALESCE(s.canceled_at, st.ended_at), ended_at = st.ended_at,
+                      cancel_at_period_end = false
+                 FROM st
+                WHERE s.id = ANY(ARRAY(SELECT subscription_id FROM st)) AND s.id = st.subscription_id AND st.ends),
+     moved AS (UPDATE accounts a
+                  SET next_billing_at = st.next_billing_at, plan_id = CASE WHEN st.ends THEN a.plan_id ELSE st.plan_id END
+                 FROM st
+                WHERE a.id = ANY(ARRAY(SELECT account_id FROM st)) AND a.id = st.account_id)
+SELECT CAST(inv.account_id AS text) AS account_id, CAST(inv.id AS text) AS invoice_id, inv.amount_due,
+       CAST(o.id AS text) AS attempt_id, o.idempotency_key, o.amount, CAST(o.currency AS text) AS currency
+  FROM inv LEFT JOIN opened o ON o.invoice_id = inv.id;
 
 -- name: write_lines
 -- The lines, in order; an invoice item a line bills is attached to its invoice (no longer pending).
@@ -76,43 +162,6 @@ SELECT kind, description, metric, quantity, unit_amount, amount, period_start, p
 -- name: clear_lines
 -- A draft's lines, about to be written again as it is finalized.
 DELETE FROM invoice_lines WHERE invoice_id = :invoice_id;
-
--- name: restate
--- A subscription as it goes on after a bill (its terms, period, status, scheduled change and
--- waiting prorations) and when its account is next billed. A subscription going (back) to
--- active whose account is in dunning (PENDING) is past_due, as dunning would have set it;
--- a new trial end re-arms the trial_will_end reminder.
-WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                  AS v(account_id uuid, subscription_id uuid, plan_id uuid, quantity integer, status text,
-                       billing_anchor timestamptz, period_start timestamptz, period_end timestamptz,
-                       paused_s bigint, paid bigint, trial_end timestamptz, cancel_at_period_end boolean,
-                       paused_at timestamptz,
-                       pause_behavior text, resumes_at timestamptz, pending_change jsonb,
-                       pending_prorations jsonb, next_billing_at timestamptz)),
-     subs AS (UPDATE subscriptions s
-                 SET plan_id = v.plan_id, quantity = v.quantity,
-                     status = CASE WHEN v.status = 'active' AND (SELECT a.status FROM accounts a
-                                                                  WHERE a.id = v.account_id) = 'PENDING'
-                                   THEN 'past_due' ELSE v.status END,
-                     billing_anchor = v.billing_anchor, current_period_start = v.period_start,
-                     current_period_end = v.period_end, current_period_paused_s = v.paused_s,
-                     current_period_paid = v.paid, trial_end = v.trial_end,
-                     trial_will_end_sent = s.trial_will_end_sent AND v.trial_end IS NOT DISTINCT FROM s.trial_end, cancel_at_period_end = v.cancel_at_period_end,
-                     paused_at = v.paused_at, pause_behavior = v.pause_behavior, resumes_at = v.resumes_at,
-                     pending_change = v.pending_change, pending_prorations = v.pending_prorations,
-                     updated_at = now()
-                FROM v WHERE s.id = v.subscription_id)
-UPDATE accounts a SET next_billing_at = v.next_billing_at, plan_id = v.plan_id FROM v WHERE a.id = v.account_id;
-
--- name: end_subscriptions
--- The subscription ends at the bill's boundary and its account is billed no more.
-WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                  AS v(account_id uuid, subscription_id uuid, ended_at timestamptz)),
-     subs AS (UPDATE subscriptions s
-                 SET status = 'canceled', canceled_at = COALESCE(s.canceled_at, v.ended_at), ended_at = v.ended_at,
-                     cancel_at_period_end = false
-                FROM v WHERE s.id = v.subscription_id)
-UPDATE accounts a SET next_billing_at = NULL FROM v WHERE a.id = v.account_id;
 
 -- name: usage_totals
 -- Each window's metered usage per metric: sum, count and max of the quantities.

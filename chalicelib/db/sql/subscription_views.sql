@@ -1,5 +1,6 @@
 -- name: list
--- Also one subscription (:id), for GET and events: one shape, one statement.
+-- Also one subscription (:id), for GET and events, or several (:ids, a JSON array: a billing round's
+-- events): one shape, one statement.
 SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
        CASE p.interval WHEN 'day' THEN 'daily' WHEN 'week' THEN 'weekly'
                        WHEN 'month' THEN 'monthly' ELSE 'yearly' END AS billing_cycle,
@@ -9,6 +10,8 @@ SELECT s.id, 'subscription' AS object, s.account_id, p.code AS plan, s.status,
   FROM subscriptions s
   JOIN plans p ON p.id = s.plan_id
  WHERE (CAST(:id AS uuid) IS NULL OR s.id = CAST(:id AS uuid))
+   AND (CAST(:ids AS jsonb) IS NULL
+        OR s.id = ANY(ARRAY(SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST(:ids AS jsonb)))))
    AND (CAST(:account_id AS uuid) IS NULL OR s.account_id = CAST(:account_id AS uuid))
    AND (CAST(:status AS text) IS NULL OR s.status = CAST(:status AS text))
    AND (CAST(:after AS uuid) IS NULL

@@ -1,0 +1,91 @@
+"""The rebill batch path talks to the database a fixed number of times per tenant group, whatever its size.
+
+Round trips are counted (a flush of the pg8000 socket: the driver then waits for the answer),
+never timed. Per tenant group: the billing transaction (BEGIN, the tenant's scope, the state
+load, the one write, COMMIT) and the payments' record (BEGIN, the scope, the one ``pay``
+statement, COMMIT). The engine's own statements are three; the other six are
+``transaction()``'s (begin, ``set_config``, commit, twice).
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib.billing import rebill, rebill_batch
+from chalicelib.db import connection
+from tests import billing
+
+ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
+FEB_28 = datetime(2027, 2, 28, 9, tzinfo=UTC)
+ENGINE_STATEMENTS = 3  # the state load, the write, the payments' record
+TRANSACTION_CONTROL = 6  # BEGIN, set_config and COMMIT of the billing and of the record transactions
+PER_GROUP = ENGINE_STATEMENTS + TRANSACTION_CONTROL
+PER_BATCH = 0  # nothing is read or written once per batch
+
+
+class CountingSocket:
+    def __init__(self, sock, counter: list):
+        self._sock, self._counter = sock, counter
+
+    def flush(self):
+        self._counter[0] += 1
+        return self._sock.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """The count of round trips on every connection opened from now on (this thread's is opened anew)."""
+    counter = [0]
+    opened = connection.open_connection
+
+    def open_counted(*args, **kwargs):
+        conn = opened(*args, **kwargs)
+        conn._sock = CountingSocket(conn._sock, counter)
+        return conn
+
+    connection.reset_connection()
+    monkeypatch.setattr(connection, "open_connection", open_counted)
+    yield counter
+    connection.reset_connection()
+
+
+def _batch(groups: dict[str, list[str]]) -> list[dict]:
+    return [
+        {
+            "messageId": f"{tenant}-{account}",
+            "body": json.dumps(
+                {"tenantId": tenant, "accountId": account, "kind": "renewal", "dueAt": rebill._iso(FEB_28)}
+            ),
+        }
+        for tenant, accounts in groups.items()
+        for account in accounts
+    ]
+
+
+def _counted(round_trips, records) -> int:
+    connection.get_connection()  # opened (and counted from) before the batch
+    before = round_trips[0]
+    assert rebill_batch.process(records, now=FEB_28) == {"batchItemFailures": []}
+    return round_trips[0] - before
+
+
+def test_a_batch_makes_the_same_round_trips_per_tenant_group_whatever_the_group_s_size(
+    make_tenant, gateway, round_trips
+):
+    tenants = [make_tenant() for _ in range(4)]
+    accounts = {}
+    for tenant, size in zip(tenants, (1, 2, 12, 30), strict=True):
+        plan = billing.plan(tenant)
+        accounts[tenant] = [billing.subscribed_account(tenant, plan, ANCHOR) for _ in range(size)]
+        for account in accounts[tenant]:
+            billing.usage(tenant, account, ANCHOR + timedelta(days=2), 300, f"u-{account}")
+
+    small = _counted(round_trips, _batch({t: accounts[t] for t in tenants[:2]}))  # 3 accounts in 2 groups
+    large = _counted(round_trips, _batch({t: accounts[t] for t in tenants[2:]}))  # 42 accounts in 2 groups
+
+    assert small == large == 2 * PER_GROUP + PER_BATCH
+    assert len(gateway.charges) == 45  # every account billed and charged, once
