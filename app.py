@@ -464,8 +464,12 @@ def update_invoice_settings():
 def record_usage():
     request = http.read(app, USAGE, usage.schema_for)
     batch = usage.UsageBatch.of(request.body)
-    tenant_limits.admit_usage_request(request.principal.tenant_id)  # 429 over the plan's rate: nothing claimed
-    return _with_events(request, lambda tx: usage.record(tx, request.principal, batch))
+    # The plan's rate (429) is taken with the key's claim: a replay spends none, a refusal claims nothing.
+    work = lambda tx: usage.record(tx, request.principal, batch)  # noqa: E731
+    outcome = idempotency.run(request, work, before=tenant_limits.admit_usage)
+    if outcome.body["rejected"] and not outcome.replayed:  # its usage.rejected; an accepted batch writes no event
+        outbox.flush_quietly(request.principal.tenant_id)
+    return http.outcome_response(outcome)
 
 
 # --- what happened: the event log and tenants' webhooks ---------------------------------
@@ -666,7 +670,8 @@ def webhook_delivery(event):
     """Kicks of endpoints' lanes (from the fan-out, a retry, the schedule): each lane in a thread of its own."""
     from chalicelib import webhook_delivery as delivery
 
-    return delivery.process(consumers.records_of(event))
+    with observability.metrics_batch():  # the lanes' metrics too: one EMF document
+        return delivery.process(consumers.records_of(event))
 
 
 @app.on_sns_message(topic=f"{PREFIX}-ops", name="ops_notice")
@@ -679,10 +684,12 @@ def outbox_sweep(event):
     # Events whose publish failed after their request committed; 30 s lets the
     # request's own flush go first.
     # And webhook deliveries due that no lane is on: waits past SQS's 15-minute delay, lost kicks.
-    from chalicelib import webhook_delivery
+    # And, last, retention: what is past its keep, in bounded batches for a few seconds (chalicelib.retention).
+    from chalicelib import retention, webhook_delivery
 
     kicked = webhook_delivery.retry_due(calendar.utcnow())  # first: a publish backlog never starves retries
-    return {"webhook_lanes": kicked, "published": outbox.sweep(older_than_s=30)}
+    published = outbox.sweep(older_than_s=30)
+    return {"webhook_lanes": kicked, "published": published, "purged": retention.run()}
 
 
 # --- the daily rebill -------------------------------------------------------------------
@@ -696,7 +703,8 @@ def rebill_schedule(event):
     from chalicelib.billing import trials
 
     now = calendar.utcnow()
-    return {"enqueued": rebill.enqueue_due(now, rebill.queue_url()), "trials_ending": trials.remind(now)}
+    # Fans out: the run's chains page through the due accounts from the rebill queue, one bounded step per message.
+    return {**rebill.start(now, rebill.queue_url()), "trials_ending": trials.remind(now)}
 
 
 # Drafts held for a tenant's grace period are finalized when it ends (to within this rate),
@@ -715,7 +723,8 @@ def invoice_finalizer(event):
     queue=f"{PREFIX}-rebill", batch_size=100, maximum_batching_window_in_seconds=5, name="rebill_processor"
 )
 def rebill_processor(event):
-    return rebill_batch.process(consumers.records_of(event))
+    with observability.metrics_batch():  # the batch's metrics: one EMF document
+        return rebill_batch.process(consumers.records_of(event))
 
 
 # Last, after every route: a public OPTIONS route on each path, so browsers' preflights reach the app

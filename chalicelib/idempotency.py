@@ -8,6 +8,12 @@ claim so a retry runs again. A retry with the same key and body replays the
 stored response; a different body (or route) with the key is a 409. Keys are per
 tenant and expire after 24 hours. Validation happens before the claim, so an
 invalid request stores nothing.
+
+A route's ``before`` step (the usage rate) runs in the claim's transaction once the key is
+claimed, so a replay, a reused key or one still in flight never runs it. The claim's
+transaction commits without waiting for its WAL flush (``synchronous_commit`` off): a crash
+may lose it, which is a claim never made (the retry claims again) and a rate step not taken;
+the work's own commit, which waits, flushes it first, so committed work never outlives it.
 """
 
 import hashlib
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 
 from chalicelib import encoding, errors
 from chalicelib.db import errors as db_errors
+from chalicelib.db import transaction
 from chalicelib.db.queries import load
 from chalicelib.db.scope import tenant_transaction
 
@@ -42,26 +49,27 @@ def fingerprint(method: str, path: str, body) -> str:
     return hashlib.sha256(f"{KEY_VERSION}\n{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-def run(request, work, *, status: int = 200, own_transactions: bool = False, then=None, stored=None) -> Outcome:
+def run(
+    request, work, *, status: int = 200, own_transactions: bool = False, then=None, stored=None, before=None
+) -> Outcome:
     """Run ``work`` at most once per Idempotency-Key; the body it returns is answered with ``status``.
 
-    ``work(tx)`` runs in the request's tenant transaction and the key completes in the
-    same one; ``then(body)`` (moving money: a payment, a refund) runs after that commit
-    and its body becomes the stored response; if it fails, the committed work and its
-    response stand and the schedules finish it, so a retry never does the work twice.
-    With ``own_transactions`` it is ``work()`` and commits its own work (the rebill);
-    the key is then completed in a transaction of its own afterwards. ``stored(body)`` is what
-    the key keeps, when that must be less than the answer (a secret shown once).
+    ``work(tx)`` runs in the request's tenant transaction and the key completes in the same one;
+    ``then(body)`` (moving money: a payment, a refund) runs after that commit and its body becomes the
+    stored response; if it fails, the committed work and its response stand and the schedules finish
+    it, so a retry never does the work twice.
+    With ``own_transactions`` it is ``work()`` and commits its own work (the rebill); the key is then
+    completed in a transaction of its own afterwards. ``stored(body)`` is what the key keeps, when that
+    must be less than the answer (a secret shown once). ``before(tx)`` runs first in a short
+    transaction (the claim's, unless the key answers); its refusal claims nothing.
     """
     tenant_id, key = request.principal.tenant_id, request.idempotency_key
     if key is None:
-        body = work() if own_transactions else in_tenant_scope(tenant_id, work)
-        return Outcome(status, _after_commit(then, body))
+        return Outcome(status, _after_commit(then, _without_key(tenant_id, work, own_transactions, before)))
     _check_key(key)
-    # The route template alone would let one key replay across different ids
-    # (cancel A, then cancel B with the same key): the resolved path counts.
+    # The route template alone would let one key replay across different ids (cancel A, then B): the path counts.
     path = request.path.format(**request.path_params) if request.path_params else request.path
-    claimed = _claim(tenant_id, key, request.method, path, fingerprint(request.method, path, request.body))
+    claimed = _claim(tenant_id, key, request.method, path, fingerprint(request.method, path, request.body), before)
     if isinstance(claimed, Outcome):
         return claimed
 
@@ -84,14 +92,16 @@ def run(request, work, *, status: int = 200, own_transactions: bool = False, the
     except BaseException:
         _release(tenant_id, key, claimed)
         raise
-    if then is None:
-        return Outcome(status, body)
-    settled = _after_commit(then, body)
+    settled = _after_commit(then, body)  # ``body`` itself without a ``then``
     if settled is not body:
-        refreshed = _kept(stored, settled)
-        with suppress(Exception):  # the response stored at commit stands: true when it was written
-            in_tenant_scope(tenant_id, lambda tx: tx.run(Q["refresh"], key=key, locked_at=claimed, body=refreshed))
+        _refresh(tenant_id, key, claimed, _kept(stored, settled))
     return Outcome(status, settled)
+
+
+def _refresh(tenant_id, key: str, claimed, body: str) -> None:
+    """Store the answer the step after commit settled on, over the one stored at commit."""
+    with suppress(Exception):  # the response stored at commit stands: true when it was written
+        in_tenant_scope(tenant_id, lambda tx: tx.run(Q["refresh"], key=key, locked_at=claimed, body=body))
 
 
 def _kept(stored, body) -> str:
@@ -131,11 +141,24 @@ def _check_key(key: str) -> None:
         )
 
 
-def _claim(tenant_id: str, key: str, method: str, path: str, digest: str):
-    """The claim's token (its locked_at) when this request now owns the key, else the Outcome to replay."""
-    with tenant_transaction(tenant_id) as tx:
+def _without_key(tenant_id: str, work, own_transactions: bool, before):
+    """A request without a key: ``before(tx)`` in a transaction of its own (committed as a claim's is),
+    then the work; its body."""
+    if before is not None:
+        with transaction(tenant_id=tenant_id) as tx:
+            tx.run(Q["commit_without_flush"])
+            before(tx)
+    return work() if own_transactions else in_tenant_scope(tenant_id, work)
+
+
+def _claim(tenant_id: str, key: str, method: str, path: str, digest: str, before=None):
+    """The claim's token (its locked_at) when this request now owns the key, else the Outcome to replay.
+    ``before(tx)`` runs once the key is claimed, in the same transaction."""
+    with tenant_transaction(tenant_id) as tx:  # committed without waiting for the flush (see the SQL)
         claimed = tx.run(Q["claim"], key=key, method=method, path=path, hash=digest, stale_after_s=STALE_AFTER_S)
         if claimed:
+            if before is not None:
+                before(tx)
             return claimed[0][0]
         row = tx.one(Q["existing"], key=key)
     if row is None:  # released between our insert and our look: the client may simply retry
@@ -192,8 +215,6 @@ def consume_once(tenant_id: str, consumer: str, message_id: str, work) -> bool:
     A concurrent duplicate waits on the claim's row until this commits, then sees
     it done. A failure rolls back the work and the claim together.
     """
-    from chalicelib.db import transaction
-
     with transaction(tenant_id=tenant_id) as tx:
         token = claim_message(tx, consumer, message_id)
         if token is None:
@@ -210,8 +231,6 @@ def consume_with_side_effect(tenant_id: str, consumer: str, message_id: str, pre
     claim for the retry; a crash after the effect leaves the claim in progress
     until it goes stale, which is the one window where the effect can repeat.
     """
-    from chalicelib.db import transaction
-
     with transaction(tenant_id=tenant_id) as tx:
         token = claim_message(tx, consumer, message_id)
         if token is None:

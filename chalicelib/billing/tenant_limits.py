@@ -5,18 +5,18 @@
   (``Forbidden``, code ``{limit}_limit_reached``) naming the limit and its number. Counted under a
   per-tenant, per-limit transaction lock, so concurrent creations never both take the last place.
   An unlimited tier (NULL) takes no lock and counts nothing.
-* ``admit_usage_request(tenant_id)``: the tier's request rate on usage ingestion, shared by every
-  Lambda container through one row per tenant; over it, a 429 (``RateLimited``, code
-  ``usage_rate_limit_exceeded``), answered with ``Retry-After: 1`` by the one error table
-  (``chalicelib.http``): a refused request's wait is at most one interval of a rate of at least
-  one request a second, so one second, rounded up, is the exact answer.
+* ``admit_usage(tx)``: the tier's request rate on usage ingestion, shared by every Lambda container
+  through one row per tenant; over it, a 429 (``RateLimited``, code ``usage_rate_limit_exceeded``),
+  answered with ``Retry-After: 1`` by the one error table (``chalicelib.http``): a refused request's
+  wait is at most one interval of a rate of at least one request a second, so one second, rounded
+  up, is the exact answer. The route runs it through ``idempotency.run(before=...)``: in a short
+  transaction before the work (the key's claim, when there is one), so a replay spends nothing.
 * ``require_tier(tx, tier)``: a tier a new tenant may be put on.
 """
 
 from collections.abc import Callable
 
 from chalicelib import errors
-from chalicelib.db import transaction
 from chalicelib.db.queries import load
 
 Q = load("tenant_limits")
@@ -46,14 +46,15 @@ def enforce(tx, limit: str, in_use: int | Callable[[int], int]) -> None:
         )
 
 
-def admit_usage_request(tenant_id: str) -> None:
-    """Count one usage-ingestion request against the tenant's rate, or refuse it (429) changing nothing.
+def admit_usage(tx) -> None:
+    """Count one usage-ingestion request against the tenant's rate, or refuse it (429), in ``tx``.
 
-    Its own short transaction before the request's work (never a lock held through a batch), one
-    statement: concurrent batches of one tenant queue on the rate's row for that statement only.
+    One statement on the tenant's rate row, which ``tx`` then holds until it commits: call it in a
+    short transaction before the request's work (never a lock held through a batch), and concurrent
+    batches of one tenant queue on the row for that transaction only. A refused request moves
+    nothing, and its exception rolls ``tx`` back with whatever else it held (the key's claim).
     """
-    with transaction(tenant_id=tenant_id) as tx:
-        row = tx.one(Q["admit_usage_request"])
+    row = tx.one(Q["admit_usage_request"])
     if row is not None and not row["admitted"]:
         raise errors.RateLimited(
             f"the {row['tier']} plan takes at most {row['rate']} usage requests a second; retry shortly",

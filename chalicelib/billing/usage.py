@@ -10,12 +10,12 @@ the rest are stored. A resent ``event_id`` is reported as a duplicate and counte
 Quantities are integers.
 """
 
-import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chalicelib import audit, errors, outbox
+from chalicelib import audit, encoding, errors, outbox
 from chalicelib.billing import calendar, usage_caps
 from chalicelib.config import get_settings
 from chalicelib.db import separate_transaction
@@ -48,9 +48,9 @@ def record(tx, actor, batch: UsageBatch) -> dict:
     oldest = now - timedelta(days=settings.usage_max_age_days)
     newest = now + timedelta(seconds=settings.usage_max_future_s)
 
-    ids = sorted({e["account_id"].lower() for e in events})
+    ids = encoding.dumps(sorted({e["account_id"].lower() for e in events}))
     tx.run(Q["lock_accounts"], ids=ids)
-    known = {str(row["id"]): row for row in tx.all(Q["known_accounts"], ids=ids)}
+    known = {account["id"]: account for account in map(_known, tx.all(Q["known_accounts"], ids=ids))}
     results, to_insert, seen = [], [], set()
     for event in events:
         reasons = _reasons(event, known, oldest, newest, settings)
@@ -62,23 +62,15 @@ def record(tx, actor, batch: UsageBatch) -> dict:
             results[-1]["reasons"] = reasons
             continue
         seen.add(event["event_id"])
-        to_insert.append({**event, "occurred_at": event["timestamp"], "account_id": event["account_id"].lower()})
+        to_insert.append({**event, "account_id": event["account_id"].lower()})
     to_insert = _within_caps(tx, known, to_insert, results)
 
-    inserted = set()
-    if to_insert:
-        inserted = {row[0] for row in tx.run(Q["insert_batch"], events=json.dumps(to_insert))}
+    inserted = set(tx.scalar(Q["insert_batch"], events=encoding.dumps(to_insert)) if to_insert else ())
     for result in results:
         if result["status"] == "accepted" and result["event_id"] not in inserted:
             result["status"] = "duplicate"
 
-    summary = {
-        "object": "usage_batch",
-        "accepted": sum(r["status"] == "accepted" for r in results),
-        "duplicates": sum(r["status"] == "duplicate" for r in results),
-        "rejected": sum(r["status"] == "rejected" for r in results),
-        "data": results,
-    }
+    summary = _summary(results)
     if summary["accepted"]:
         audit.record(tx, actor, "usage.recorded", "usage_batch", None, {"accepted": summary["accepted"]})
     if summary["rejected"] and summary["rejected"] < len(results):
@@ -91,6 +83,17 @@ def record(tx, actor, batch: UsageBatch) -> dict:
             details=[{"field": f"events.{i}", "issue": "; ".join(r["reasons"])} for i, r in enumerate(results)],
         )
     return summary
+
+
+def _summary(results: list[dict]) -> dict:
+    counts = Counter(r["status"] for r in results)
+    return {
+        "object": "usage_batch",
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "data": results,
+    }
 
 
 def _within_caps(tx, known: dict, to_insert: list[dict], results: list[dict]) -> list[dict]:
@@ -137,14 +140,15 @@ def _reasons(event: dict, known: dict, oldest: datetime, newest: datetime, setti
     return [reason] if reason else []
 
 
-def _held_windows(account: dict) -> list[tuple[datetime, datetime]]:
-    """The usage windows of the account's drafts held for the tenant's grace period."""
-    return [tuple(datetime.fromisoformat(stamp) for stamp in held[:2]) for held in account["held_windows"] or ()]
+def _known(account: dict) -> dict:
+    """An account as ``known_accounts`` reads it, its id as text and its held drafts' windows as instants."""
+    held = [tuple(datetime.fromisoformat(stamp) for stamp in window[:2]) for window in account["held_windows"] or ()]
+    return {**account, "id": str(account["id"]), "held": held}
 
 
 def _outside_billing(account: dict, at: datetime) -> str | None:
     """Why usage at ``at`` could never be billed (accepting it would bill it never), or None."""
-    if any(start <= at < end for start, end in _held_windows(account)):
+    if any(start <= at < end for start, end in account["held"]):
         return None  # a draft in its grace period prices it when it is finalized
     if account["open_since"] is None:  # no live subscription
         if account["status"] == "INACTIVE" and account["ended_at"] is not None:

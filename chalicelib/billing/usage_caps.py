@@ -8,15 +8,18 @@ event stamped after its end, before the renewal has run, counts towards the next
 of a draft held for the tenant's grace period, capped by the prices it was held with. Events are
 judged in batch order: one that does not fit is refused, a later smaller one may still fit.
 
-Two batches for one account and metric must not both take the last units: each (account, metric)
-with a cap is locked for the rest of the transaction (an advisory lock, taken in one order, so
-concurrent batches cannot deadlock) before the period's totals are read. Uncapped usage pays nothing.
+Each window's aggregates are a running counter (``usage_counters``, migration 0015): made from the
+events already stored in the window the first time a capped event falls in it, then kept by a trigger
+on every insert into ``usage_events``. A batch makes, locks and reads the counters of its capped windows
+in one statement, in one order (two batches of one window queue on its row until the first commits, and
+never deadlock), then looks up which of its events are resends, so a batch costs two statements whatever
+the period holds. Uncapped usage pays nothing.
 """
 
 from datetime import UTC, datetime
 
 from chalicelib import encoding
-from chalicelib.billing import invoicing, usage_charges
+from chalicelib.billing import usage_charges
 from chalicelib.db.queries import load
 
 Q = load("usage_caps")
@@ -37,10 +40,9 @@ def refused(tx, known: dict[str, dict], events: list[dict]) -> dict[int, str]:
             capped[position] = (window, caps)
     if not capped:
         return {}
-    pairs = sorted({(events[i]["account_id"], events[i]["metric"]) for i in capped})
-    tx.run(Q["lock"], pairs=encoding.dumps([{"account_id": a, "metric": m} for a, m in pairs]))
-    stored = {row[0] for row in tx.run(Q["stored"], ids=[events[i]["event_id"] for i in capped])}
-    totals = _totals(tx, {window for window, _caps in capped.values()})
+    totals = _counters(tx, sorted({(window, events[i]["metric"]) for i, (window, _caps) in capped.items()}))
+    # After the lock: a resend committed by the batch we waited for is seen as stored.
+    stored = {row[0] for row in tx.run(Q["stored"], ids=encoding.dumps([events[i]["event_id"] for i in capped]))}
     running: dict[tuple, int] = {}  # (window, metric, aggregation) -> the aggregate with this batch's events
     reasons = {}
     for position, (window, caps) in capped.items():
@@ -75,28 +77,19 @@ def _period(account: dict, at: datetime) -> tuple[tuple, list]:
     return (str(account["id"]), start, end), account["usage_prices"] or []
 
 
-def _totals(tx, windows: set[tuple]) -> dict[tuple, dict]:
-    """Each window's stored totals per metric, ``{(window, metric): totals}``: one ``usage_totals``
-    statement per round of windows holding one window per account (it adds up an account's windows)."""
-    rounds: list[list[tuple]] = []
-    for window in sorted(windows):
-        fits = [r for r in rounds if all(other[0] != window[0] for other in r)]
-        if fits:
-            fits[0].append(window)
-        else:
-            rounds.append([window])
-    found = {}
-    for windows_of_round in rounds:
-        by_account = invoicing.usage_totals(tx, windows_of_round)
-        for window in windows_of_round:
-            found.update({(window, metric): row for metric, row in by_account[window[0]].items()})
-    return found
+def _counters(tx, keys: list[tuple]) -> dict[tuple, dict]:
+    """The running totals of each ``(window, metric)``, ``{key: {"sum", "count", "max"}}``, locked until commit."""
+    rows = [
+        {"i": i, "account_id": window[0], "metric": metric, "from_at": window[1], "to_at": window[2]}
+        for i, (window, metric) in enumerate(keys)
+    ]
+    return {keys[row["i"]]: row for row in tx.all(Q["counters"], windows=encoding.dumps(rows))}
 
 
 def _so_far(running: dict, totals: dict, key: tuple) -> int:
     """The aggregate before this event: with the batch's earlier events, else as stored."""
     window, metric, aggregation = key
-    return running[key] if key in running else usage_charges.aggregate(totals.get((window, metric), {}), aggregation)
+    return running[key] if key in running else usage_charges.aggregate(totals[(window, metric)], aggregation)
 
 
 def _with(value: int, aggregation: str, quantity: int) -> int:

@@ -140,3 +140,26 @@ def test_usage_requests_over_the_plans_rate_are_429_with_retry_after_store_nothi
     assert "at most 1 usage requests a second" in over.body["error"]["message"]
     assert stored_after_refusal == before, "a refused request stores nothing (its key is not claimed either)"
     assert later.status == 200 and later.body["accepted"] == 1
+
+
+def test_a_replayed_or_reused_idempotency_key_spends_no_usage_rate_token(api, catalog, on_tiny_plan):
+    account = api.post("/v1/accounts", {"email": "a@c.test", "name": "A", "currency": "USD"}, catalog.user).body
+    assert api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "pro"}, catalog.user).status == 201
+    on_tiny_plan(catalog.id)  # 1 a second, bursts of 2
+    key = {"Idempotency-Key": "k-1"}
+    event = {"event_id": "e-1", "account_id": account["id"], "metric": "api_calls", "quantity": 1}
+    event["timestamp"] = datetime.now(UTC).isoformat()
+
+    first = api.post("/v1/events", event, catalog.user, headers=key)  # the burst's first token
+    replays = [api.post("/v1/events", event, catalog.user, headers=key) for _ in range(5)]
+    reused = _usage(api, catalog, account["id"], "e-other", headers=key)  # another body: 409, no token either
+    second = _usage(api, catalog, account["id"], "e-2")  # the burst's second token
+    third = _usage(api, catalog, account["id"], "e-3")
+
+    assert first.status == 200 and first.body["accepted"] == 1
+    assert [(r.status, r.headers.get("Idempotent-Replayed"), r.body) for r in replays] == [
+        (200, "true", first.body)
+    ] * 5
+    assert reused.status == 409 and reused.body["error"]["code"] == "idempotency_key_reused"
+    assert second.status == 200
+    assert third.status == 429 and third.body["error"]["code"] == "usage_rate_limit_exceeded"

@@ -5,7 +5,10 @@
 -- committed, so an event is judged against the window as it is after it, never stored just
 -- behind it, unbilled. (One statement that locked and read would keep its older snapshot for
 -- everything but the locked rows.)
-SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR KEY SHARE;
+-- The ids come as one JSON text (pg8000 encodes an array parameter value by value, in Python).
+SELECT id FROM accounts
+ WHERE id = ANY(ARRAY(SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS uuid)))
+ ORDER BY id FOR KEY SHARE;
 
 -- name: known_accounts
 -- Each account with the window its usage may still be billed in: from the start of
@@ -36,14 +39,18 @@ SELECT a.id, a.status, live.current_period_start AS open_since,
                        FROM subscriptions s
                       WHERE s.account_id = a.id AND s.status IN ('trialing', 'active', 'past_due', 'paused')
                       ORDER BY s.created_at DESC LIMIT 1) live ON true
- WHERE a.id = ANY(CAST(:ids AS uuid[]))
+ WHERE a.id = ANY(ARRAY(SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS uuid)))
  ORDER BY a.id;
 
 -- name: insert_batch
--- Set-based; a resent event_id is skipped, and is absent from RETURNING.
-INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at, properties)
-SELECT e.event_id, e.account_id, e.metric, e.quantity, e.occurred_at, COALESCE(e.properties, '{}')
-  FROM jsonb_to_recordset(CAST(:events AS jsonb))
-       AS e(event_id text, account_id uuid, metric text, quantity bigint, occurred_at timestamptz, properties jsonb)
-ON CONFLICT (tenant_id, event_id) DO NOTHING
-RETURNING event_id;
+-- Set-based; a resent event_id is skipped, and is absent from the ids returned (one JSON array: a row
+-- per event would be a hundred rows for the driver to read).
+WITH inserted AS (
+    INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at, properties)
+    SELECT e.event_id, e.account_id, e.metric, e.quantity, e."timestamp", COALESCE(e.properties, '{}')
+      FROM jsonb_to_recordset(CAST(:events AS jsonb))
+           AS e(event_id text, account_id uuid, metric text, quantity bigint, "timestamp" timestamptz, properties jsonb)
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING event_id
+)
+SELECT COALESCE(jsonb_agg(event_id), '[]') FROM inserted;
