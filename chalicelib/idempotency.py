@@ -86,9 +86,9 @@ def run(
     try:
         if own_transactions:
             body = work()
-            in_tenant_scope(tenant_id, lambda tx: complete(tx, body))
+            in_tenant_scope(tenant_id, lambda tx: complete(tx, body), checked=True)
         else:
-            body = in_tenant_scope(tenant_id, work_and_complete)
+            body = in_tenant_scope(tenant_id, work_and_complete, checked=True)
     except BaseException:
         _release(tenant_id, key, claimed)
         raise
@@ -120,12 +120,14 @@ def _after_commit(then, body):
         return body
 
 
-def in_tenant_scope(tenant_id: str, work):
+def in_tenant_scope(tenant_id: str, work, *, checked: bool = False):
     """``work(tx)`` in the tenant's scope; retried once if the database asks for it (a serialization
-    failure, a deadlock or a lock timeout roll the whole transaction back, so nothing is half done)."""
+    failure, a deadlock or a lock timeout roll the whole transaction back, so nothing is half done).
+    ``checked``: this request's key was just claimed in a ``tenant_transaction``, which refused an
+    unknown or suspended tenant; the work's transaction does not ask again."""
     for attempt in (1, 2):
         try:
-            with tenant_transaction(tenant_id) as tx:
+            with transaction(tenant_id=tenant_id) if checked else tenant_transaction(tenant_id) as tx:
                 return work(tx)
         except db_errors.RetryableError:
             if attempt == 2:

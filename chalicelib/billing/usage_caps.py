@@ -2,8 +2,8 @@
 take its billing period's aggregated quantity of the metric past N is rejected (``hard_cap_reached``)
 while the rest of its batch is stored.
 
-The aggregate is the invoice's own (``usage_charges.aggregate`` over ``invoicing.usage_totals``, sum,
-count or max), over the period the event is billed in: the live subscription's current period (an
+The aggregate is the invoice's own (``usage_charges.aggregate``: sum, count or max of the quantities),
+over the period the event is billed in: the live subscription's current period (an
 event stamped after its end, before the renewal has run, counts towards the next one), or the window
 of a draft held for the tenant's grace period, capped by the prices it was held with. Events are
 judged in batch order: one that does not fit is refused, a later smaller one may still fit.

@@ -132,3 +132,20 @@ def test_one_key_on_the_same_route_with_another_id_is_not_a_replay(api, catalog)
     assert second.status == 409
     assert second.body["error"]["code"] == "idempotency_key_reused"
     assert api.get(f"/v1/subscriptions/{subs[0]['id']}", catalog.user).body["status"] == "canceled"
+
+
+def test_a_suspended_tenants_keyed_request_is_refused_at_the_claim_and_leaves_no_key(api, tenant):
+    """The claim's transaction is where a keyed request's tenant is checked (its work's does not ask again)."""
+    first = api.post("/v1/accounts", BODY, tenant.user, headers={"Idempotency-Key": "k-5"})
+    with transaction(tenant_id=tenant.id) as tx:
+        tx.run("UPDATE tenants SET status = 'suspended'")
+
+    replay = api.post("/v1/accounts", BODY, tenant.user, headers={"Idempotency-Key": "k-5"})
+    fresh = api.post("/v1/accounts", {**BODY, "name": "Eve"}, tenant.user, headers={"Idempotency-Key": "k-6"})
+
+    assert first.status == 201
+    assert (replay.status, fresh.status) == (403, 403)
+    assert "suspended" in replay.body["error"]["message"] and "suspended" in fresh.body["error"]["message"]
+    with transaction(tenant_id=tenant.id) as tx:
+        assert [row[0] for row in tx.run("SELECT key FROM idempotency_keys")] == ["k-5"]
+    assert _count_accounts(tenant.id) == 1
