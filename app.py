@@ -689,7 +689,7 @@ def outbox_sweep(event):
 
     kicked = webhook_delivery.retry_due(calendar.utcnow())  # first: a publish backlog never starves retries
     published = outbox.sweep(older_than_s=30)
-    return {"webhook_lanes": kicked, "published": published, "purged": retention.run()}
+    return {"webhook_lanes": kicked, "published": published, "purged": retention.run_quietly()}
 
 
 # --- the daily rebill -------------------------------------------------------------------

@@ -306,3 +306,17 @@ def test_the_minute_sweep_ends_with_the_purge(make_tenant, owner_conn):
 
     assert result.payload["purged"]["idempotency_keys"] == 1
     assert [r[0] for r in owner_conn.run("SELECT key FROM idempotency_keys")] == ["live"]
+
+
+def test_a_purge_that_fails_is_logged_and_counted_and_the_sweep_still_answers(monkeypatch, capsys):
+    def refused(*_args, **_kwargs):
+        with transaction() as tx:  # a real database error, as a row referenced meanwhile would raise
+            tx.run("SELECT 1/0")
+
+    monkeypatch.setattr(retention, "run", refused)
+    with Client(app) as client:
+        result = client.lambda_.invoke("outbox_sweep", client.events.generate_cw_event("aws.events", "x", {}, []))
+
+    assert result.payload["purged"] == {}
+    assert "published" in result.payload and "webhook_lanes" in result.payload
+    assert '"retention_failures": 1' in capsys.readouterr().out
