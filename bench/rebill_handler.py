@@ -21,33 +21,13 @@ import threading
 import time
 from pathlib import Path
 
-
-class CountingSocket:
-    """A pg8000 connection's socket file that counts flushes (round trips)."""
-
-    def __init__(self, sock, counter: list):
-        self._sock = sock
-        self._counter = counter
-
-    def flush(self):
-        self._counter[0] += 1
-        return self._sock.flush()
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
+from devtools.round_trips import counted_opener
 
 
 def count_round_trips(connection_module) -> list:
     """Wrap every connection the app opens from now on; returns the counter ([round trips])."""
     counter = [0]
-    opened = connection_module.open_connection
-
-    def open_counted(*args, **kwargs):
-        conn = opened(*args, **kwargs)
-        conn._sock = CountingSocket(conn._sock, counter)
-        return conn
-
-    connection_module.open_connection = open_counted
+    connection_module.open_connection = counted_opener(connection_module.open_connection, counter)
     return counter
 
 

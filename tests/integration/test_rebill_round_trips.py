@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.billing import rebill, rebill_batch
 from chalicelib.db import connection
+from devtools.round_trips import counted_opener
 from tests import billing
 
 ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
@@ -24,31 +25,12 @@ PER_GROUP = ENGINE_STATEMENTS + TRANSACTION_CONTROL
 PER_BATCH = 0  # nothing is read or written once per batch
 
 
-class CountingSocket:
-    def __init__(self, sock, counter: list):
-        self._sock, self._counter = sock, counter
-
-    def flush(self):
-        self._counter[0] += 1
-        return self._sock.flush()
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
 @pytest.fixture
 def round_trips(monkeypatch):
     """The count of round trips on every connection opened from now on (this thread's is opened anew)."""
     counter = [0]
-    opened = connection.open_connection
-
-    def open_counted(*args, **kwargs):
-        conn = opened(*args, **kwargs)
-        conn._sock = CountingSocket(conn._sock, counter)
-        return conn
-
     connection.reset_connection()
-    monkeypatch.setattr(connection, "open_connection", open_counted)
+    monkeypatch.setattr(connection, "open_connection", counted_opener(connection.open_connection, counter))
     yield counter
     connection.reset_connection()
 
