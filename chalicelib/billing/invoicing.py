@@ -181,20 +181,27 @@ def _line_rows(bill: Bill) -> list[dict]:
     return [
         {
             "account_id": bill.account_id,
-            "kind": line.kind,
-            "description": line.description,
-            "metric": line.metric,
-            "quantity": line.quantity,
-            "unit_amount": line.unit_amount,
-            "amount": line.amount,
-            "currency": bill.currency,
+            **_line_row(line, position, bill.currency),
             "period_start": _stamp(line.period_start),
             "period_end": _stamp(line.period_end),
-            "position": position,
-            "invoice_item_id": line.invoice_item_id,
         }
         for position, line in enumerate(bill.lines)
     ]
+
+
+def _line_row(line, position: int, currency: str) -> dict:
+    """What every written line carries, whichever statement writes it."""
+    return {
+        "kind": line.kind,
+        "description": line.description,
+        "metric": line.metric,
+        "quantity": line.quantity,
+        "unit_amount": line.unit_amount,
+        "amount": line.amount,
+        "currency": currency,
+        "position": position,
+        "invoice_item_id": line.invoice_item_id,
+    }
 
 
 def _stamp(value: datetime | None) -> str | None:
@@ -209,17 +216,9 @@ def _write_lines(tx, invoices: list[tuple]) -> None:
     rows = [
         {
             "invoice_id": invoice_id,
-            "kind": line.kind,
-            "description": line.description,
-            "metric": line.metric,
-            "quantity": line.quantity,
-            "unit_amount": line.unit_amount,
-            "amount": line.amount,
-            "currency": currency,
+            **_line_row(line, position, currency),
             "period_start": line.period_start or period_start,
             "period_end": line.period_end or period_end,
-            "position": position,
-            "invoice_item_id": line.invoice_item_id,
         }
         for invoice_id, currency, lines, period_start, period_end in invoices
         for position, line in enumerate(lines)
