@@ -126,7 +126,7 @@ def change(tx, tenant_id: str, subscription_id: str, at: datetime, compute: Comp
     account = accounts.find_locked(tx, account_id)
     sub = periods.Subscription.of(invoicing.subscription_state(tx, subscription_id))
     window = periods.usage_window(sub, at, ending_now=ending_now)
-    usage = invoicing.usage_totals(tx, [(sub.account_id, *window)])[sub.account_id]
+    usage = invoicing.usage_totals(tx, [(sub.account_id, *window, sub.usage_prices)])[sub.account_id]
     bill = compute(sub, account["status"], usage)
     return invoicing.issue(tx, tenant_id, [bill])[bill.account_id]
 

@@ -26,7 +26,8 @@ def of_account(tx, account_id: str) -> dict:
     if current["subscription_id"] is None:
         return {**entitlements, "plan": None, "subscription": None, "period": None, "features": [], "limits": []}
     start, end = current["current_period_start"], current["current_period_end"]
-    totals = invoicing.usage_totals(tx, [(entitlements["account"], start, end)])[entitlements["account"]]
+    window = (entitlements["account"], start, end, current["usage_prices"])
+    totals = invoicing.usage_totals(tx, [window])[entitlements["account"]]
     return {
         **entitlements,
         "plan": current["plan"],

@@ -105,13 +105,14 @@ def item_line(item: dict) -> Line:
     )
 
 
-def usage_totals(tx, windows: list[tuple[str, object, object]]) -> dict[str, dict]:
-    """Metered usage per account and metric over each ``(account_id, from, to)`` window, in one statement."""
-    totals: dict[str, dict] = {account_id: {} for account_id, _from, _to in windows}
-    rows = [{"account_id": a, "from_at": f, "to_at": t} for a, f, t in windows]
+def usage_totals(tx, windows: list[tuple[str, object, object, list]]) -> dict[str, dict]:
+    """Metered usage per account over each ``(account_id, from, to, usage_prices)`` window, as those prices
+    aggregate it (``billing_usage``, the function a billing round reads it through), in one statement."""
+    totals: dict[str, dict] = {account_id: {} for account_id, *_window in windows}
+    rows = [{"account_id": a, "from_at": f, "to_at": t, "prices": p} for a, f, t, p in windows]
     if rows:
         for row in tx.all(Q["usage_totals"], windows=encoding.dumps(rows)):
-            totals[str(row["account_id"])][row["metric"]] = row
+            totals[str(row["account_id"])] = row["usage"] or {}
     return totals
 
 
@@ -291,7 +292,8 @@ def revise_draft(tx, invoice: dict) -> int:
     terms = invoice["usage_terms"]
     if terms:
         from_at, to_at = (datetime.fromisoformat(terms[k]) for k in ("from", "to"))
-        totals = usage_totals(tx, [(str(invoice["account_id"]), from_at, to_at)])[str(invoice["account_id"])]
+        window = (str(invoice["account_id"]), from_at, to_at, terms["prices"])
+        totals = usage_totals(tx, [window])[str(invoice["account_id"])]
         usage = usage_charges.lines(terms["prices"], totals, from_at, to_at)
         lines = [line for line in lines if line.kind != "usage"] + usage
     lines += _pending_items(tx, [str(invoice["account_id"])]).get(str(invoice["account_id"]), (None, []))[1]

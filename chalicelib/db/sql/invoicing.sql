@@ -164,23 +164,26 @@ SELECT kind, description, metric, quantity, unit_amount, amount, period_start, p
 DELETE FROM invoice_lines WHERE invoice_id = :invoice_id;
 
 -- name: usage_totals
--- Each window's metered usage per metric: sum, count and max of the quantities.
-SELECT u.account_id, u.metric, CAST(sum(u.quantity) AS bigint) AS sum, count(*) AS count, max(u.quantity) AS max
-  FROM jsonb_to_recordset(CAST(:windows AS jsonb)) AS w(account_id uuid, from_at timestamptz, to_at timestamptz)
-  JOIN usage_events u ON u.account_id = w.account_id AND u.occurred_at >= w.from_at AND u.occurred_at < w.to_at
- GROUP BY u.account_id, u.metric;
+-- Each window's metered usage as its usage prices aggregate it (billing_usage, migration 0017: the
+-- function a billing round reads usage through).
+SELECT w.account_id, billing_usage(w.account_id, w.from_at, w.to_at, w.prices) AS usage
+  FROM jsonb_to_recordset(CAST(:windows AS jsonb)) AS w(account_id uuid, from_at timestamptz, to_at timestamptz,
+                                                         prices jsonb);
 
 -- name: subscription_state
--- A subscription with its plan price, as periods.Subscription reads it, and its account's status.
+-- A subscription with its plan price, as periods.Subscription reads it (with its account's currency, the
+-- plan's amounts per currency and the adjustments of migration 0017's hooks), and its account's status.
 SELECT s.id, s.account_id, s.plan_id, p.code AS plan_code, p.name AS plan_name, p.interval, p.interval_count,
        p.amount, p.currency, p.usage_prices, p.trial_usage, s.billing_anchor, s.current_period_start,
        s.current_period_end, s.cancel_at_period_end, s.quantity, s.status, s.trial_end, s.paused_at,
        s.pause_behavior, s.resumes_at, s.current_period_paused_s, s.current_period_paid, s.pending_change,
-       s.pending_prorations,
+       s.pending_prorations, a.currency AS account_currency, p.amounts,
+       billing_adjustments(s.account_id, s.id, s.plan_id) AS adjustments,
        EXISTS (SELECT 1 FROM invoices i WHERE i.subscription_id = s.id AND i.billing_reason = 'subscription_create')
          AS first_invoiced
   FROM subscriptions s
   JOIN plans p ON p.id = s.plan_id
+  JOIN accounts a ON a.id = s.account_id
  WHERE s.id = :subscription_id;
 
 -- name: write_one_off
