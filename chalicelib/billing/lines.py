@@ -1,11 +1,14 @@
-"""Invoice lines, the one rule for an invoice's total, and the one rounding rule (``prorate``).
+"""Invoice lines, the one rule for an invoice's total, and the one rounding rule (``round_half_even``).
 
-Money is integer minor units. Nothing is ever rounded except a prorated amount, and that
-only here: ``amount * part / whole`` rounded half to even, once per line.
+Money is integer minor units. Whatever is not a whole number of minor units (a prorated fee,
+a percentage of an amount, a tax, a time-weighted quantity) is computed exactly as a fraction
+and rounded here, once per line: half to even (0.5 rounds to 0, 1.5 to 2, 2.5 to 2), signed
+amounts symmetrically (a credit is exactly the negative of the same charge).
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 from chalicelib import errors
 
@@ -37,10 +40,25 @@ def prorate(amount: int, part: timedelta, whole: timedelta) -> int:
     used, length = part // timedelta(seconds=1), whole // timedelta(seconds=1)
     if length <= 0 or not 0 <= used:
         raise ValueError(f"cannot prorate {part} of {whole}")
-    quotient, remainder = divmod(abs(amount) * used, length)
-    if 2 * remainder > length or (2 * remainder == length and quotient % 2 == 1):
+    return round_half_even(Fraction(amount * used, length))
+
+
+def round_half_even(value: Fraction | int) -> int:
+    """The one rounding rule: an exact amount to the nearest whole minor unit, ties to even, signed
+    values symmetrically (``round_half_even(-x) == -round_half_even(x)``). Never a float."""
+    if isinstance(value, bool) or not isinstance(value, (Fraction, int)):
+        raise TypeError("round exact values only (int or Fraction), never a float")
+    value = Fraction(value)
+    quotient, remainder = divmod(abs(value.numerator), value.denominator)
+    if 2 * remainder > value.denominator or (2 * remainder == value.denominator and quotient % 2 == 1):
         quotient += 1
-    return quotient if amount >= 0 else -quotient
+    return quotient if value >= 0 else -quotient
+
+
+def percentage(text: str) -> Fraction:
+    """A percentage given as an exact decimal string (``"19"``, ``"7.5"``, ``"0.125"``) as an exact
+    fraction of one (19 -> 19/100). Never parsed through a float."""
+    return Fraction(text) / 100
 
 
 def total_of(lines) -> int:
