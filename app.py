@@ -37,6 +37,7 @@ from chalicelib.billing import (
     subscriptions,
     tenant_limits,
     tenants,
+    upcoming,
     usage,
 )
 from chalicelib.db.scope import require_active, tenant_transaction
@@ -157,6 +158,15 @@ def get_account_entitlements(account_id):
     account_id = pagination.parse_id(account_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(entitlements.of_account(tx, account_id))
+
+
+@app.route("/v1/accounts/{account_id}/upcoming_invoice", methods=["GET"], **on_gateway(READ))
+@api(app)
+def get_upcoming_invoice(account_id):
+    request = http.read(app, READ)
+    account_id = pagination.parse_id(account_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(upcoming.of_account(tx, account_id))
 
 
 @app.route("/v1/accounts/{account_id}/rebill", methods=["POST"], **on_gateway(ADMIN))

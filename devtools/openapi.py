@@ -385,6 +385,35 @@ RESPONSES["Account"]["properties"].update(
     balance={"type": "integer", "description": "sum of the ledger: positive = owed by the customer"},
     credit_balance={**MONEY, "description": "credit the next invoices use before any payment is attempted"},
 )
+# The upcoming invoice: not written yet (no id, no number), computed as the daily round would issue it.
+_UPCOMING_LINE = {name: schema for name, schema in RESPONSES["LineItem"]["properties"].items() if name != "object"}
+_UPCOMING_LINE.update(id={"type": "null"}, position={"type": "integer", "description": "the line's place"})
+RESPONSES["UpcomingInvoice"] = _object(
+    "invoice",
+    {
+        "id": {"type": "null", "description": "not issued yet"},
+        **{name: RESPONSES["Invoice"]["properties"][name] for name in ("account_id", "billing_reason", "currency")},
+        "subscription_id": ID,
+        "number": {"type": "null"},
+        "status": {"const": "draft"},
+        "subtotal": MONEY,
+        "total": RESPONSES["Invoice"]["properties"]["total"],
+        "credit_applied": {**MONEY, "description": "the account's credit balance it would use"},
+        "amount_due": {**MONEY, "description": "what would be collected: total - credit_applied"},
+        "period_start": TS,
+        "period_end": TS,
+        "next_payment_attempt": {**TS_OR_NULL, "description": "when it is issued and charged; null: held as a draft"},
+        "auto_finalize_at": {**TS_OR_NULL, "description": "held for the grace period: finalized then"},
+        "lines": {
+            "type": "object",
+            "required": ["object", "data"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _object("line_item", _UPCOMING_LINE)},
+            },
+        },
+    },
+)
 RESPONSES["InvoiceWithLinks"] = {
     "allOf": [
         {"$ref": "#/components/schemas/Invoice"},
@@ -672,6 +701,15 @@ ROUTES = {
     },
     "/v1/accounts/{account_id}/entitlements": {
         "get": ("The plan's features and each metered limit's use this period", None, 200, "AccountEntitlements", False)
+    },
+    "/v1/accounts/{account_id}/upcoming_invoice": {
+        "get": (
+            "The next invoice as the daily run would issue it now: nothing written",
+            None,
+            200,
+            "UpcomingInvoice",
+            False,
+        )
     },
     "/v1/accounts/{account_id}/payment_methods/setup": {
         "post": ("Start saving a card: a Stripe SetupIntent for Stripe.js", None, 201, "SetupIntent", False)

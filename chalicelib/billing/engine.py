@@ -150,6 +150,18 @@ def preview(tenant_id: str, due: dict[str, datetime], now: datetime) -> list[per
         return _bills([row for row in rows if row["id"] is not None and _is_due(row, due[row["account_key"]], now)])
 
 
+def upcoming(tx, account_id: str) -> periods.Bill | None:
+    """The account's next invoice as the daily round would issue it at its next billing instant, on the
+    usage recorded so far, in the caller's transaction; writes nothing. None when billing has stopped
+    for it (no live subscription, INACTIVE, nothing due ever again)."""
+    rows = _states(tx, {account_id: None})
+    if not rows or rows[0]["id"] is None or rows[0]["next_billing_at"] is None:
+        return None
+    if rows[0]["account_status"] == "INACTIVE":
+        return None
+    return invoicing.compose(_bills(rows), _pending(rows, rows))[0]
+
+
 # The instants of a state row: read from its JSON as datetimes.
 _STAMPS = (
     "next_billing_at",

@@ -75,8 +75,7 @@ def issue(
     started = time.perf_counter()
     if len({bill.account_id for bill in bills}) != len(bills):
         raise ValueError("one bill per account per call")
-    pending = pending or _pending(tx, bills)
-    bills = _with_pending_items(_held(bills, pending.grace_hours), pending.items)
+    bills = compose(bills, pending or _pending(tx, bills))
     written, intents = _write(tx, bills, settle_now)
     bills_written = [bill for bill in bills if bill.account_id in written]
     _end(tx, [bill for bill in bills if bill.ends])
@@ -86,6 +85,13 @@ def issue(
     if bills_written:
         emit_metric("invoice_generation_time", elapsed_ms / len(bills_written), "Milliseconds", TenantId=tenant_id)
     return {bill.account_id: _issued(bill, written, intents) for bill in bills}
+
+
+def compose(bills: list[Bill], pending: Pending) -> list[Bill]:
+    """The bills as the writer writes them, whatever computed them: held as drafts for the tenant's grace
+    period, with their accounts' pending invoice items. Pure: the upcoming-invoice preview composes
+    its bill here too, so what it shows is what is issued."""
+    return _with_pending_items(_held(bills, pending.grace_hours), pending.items)
 
 
 def _issued(bill: Bill, written: dict, intents: dict) -> Issued:
@@ -182,7 +188,7 @@ def _line_rows(bill: Bill) -> list[dict]:
     return [
         {
             "account_id": bill.account_id,
-            **_line_row(line, position, bill.currency),
+            **line_row(line, position, bill.currency),
             "period_start": _stamp(line.period_start),
             "period_end": _stamp(line.period_end),
         }
@@ -190,8 +196,8 @@ def _line_rows(bill: Bill) -> list[dict]:
     ]
 
 
-def _line_row(line, position: int, currency: str) -> dict:
-    """What every written line carries, whichever statement writes it."""
+def line_row(line, position: int, currency: str) -> dict:
+    """What every written line carries, whichever statement writes it (and the upcoming invoice shows)."""
     return {
         "kind": line.kind,
         "description": line.description,
@@ -217,7 +223,7 @@ def _write_lines(tx, invoices: list[tuple]) -> None:
     rows = [
         {
             "invoice_id": invoice_id,
-            **_line_row(line, position, currency),
+            **line_row(line, position, currency),
             "period_start": line.period_start or period_start,
             "period_end": line.period_end or period_end,
         }
