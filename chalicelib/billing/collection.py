@@ -255,9 +255,12 @@ def record_answer(tx, intent: Intent, result: payments.PaymentResult, now: datet
     """
     accounts.find_locked(tx, intent.account_id)  # the account first, as every writer of its money locks
     if result.succeeded:
-        if not _pay(tx, [(intent, result)], waiting=True):
+        still, dunning = _pay(tx, [(intent, result)], waiting=True)
+        if not still:
             _late_success(tx, intent, result)
             return "in_progress"
+        for account_id in dunning:
+            reactivate_if_clear(tx, account_id)
         return "succeeded"
     if result.outcome == "canceled":
         if not tx.all(Q["lock_pending"], ids=[intent.attempt_id], waiting=True):
@@ -268,19 +271,17 @@ def record_answer(tx, intent: Intent, result: payments.PaymentResult, now: datet
     return _record_unpaid(tx, intent, result, now)
 
 
-def _pay(tx, paid: list, *, waiting: bool) -> set[str]:
+def _pay(tx, paid: list, *, waiting: bool, commit: bool = False) -> tuple[set[str], list[str]]:
     """Successes onto the attempts still pending (with ``waiting``, or waiting for the customer): their
-    payments, and the accounts they take out of dunning. The attempt ids paid."""
+    payments. The attempt ids paid, and the accounts paid that were in dunning (``reactivate_if_clear``
+    them). ``commit``: the statement takes its transaction's COMMIT with it."""
     rows = [
         {"attempt_id": i.attempt_id, "reference": r.reference, "paid": i.amount, **_payment_entry(i, r)}
         for i, r in paid
     ]
-    result = tx.all(Q["pay"], rows=encoding.dumps(rows), waiting=waiting)
+    result = (tx.all_then_commit if commit else tx.all)(Q["pay"], rows=encoding.dumps(rows), waiting=waiting)
     still = {row["id"] for row in result}
-    dunning = {row["account_id"] for row in result if row["in_dunning"]}
-    for account_id in sorted(dunning):
-        reactivate_if_clear(tx, account_id)
-    return still
+    return still, sorted({row["account_id"] for row in result if row["in_dunning"]})
 
 
 def _overtaken(tx, intent: Intent, result: payments.PaymentResult) -> str:
@@ -335,10 +336,17 @@ def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
     outcomes = {}
     paid = {a: (i, r) for a, (i, r) in answers.items() if r.succeeded}
     if paid:
+        # The successes in one statement that takes its COMMIT with it; what follows (rare) in a second
+        # transaction: a reactivation is idempotent (a dunning retry of an account with nothing open
+        # reactivates it too), and an overtaken attempt is one the statement did not touch.
         with transaction(tenant_id=tenant_id) as tx:
-            still = _pay(tx, [paid[a] for a in sorted(paid)], waiting=False)
-            for attempt_id in sorted(set(paid) - still):  # recorded meanwhile (a webhook), or resolved otherwise
-                outcomes[attempt_id] = _overtaken(tx, *paid[attempt_id])
+            still, dunning = _pay(tx, [paid[a] for a in sorted(paid)], waiting=False, commit=True)
+        overtaken = sorted(set(paid) - still)  # recorded meanwhile (a webhook), or resolved otherwise
+        if dunning or overtaken:
+            with transaction(tenant_id=tenant_id) as tx:
+                for account_id in dunning:
+                    reactivate_if_clear(tx, account_id)
+                outcomes.update({attempt_id: _overtaken(tx, *paid[attempt_id]) for attempt_id in overtaken})
         outcomes.update({a: "succeeded" for a in still})
     for attempt_id, (intent, result) in answers.items():
         if not result.succeeded:

@@ -81,8 +81,11 @@ def bill_due(tenant_id: str, due: dict[str, datetime], now: datetime) -> dict[st
             results.update({account_id: Renewal("no_subscription") for account_id in orphans})
         live = [row for row in live if row["id"] is not None]
         bills = _bills(live)
-        issued = invoicing.issue(tx, tenant_id, bills, settle_now=True, pending=_pending(rows, live))
-        _announce(tx, bills)
+        audited, events = _announcements(bills)
+        # Nothing to announce (the usual round): the write is the last statement and takes the COMMIT.
+        last = not audited
+        issued = invoicing.issue(tx, tenant_id, bills, settle_now=True, pending=_pending(rows, live), commit=last)
+        _announce(tx, audited, events)
     settled = collection.settle_many(tenant_id, [i.intent for i in issued.values() if i.intent], now, claimed=True)
     for account_id, item in issued.items():
         results[account_id] = _result(item, settled)
@@ -217,10 +220,9 @@ def _pending(rows: list[dict], live: list[dict]) -> invoicing.Pending:
     return invoicing.Pending(rows[0]["grace_hours"] if rows else 0, items)
 
 
-def _announce(tx, bills: list[periods.Bill]) -> None:
+def _announcements(bills: list[periods.Bill]) -> tuple[list, list]:
     """The audit rows, and the events, of what a round changed besides billing: a subscription that
-    ended, a scheduled resume, a trial's end, a scheduled change applied (one statement each, and one
-    that reads the subscriptions the events carry; none when nothing changed)."""
+    ended, a scheduled resume, a trial's end, a scheduled change applied."""
     audited, events = [], []
     for bill in bills:
         sub = bill.subscription
@@ -238,6 +240,12 @@ def _announce(tx, bills: list[periods.Bill]) -> None:
         audited.append((event_type, "subscription", sub.id, details))
         fields = {"subscriptionId": sub.id, "accountId": sub.account_id, "status": bill.then.status}
         events.append((event_type, {**fields, "details": details, "timestamp": bill.boundary}))
+    return audited, events
+
+
+def _announce(tx, audited: list, events: list) -> None:
+    """The round's announcements written: one statement each, and one that reads the subscriptions the
+    events carry (none when nothing changed)."""
     audit.record_many(tx, "system:rebill", audited)
     # Each event carries its subscription as the round left it, all read in one statement.
     objects = subscription_views.get_many(tx, [fields["subscriptionId"] for _type, fields in events])

@@ -65,18 +65,28 @@ class Pending:
 
 
 def issue(
-    tx, tenant_id: str, bills: list[Bill], *, settle_now: bool = False, pending: Pending | None = None
+    tx,
+    tenant_id: str,
+    bills: list[Bill],
+    *,
+    settle_now: bool = False,
+    pending: Pending | None = None,
+    commit: bool = False,
 ) -> dict[str, Issued]:
     """Write ``bills`` (at most one per account) in one statement; what was issued, by account id.
 
     ``settle_now``: the caller settles the payments right after commit, so they are opened
-    already claimed by it (``collection.settle_many(..., claimed=True)``).
+    already claimed by it (``collection.settle_many(..., claimed=True)``). ``commit``: the caller
+    runs nothing after this in its transaction, so the write takes the COMMIT with it (one round
+    trip); no bill may end a subscription then (its events are written after the write).
     """
     started = time.perf_counter()
     if len({bill.account_id for bill in bills}) != len(bills):
         raise ValueError("one bill per account per call")
+    if commit and any(bill.ends for bill in bills):
+        raise ValueError("a bill that ends a subscription writes its events after the write: no commit")
     bills = compose(bills, pending or _pending(tx, bills))
-    written, intents = _write(tx, bills, settle_now)
+    written, intents = _write(tx, bills, settle_now, commit)
     bills_written = [bill for bill in bills if bill.account_id in written]
     _end(tx, [bill for bill in bills if bill.ends])
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -127,15 +137,15 @@ def subscription_state(tx, subscription_id: str) -> dict | None:
     return tx.one(Q["subscription_state"], subscription_id=subscription_id)
 
 
-def _write(tx, bills: list[Bill], settle_now: bool) -> tuple[dict[str, tuple[str, int]], dict]:
-    """The one statement: invoices (a retry writes none), their lines, ledger entries and first payment
-    attempts, and the subscriptions as the bills leave them. The invoices written, by account id
-    (invoice id, amount due), and the attempts opened, by account id."""
+def _write(tx, bills: list[Bill], settle_now: bool, commit: bool) -> tuple[dict[str, tuple[str, int]], dict]:
+    """The one statement (with the COMMIT, if ``commit``): invoices (a retry writes none), their lines,
+    ledger entries and first payment attempts, and the subscriptions as the bills leave them. The
+    invoices written, by account id (invoice id, amount due), and the attempts opened, by account id."""
     invoiced = [bill for bill in bills if bill.lines]
     states = [_state_row(bill) for bill in bills if bill.ends or bill.then is not None]
     if not invoiced and not states:
         return {}, {}
-    rows = tx.all(
+    rows = (tx.all_then_commit if commit else tx.all)(
         Q["write"],
         invoices=encoding.dumps([_invoice_row(bill) for bill in invoiced]),
         lines=encoding.dumps([line for bill in invoiced for line in _line_rows(bill)]),

@@ -23,6 +23,12 @@
   result changed shape under a migration (0A000) fails that once, as any statement of a
   transaction may, and is parsed afresh the next time.
 
+- **BEGIN and COMMIT in the same flush.** A transaction's BEGIN (with its tenant scope) is sent as a
+  simple query in front of its first statement, and its COMMIT behind its last one when the caller
+  says it is the last (``connection.Transaction``): the server runs them in order, and each part's
+  answer is read in order, so an error in any part is raised once every answer is read (the
+  connection stays in step). After a failed statement the COMMIT is a ROLLBACK.
+
 ``install`` is called once per connection (``connection.open_connection``); pg8000 is imported
 here only when a connection is made.
 """
@@ -62,6 +68,7 @@ def _execute_unnamed(self, statement, vals=(), oids=(), stream=None):
 
     if stream is not None:
         return type(self).execute_unnamed(self, statement, vals, oids, stream)
+    before, after = self.__dict__.pop("billing_pipeline", (None, None))
     params = core.make_params(self.py_types, vals)
     name, parse = core.NULL_BYTE, True
     if statement.startswith(PREPARED):
@@ -71,21 +78,40 @@ def _execute_unnamed(self, statement, vals=(), oids=(), stream=None):
             number = self.__dict__["billing_named"] = self.__dict__.get("billing_named", 0) + 1
             name = prepared[statement] = f"billing_{number}".encode("ascii") + core.NULL_BYTE
     context = core.Context(statement)
+    if before is not None:
+        self.send_QUERY(before)
     if parse:
         self._send_message(core.PARSE, _parse_message(core, name, statement.encode(self._client_encoding), oids))
     self._send_message(core.BIND, _bind_message(core, name, params, self._client_encoding))
     self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
     core._write(self._sock, core.EXECUTE_MSG)
     core._write(self._sock, core.SYNC_MSG)
+    if after is not None:
+        self.send_QUERY(after)
     core._flush(self._sock)
+    failures = _answers(self, core, before)
     try:
         self.handle_messages(context)
     except core.DatabaseError as exc:
         code = exc.args[0].get("C") if exc.args and isinstance(exc.args[0], dict) else None
         if name != core.NULL_BYTE and (parse or code in STALE):
             self.__dict__["billing_prepared"].pop(statement, None)  # parsed again, under a new name, next time
-        raise
+        failures.append(exc)
+    failures += _answers(self, core, after)
+    if failures:
+        raise failures[0]
     return context
+
+
+def _answers(conn, core, query: str | None) -> list:
+    """Read a pipelined simple query's answers up to its ReadyForQuery: its error, if it failed."""
+    if query is None:
+        return []
+    try:
+        conn.handle_messages(core.Context(query))
+    except core.DatabaseError as exc:
+        return [exc]
+    return []
 
 
 def _parse_message(core, name: bytes, statement: bytes, oids) -> bytes:

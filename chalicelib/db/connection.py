@@ -55,22 +55,71 @@ _secret_lock = threading.Lock()  # webhook lanes open connections from several t
 
 
 class Transaction:
-    """A thin handle on the open transaction: run SQL with ``:name`` parameters."""
+    """A thin handle on the open transaction: run SQL with ``:name`` parameters.
 
-    def __init__(self, conn):
+    Its BEGIN (with the tenant's scope) is not sent on its own: it goes in the same flush as the
+    first statement, and ``all_then_commit`` sends the last statement and COMMIT together, so a
+    transaction of two statements is two round trips (chalicelib/db/adapters.py pipelines them). A
+    transaction that runs nothing sends nothing."""
+
+    def __init__(self, conn, begin: str | None = None):
         self._conn = conn
+        self._begin = begin  # not sent yet: it goes with the first statement
+        self.committed = False  # by ``all_then_commit``
         # Set when a statement failed on our side of the wire (a value pg8000
         # could not encode, a lost socket): the protocol may be out of step, so
         # the connection is discarded rather than reused.
         self.broken = False
 
+    @property
+    def started(self) -> bool:
+        return self._begin is None
+
     def run(self, sql: str, **params) -> list[list]:
+        return self._execute(sql, params, None)
+
+    def all_then_commit(self, sql: str, **params) -> list[dict]:
+        """The transaction's last statement and its COMMIT in one round trip: what the statement returned,
+        once committed (an error in either rolls the whole transaction back). Nothing may follow it."""
+        rows = self._execute(sql, params, "COMMIT")
+        self.committed = True
+        return self._dicts(rows)
+
+    def _execute(self, sql: str, params: dict, after: str | None) -> list[list]:
+        """``sql`` (after the BEGIN, if it is the first statement): on a connection the server has since
+        closed (a warm container's: restart, failover, idle timeout), the first statement is sent once
+        more on a fresh one, as nothing of the transaction can have happened."""
+        if self.committed:
+            raise RuntimeError("this transaction has committed: nothing may run after its last statement")
+        for attempt in (1, 2):
+            try:
+                rows = self._send(sql, params, self._begin, after)
+                self._begin = None
+                return rows
+            except errors.DatabaseUnavailable:
+                if self._begin is None or attempt == 2:
+                    self._begin = None
+                    raise
+                reset_connection()
+                self._conn, self.broken = get_connection(), False
+            except BaseException:
+                self._begin = None  # it went with the statement: the transaction is open, to be rolled back
+                raise
+        raise AssertionError("unreachable")
+
+    def _send(self, sql: str, params: dict, before: str | None, after: str | None) -> list[list]:
         try:
             if not params:
-                return self._conn.run(sql)
+                if before is not None:
+                    self._conn.run(before)
+                rows = self._conn.run(sql)
+                if after is not None:
+                    self._conn.run(after)
+                return rows
             # pg8000.native re-parses :name parameters in Python on every call
             # (a third of the rebill's CPU); our SQL is a fixed set of strings.
             statement, make_vals = _parsed(sql)
+            self._conn.billing_pipeline = (before, after)
             self._conn._context = self._conn.execute_unnamed(statement, make_vals(params), oids=())
             return self._conn._context.rows
         except _Driver.DatabaseError as exc:
@@ -84,10 +133,12 @@ class Transaction:
             self.broken = True
             raise
 
-    def all(self, sql: str, **params) -> list[dict]:
-        rows = self.run(sql, **params)
+    def _dicts(self, rows: list[list]) -> list[dict]:
         names = [c["name"] for c in self._conn.columns or []]
         return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def all(self, sql: str, **params) -> list[dict]:
+        return self._dicts(self.run(sql, **params))
 
     def one(self, sql: str, **params) -> dict | None:
         rows = self.all(sql, **params)
@@ -314,22 +365,6 @@ def reset_connection() -> None:
             pass
 
 
-def _begin():
-    # A warm container may hold a connection the server has since closed (restart,
-    # failover, idle timeout): one fresh attempt, then the error stands.
-    for attempt in (1, 2):
-        conn = get_connection()
-        try:
-            conn.run("BEGIN")
-            return conn
-        except (_Driver.DatabaseError, _Driver.InterfaceError, OSError) as exc:
-            reset_connection()
-            translated = errors.translate(exc)
-            if attempt == 2 or not isinstance(translated, errors.DatabaseUnavailable):
-                raise translated from exc
-    raise AssertionError("unreachable")
-
-
 @contextmanager
 def transaction(tenant_id: str | uuid.UUID | None = None):
     """Run a unit of work; with ``tenant_id`` every statement sees that tenant's rows only."""
@@ -340,23 +375,24 @@ def transaction(tenant_id: str | uuid.UUID | None = None):
 
 
 def _transaction(tenant_id):
-    conn = _begin()
-    tx = Transaction(conn)
+    # The tenant id is a UUID's canonical text (``transaction``), so it is written into the statement.
+    scope = "" if tenant_id is None else f"; SELECT set_config('app.tenant_id', '{tenant_id}', true)"
+    tx = Transaction(get_connection(), "BEGIN" + scope)
     try:
-        if tenant_id is not None:
-            tx.run("SELECT set_config('app.tenant_id', :tenant_id, true)", tenant_id=tenant_id)
         yield tx
     except BaseException:
         if tx.broken:
             reset_connection()
-        else:
+        elif tx.started and not tx.committed:
             try:
-                conn.run("ROLLBACK")
+                tx._conn.run("ROLLBACK")
             except Exception:  # noqa: BLE001 - a broken connection is replaced next time
                 reset_connection()
         raise
+    if not tx.started or tx.committed:
+        return  # nothing ran, so nothing began; or the last statement took the COMMIT with it
     try:
-        conn.run("COMMIT")
+        tx._conn.run("COMMIT")
     except (_Driver.DatabaseError, _Driver.InterfaceError, OSError) as exc:
         reset_connection()
         raise errors.translate(exc) from exc

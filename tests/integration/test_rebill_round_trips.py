@@ -1,10 +1,10 @@
 """The rebill batch path talks to the database a fixed number of times per tenant group, whatever its size.
 
 Round trips are counted (a flush of the pg8000 socket: the driver then waits for the answer),
-never timed. Per tenant group: the billing transaction (BEGIN, the tenant's scope, the state
-load, the one write, COMMIT) and the payments' record (BEGIN, the scope, the one ``pay``
-statement, COMMIT). The engine's own statements are three; the other six are
-``transaction()``'s (begin, ``set_config``, commit, twice).
+never timed. Per tenant group, three: the state load (its transaction's BEGIN and the tenant's
+scope in the same flush), the one write (its COMMIT in the same flush) and the payments' record
+(BEGIN, scope, the one ``pay`` statement and COMMIT in one flush): ``connection.Transaction``
+pipelines the transaction control with the statements (chalicelib/db/adapters.py).
 """
 
 import json
@@ -19,8 +19,8 @@ from tests import billing
 
 ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
 FEB_28 = datetime(2027, 2, 28, 9, tzinfo=UTC)
-ENGINE_STATEMENTS = 3  # the state load, the write, the payments' record
-TRANSACTION_CONTROL = 6  # BEGIN, set_config and COMMIT of the billing and of the record transactions
+ENGINE_STATEMENTS = 3  # the state load (with BEGIN and the scope), the write (with COMMIT), the record (with both)
+TRANSACTION_CONTROL = 0  # BEGIN, the scope and COMMIT travel with the statements (connection.Transaction)
 PER_GROUP = ENGINE_STATEMENTS + TRANSACTION_CONTROL
 PER_BATCH = 0  # nothing is read or written once per batch
 
