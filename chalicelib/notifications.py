@@ -6,22 +6,11 @@ import html
 from email.utils import formataddr
 
 from chalicelib import aws, errors
-from chalicelib.billing import currencies
+from chalicelib.billing.currencies import format_amount
 from chalicelib.config import get_settings
 from chalicelib.db.queries import load
 
 Q = load("notifications")
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """Display only: minor units to a decimal string with the currency's ISO 4217 exponent
-    (JPY 0, USD 2, BHD 3; 2 for a code ISO does not list). Exact: integer division, no rounding."""
-    exponent = currencies.exponent(currency) if currencies.is_known(currency) else 2
-    if exponent == 0:
-        return f"{amount} {currency}"
-    sign = "-" if amount < 0 else ""
-    whole, cents = divmod(abs(amount), 10**exponent)
-    return f"{sign}{whole}.{cents:0{exponent}d} {currency}"
 
 
 def _email(subject: str, name: str, paragraphs: list[str], link: tuple[str, str | None] | None = None) -> dict:
