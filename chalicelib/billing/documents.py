@@ -7,7 +7,8 @@ notes) and returns ``bytes`` (``render_pdf``) or ``str`` (``render_html``). Both
 show the same content, built once by ``_view``.
 
 Money is integer minor units with an ISO 4217 code, formatted by ``currencies.format_amount``
-(the currency's own exponent: JPY 0 decimals, KWD 3) with ``divmod`` on ints; nothing here is a float. Dates are shown as YYYY-MM-DD in UTC.
+(the currency's own exponent: JPY 0 decimals, KWD 3) with ``divmod`` on ints; nothing here is a
+float. Dates are shown as YYYY-MM-DD in UTC.
 
 Fonts: the PDF uses the PDF core font Helvetica, so there is no font file to ship or embed.
 A core font covers Windows-1252 only (Western European letters, the euro sign, dashes and
