@@ -11,8 +11,7 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from chalicelib.billing.currencies import UnknownCurrency
-from chalicelib.billing.currencies import format_amount
+from chalicelib.billing.currencies import UnknownCurrency, format_amount
 from chalicelib.billing.documents import InvoiceDocument, render_html, render_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
