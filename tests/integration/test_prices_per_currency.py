@@ -163,3 +163,13 @@ def test_a_kwd_invoice_is_rendered_with_three_decimals(tenant, gateway):
     assert "1,234 KWD 0.001 KWD 1.234" in pdf  # 1,234 calls at KWD 0.001
     assert "Subtotal KWD 16.234 Total KWD 16.234" in pdf
     assert "for KWD 16.234 is ready" in email
+
+
+def test_the_subscription_email_states_the_price_in_the_accounts_currency_times_its_seats(tenant, gateway):
+    _account, subscription = billing.subscribe(tenant, "team", APR_1, currency="JPY", quantity=3)
+
+    with transaction(tenant_id=tenant) as tx:
+        email = notifications.subscription_created_email(notifications.recipient_of(tx, subscription))
+
+    said = email["Body"]["Text"]["Data"]
+    assert "Your Team subscription is active: JPY 21,000 per period, next renewal 2027-05-01." in said
