@@ -6,22 +6,12 @@ import html
 from email.utils import formataddr
 
 from chalicelib import aws, errors
-from chalicelib.billing import currencies
+from chalicelib.billing import currency_prices
+from chalicelib.billing.currencies import format_amount
 from chalicelib.config import get_settings
 from chalicelib.db.queries import load
 
 Q = load("notifications")
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """Display only: minor units to a decimal string with the currency's ISO 4217 exponent
-    (JPY 0, USD 2, BHD 3; 2 for a code ISO does not list). Exact: integer division, no rounding."""
-    exponent = currencies.exponent(currency) if currencies.is_known(currency) else 2
-    if exponent == 0:
-        return f"{amount} {currency}"
-    sign = "-" if amount < 0 else ""
-    whole, cents = divmod(abs(amount), 10**exponent)
-    return f"{sign}{whole}.{cents:0{exponent}d} {currency}"
 
 
 def _email(subject: str, name: str, paragraphs: list[str], link: tuple[str, str | None] | None = None) -> dict:
@@ -99,11 +89,13 @@ def invoice_recipient(tx, tenant_id: str, invoice_id: str, now) -> dict:
 
 
 def recipient_of(tx, subscription_id: str) -> dict:
-    """Who a subscription's email goes to, and what it says."""
+    """Who a subscription's email goes to, and what it says: its price per period (times its quantity)
+    in the account's currency, as its invoices bill it."""
     recipient = tx.one(Q["subscription_recipient"], subscription_id=subscription_id)
     if recipient is None:
         raise errors.NotFound(f"no such subscription {subscription_id}")
-    return recipient
+    price = currency_prices.in_currency(recipient, recipient["account_currency"])
+    return {**recipient, "amount": price["amount"] * recipient["quantity"], "currency": price["currency"]}
 
 
 def account_recipient(tx, account_id: str) -> dict:

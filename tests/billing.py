@@ -209,22 +209,23 @@ def actor(tenant_id: str):
     return auth.Principal(tenant_id=tenant_id, user_id="u", groups=frozenset({"USER"}))
 
 
-def priced_plan(tenant_id: str, code: str, amount: int, interval: str = "month", **extra) -> None:
+def priced_plan(tenant_id: str, code: str, amount: int, interval: str = "month", currency="USD", **extra) -> None:
     """A plan price made as the API makes it (``plans.create``): no metered usage unless given."""
     from chalicelib.billing import plans
 
-    command = plans.NewPlan(code=code, name=code.title(), interval=interval, amount=amount, currency="USD", **extra)
+    command = plans.NewPlan(code=code, name=code.title(), interval=interval, amount=amount, currency=currency, **extra)
     with transaction(tenant_id=tenant_id) as tx:
         plans.create(tx, actor(tenant_id), command)
 
 
-def subscribe(tenant_id: str, plan_code: str, at: datetime, **options) -> tuple[str, str]:
-    """A new account subscribed at ``at`` through ``subscriptions.create``, its first invoice issued and
-    collected as the generate-invoice consumer does it; (account id, subscription id)."""
+def subscribe(tenant_id: str, plan_code: str, at: datetime, currency="USD", **options) -> tuple[str, str]:
+    """A new account in ``currency`` subscribed at ``at`` through ``subscriptions.create``, its first invoice
+    issued and collected as the generate-invoice consumer does it; (account id, subscription id)."""
     from chalicelib.billing import accounts, collection, engine, subscriptions
 
     with transaction(tenant_id=tenant_id) as tx:
-        account = accounts.create(tx, actor(tenant_id), accounts.NewAccount(email="c@x.test", name="C", currency="USD"))
+        new = accounts.NewAccount(email="c@x.test", name="C", currency=currency)
+        account = accounts.create(tx, actor(tenant_id), new)
         command = subscriptions.NewSubscription(account_id=str(account["id"]), plan=plan_code, **options)
         subscription = subscriptions.create(tx, actor(tenant_id), command, now=at)
     with transaction(tenant_id=tenant_id) as tx:

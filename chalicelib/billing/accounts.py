@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass, field
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import plans, tenant_limits
+from chalicelib.billing import currency_prices, plans, tenant_limits
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 
@@ -26,10 +26,11 @@ def create(tx, actor, command: NewAccount) -> dict:
         plan = plans.find(tx, command.plan)
         if plan is None:
             raise errors.InvalidRequest("no such plan", details=[{"field": "plan", "issue": "no such plan"}])
-        if plan["currency"] != command.currency:
+        if command.currency not in currency_prices.offered(plan):
+            priced = ", ".join(currency_prices.offered(plan))
             raise errors.InvalidRequest(
-                "the plan is priced in another currency",
-                details=[{"field": "currency", "issue": f"plan {plan['code']!r} is priced in {plan['currency']}"}],
+                "the plan has no price in this currency",
+                details=[{"field": "currency", "issue": f"plan {plan['code']!r} is priced in {priced}"}],
             )
         plan_id = plan["id"]
     tenant_limits.enforce(tx, "accounts", lambda cap: tx.scalar(Q["count_upto"], cap=cap))

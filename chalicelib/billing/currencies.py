@@ -1,9 +1,10 @@
 """ISO 4217 currency codes and each currency's minor-unit exponent.
 
 This module owns the answer to "is this a currency?" and "how many decimal places do its
-minor units have?" (USD 2: 4900 is 49.00; JPY 0: 4900 is 4900; BHD 3: 4900 is 4.900).
-Amounts are integer minor units everywhere, so the exponent is an ``int`` and nothing here
-is a float.
+minor units have?" (USD 2: 4900 is 49.00; JPY 0: 4900 is 4900; BHD 3: 4900 is 4.900), and
+so how an amount is shown to people (``format_amount``: the one formatting of money, used by
+the PDF, the hosted page and the emails). Amounts are integer minor units everywhere, so the
+exponent is an ``int`` and nothing here is a float.
 
 The table is ISO 4217 list one (the "A.1" table of current codes) as published after the
 2025 amendments: XCG replaced ANG, ZWG replaced ZWL, and HRK, SLL and CUC are withdrawn.
@@ -65,3 +66,18 @@ def exponent(code: str) -> int:
     except (KeyError, TypeError):
         shown = repr(code) if isinstance(code, str) and len(code) <= 16 else f"a {type(code).__name__}"
         raise UnknownCurrency(f"{shown} is not an ISO 4217 currency code") from None
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """``amount`` minor units of ``currency`` for people: ``USD 1,234.56``, ``-USD 12.00``, ``JPY 4,900``,
+    ``KWD 1.234``: as many decimal places as the currency's ISO 4217 exponent, none for JPY.
+
+    Exact: the exponent splits the integer with ``divmod``; no rounding, no float. TypeError for
+    anything but an int; UnknownCurrency for a code that is not in the table.
+    """
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise TypeError(f"an amount is an int of minor units, not a {type(amount).__name__}")
+    places = exponent(currency)
+    major, minor = divmod(abs(amount), 10**places)
+    fraction = f".{minor:0{places}d}" if places else ""
+    return f"{'-' if amount < 0 else ''}{currency} {major:,}{fraction}"

@@ -6,8 +6,9 @@ as the API returns it, with its lines, plus the seller, the buyer and the invoic
 notes) and returns ``bytes`` (``render_pdf``) or ``str`` (``render_html``). Both renderers
 show the same content, built once by ``_view``.
 
-Money is integer minor units with an ISO 4217 code, formatted by ``format_amount`` with
-``divmod`` on ints; nothing here is a float. Dates are shown as YYYY-MM-DD in UTC.
+Money is integer minor units with an ISO 4217 code, formatted by ``currencies.format_amount``
+(the currency's own exponent: JPY 0 decimals, KWD 3) with ``divmod`` on ints; nothing here is a
+float. Dates are shown as YYYY-MM-DD in UTC.
 
 Fonts: the PDF uses the PDF core font Helvetica, so there is no font file to ship or embed.
 A core font covers Windows-1252 only (Western European letters, the euro sign, dashes and
@@ -28,24 +29,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 
-from chalicelib.billing import currencies
+from chalicelib.billing.currencies import format_amount
 
 MAX_TEXT = 500  # characters of a description or name shown; the rest becomes "..."
 STATUS_LABELS = {"draft": "Draft", "open": "Open", "paid": "Paid", "void": "Void", "uncollectible": "Uncollectible"}
 MARKED = ("draft", "void", "uncollectible", "paid")  # statuses stamped in large letters on the PDF
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """``amount`` minor units of ``currency`` for people: ``USD 1,234.56``, ``-USD 12.00``, ``JPY 4,900``.
-
-    Exact: the currency's exponent splits the integer with ``divmod``; no rounding, no float.
-    """
-    if not isinstance(amount, int) or isinstance(amount, bool):
-        raise TypeError(f"an amount is an int of minor units, not a {type(amount).__name__}")
-    places = currencies.exponent(currency)
-    major, minor = divmod(abs(amount), 10**places)
-    fraction = f".{minor:0{places}d}" if places else ""
-    return f"{'-' if amount < 0 else ''}{currency} {major:,}{fraction}"
 
 
 @dataclass(frozen=True)

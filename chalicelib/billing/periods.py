@@ -19,7 +19,8 @@ charge per account and boundary (``charge_key``), and the gateway's idempotency 
 (``payment_key``) is built from what the invoice is for, in this one function, so a
 retry of any step can never charge twice. ``invoicing.issue`` is the one writer of bills.
 
-Money is integer minor units of the plan's currency. Usage is priced per line by
+Money is integer minor units of the account's currency: a plan price's amount and usage prices in
+that currency (``currency_prices``). Usage is priced per line by
 ``usage_charges`` (integer arithmetic, no rounding); ``lines.total_of`` is the one total rule
 and ``lines.prorate`` the one rounding rule. Metered usage is priced on the terms in force
 when its period closes; a change that ends the period early (a new interval) closes it.
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
-from chalicelib.billing import calendar, usage_charges
+from chalicelib.billing import calendar, currency_prices, usage_charges
 from chalicelib.billing.lines import Line, total_of
 
 _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
@@ -75,8 +76,12 @@ class Subscription:
 
     @classmethod
     def of(cls, row: dict) -> "Subscription":
-        """From a row that names every field (``engine.sql``'s ``billing_state``, ``invoicing.sql``'s state)."""
+        """From a row that names every field (``engine.sql``'s ``billing_state``, ``invoicing.sql``'s state),
+        its plan price in the account's currency (``currency_prices.in_currency``: the row's
+        ``account_currency`` and the plan's ``amounts``), the price every bill of it charges."""
         values = {name: row[name] for name in cls.__dataclass_fields__}
+        if row.get("account_currency"):
+            values.update(currency_prices.in_currency(row, row["account_currency"]))
         ids = {"id": str(row["id"]), "account_id": str(row["account_id"]), "plan_id": str(row["plan_id"])}
         prorations = tuple(_line_of(item) for item in row["pending_prorations"] or ())
         return cls(**{**values, **ids, "pending_prorations": prorations})

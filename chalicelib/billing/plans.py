@@ -1,9 +1,11 @@
-"""Plans: a tenant's price list. A code may have one price per interval (pro monthly, pro yearly)."""
+"""Plans: a tenant's price list. A code may have one price per interval (pro monthly, pro yearly), and
+each price a flat amount (and usage prices) per currency (``currency_prices``)."""
 
 import json
 from dataclasses import dataclass, field
 
 from chalicelib import audit, errors
+from chalicelib.billing import currency_prices
 from chalicelib.db import errors as db_errors
 from chalicelib.db import paging
 from chalicelib.db.queries import load
@@ -29,13 +31,15 @@ def _check_tiers(usage_prices: list[dict]) -> None:
 
 @dataclass(frozen=True)
 class NewPlan:
-    """One price of a plan code: a flat ``amount`` per interval plus metered ``usage_prices`` (minor units)."""
+    """One price of a plan code: a flat ``amount`` per interval plus metered ``usage_prices`` (minor units
+    of ``currency``), and the same in each currency of ``amounts`` (``currency_prices``)."""
 
     code: str
     name: str
     interval: str
-    amount: int
     currency: str
+    amount: int | None = None  # None: ``amounts[currency]``
+    amounts: dict = field(default_factory=dict)  # currency -> flat amount (minor units of each)
     interval_count: int = 1
     features: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
@@ -46,6 +50,7 @@ class NewPlan:
 
 def create(tx, actor, command: NewPlan) -> dict:
     _check_tiers(command.usage_prices)
+    amounts = currency_prices.plan_amounts(command.amount, command.currency, command.amounts, command.usage_prices)
     try:
         plan = tx.one(
             Q["create"],
@@ -53,8 +58,9 @@ def create(tx, actor, command: NewPlan) -> dict:
             name=command.name,
             interval=command.interval,
             interval_count=command.interval_count,
-            amount=command.amount,
+            amount=amounts[command.currency],
             currency=command.currency,
+            amounts=json.dumps(amounts),
             features=json.dumps(command.features),
             limits=json.dumps(command.limits),
             usage_prices=json.dumps(command.usage_prices),

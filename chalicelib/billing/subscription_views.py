@@ -5,7 +5,7 @@ Kept apart from ``subscriptions`` (which changes them) so that the billing engin
 """
 
 from chalicelib import encoding, errors
-from chalicelib.billing import accounts, calendar
+from chalicelib.billing import accounts, calendar, currency_prices
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 
@@ -29,7 +29,11 @@ def get_many(tx, subscription_ids: list[str]) -> dict[str, dict]:
 
 
 def view(row: dict) -> dict:
-    """The API's subscription: a scheduled change and a pause as objects of their own."""
+    """The API's subscription: its price in the account's currency, a scheduled change and a pause as
+    objects of their own."""
+    plan = {"amount": row["amount"], "currency": row["currency"], "amounts": row.pop("amounts")}
+    price = currency_prices.in_currency(plan, row.pop("account_currency"))
+    row["amount"], row["currency"] = price["amount"], price["currency"]
     change, behavior = row.pop("pending_change"), row.pop("pause_behavior")
     paused_at, resumes_at = row.pop("paused_at"), row.pop("resumes_at")
     row["pending_change"] = None

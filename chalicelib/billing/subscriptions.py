@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import accounts, calendar, changes, engine, plans, subscription_views
+from chalicelib.billing import accounts, calendar, changes, currency_prices, engine, plans, subscription_views
 from chalicelib.billing.lines import MAX_AMOUNT
 from chalicelib.db import paging
 from chalicelib.db.queries import load
@@ -144,19 +144,16 @@ def _count(actor, plan: dict, quantity: int) -> None:
 
 
 def price_for(tx, account: dict, code: str, billing_cycle: str) -> dict:
-    """The plan's price for the cycle, if the account may subscribe to it."""
+    """The plan's price for the cycle in the account's currency (its ``amount``, ``currency`` and
+    ``usage_prices`` in that currency), if the account may subscribe to it: 422
+    ``currency_not_offered`` when the plan has no price in the account's currency."""
     plan = plans.find(tx, code, calendar.BILLING_CYCLES[billing_cycle])
     if plan is None:
         issue = f"no {billing_cycle} price for plan {code!r}"
         raise errors.InvalidRequest("no such plan price", details=[{"field": "plan", "issue": issue}])
     if account["status"] == "INACTIVE":
         raise errors.UnprocessableState("the account is inactive", code="account_inactive")
-    if plan["currency"] != account["currency"]:
-        raise errors.UnprocessableState(
-            f"the plan is priced in {plan['currency']}, the account bills in {account['currency']}",
-            code="currency_mismatch",
-        )
-    return plan
+    return {**plan, **currency_prices.in_currency(plan, account["currency"])}
 
 
 def get(tx, subscription_id: str) -> dict:

@@ -48,10 +48,10 @@ def test_plan_without_a_price_for_the_cycle_is_a_400_on_plan(api, account, catal
     assert reply.body["error"]["details"][0]["field"] == "plan"
 
 
-def test_plan_in_another_currency_is_unprocessable(api, account, catalog):
+def test_a_plan_without_a_price_in_the_accounts_currency_is_unprocessable(api, account, catalog):
     reply = api.post("/v1/subscriptions", {"account_id": account["id"], "plan": "basic"}, catalog.user)
     assert reply.status == 422
-    assert reply.body["error"]["code"] == "currency_mismatch"
+    assert reply.body["error"]["code"] == "currency_not_offered"
 
 
 def test_second_live_subscription_is_a_conflict(api, account, catalog):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from chalicelib.billing.currencies import UnknownCurrency
-from chalicelib.billing.documents import InvoiceDocument, format_amount, render_html, render_pdf
+from chalicelib.billing.currencies import UnknownCurrency, format_amount
+from chalicelib.billing.documents import InvoiceDocument, render_html, render_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 

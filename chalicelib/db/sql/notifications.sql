@@ -1,6 +1,7 @@
 -- name: subscription_recipient
-SELECT a.email, a.name, p.name AS plan_name, p.amount * s.quantity AS amount, p.currency, s.current_period_end,
-       s.trial_end, t.name AS sender_name
+-- The plan's default price and its amounts: notifications.recipient_of shows the one in the account's currency.
+SELECT a.email, a.name, p.name AS plan_name, p.amount, p.currency, p.amounts, s.quantity,
+       a.currency AS account_currency, s.current_period_end, s.trial_end, t.name AS sender_name
   FROM subscriptions s
   JOIN tenants t ON t.id = s.tenant_id
   JOIN accounts a ON a.id = s.account_id
