@@ -88,16 +88,19 @@ def in_threads(*targets) -> None:
         thread.join()
 
 
-def usage(tenant_id: str, account_id: str, at: datetime, quantity: int, event_id: str, metric="api_calls") -> None:
+def usage(
+    tenant_id: str, account_id: str, at: datetime, quantity: int, event_id: str, metric="api_calls", properties=None
+) -> None:
     with transaction(tenant_id=tenant_id) as tx:
         tx.run(
-            "INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at)"
-            " VALUES (:e, :a, :m, :q, :t)",
+            "INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at, properties)"
+            " VALUES (:e, :a, :m, :q, :t, CAST(:p AS jsonb))",
             e=event_id,
             a=account_id,
             m=metric,
             q=quantity,
             t=at,
+            p=json.dumps(properties or {}),
         )
 
 

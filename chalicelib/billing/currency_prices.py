@@ -23,7 +23,7 @@ from chalicelib import errors
 # gives these (and only these) in its currency, and replaces them there. Extend it with each
 # price model's money field (plan_create.json's ``currency_options`` lists the same fields; a
 # unit test compares the two).
-MONEY_FIELDS = ("unit_amount", "tiers")
+MONEY_FIELDS = ("unit_amount", "tiers", "fixed_amount", "min_amount", "max_amount")
 
 
 def in_currency(plan: Mapping, currency: str) -> dict:

@@ -199,7 +199,7 @@ def _bills(rows: list[dict]) -> list[periods.Bill]:
     bills = []
     for row in rows:
         sub = periods.Subscription.of(row)
-        status, boundary, totals = row["account_status"], row["next_billing_at"], row["usage"] or {}
+        status, boundary, totals = row["account_status"], row["next_billing_at"], row["usage"] or []
         if sub.status == "paused":  # a scheduled resume
             bills.append(changes.resume(sub, boundary))
         elif sub.cancel_at_period_end:

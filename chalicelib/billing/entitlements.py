@@ -4,8 +4,9 @@ current billing period has used.
 ``features`` are the plan's own (``plans.features``), as a list. Each metered price of the plan is a
 ``limits`` entry: its ``limit`` is the price's ``hard_cap`` (enforced: events past it are rejected,
 ``hard_cap: true``), else the plan's ``limits[metric]`` when that is a whole number (informational:
-usage past it is billed), else null (unlimited); ``used`` is the period's aggregate as its invoice
-will count it (``invoicing.usage_totals``, the invoice's own statement, and ``usage_charges.aggregate``),
+usage past it is billed), else null (unlimited); ``used`` is the period's quantity as its invoice
+will count it (``invoicing.usage_totals``, the invoice's own statement, priced by ``usage_charges.lines``:
+the quantities of the price's lines, summed over its ``group_by`` groups),
 and ``remaining`` what is left of the limit (never below 0). An account with no live subscription
 is entitled to nothing: no plan, no period, empty lists.
 """
@@ -34,13 +35,16 @@ def of_account(tx, account_id: str) -> dict:
         "subscription": str(current["subscription_id"]),
         "period": {"start": start, "end": end},
         "features": [{"feature": name, "value": value} for name, value in sorted(current["features"].items())],
-        "limits": [_limit(price, current["limits"], totals) for price in current["usage_prices"]],
+        "limits": [
+            _limit(price, current["limits"], totals[i] if i < len(totals) else [])
+            for i, price in enumerate(current["usage_prices"])
+        ],
     }
 
 
-def _limit(price: dict, plan_limits: dict, totals: dict) -> dict:
+def _limit(price: dict, plan_limits: dict, groups: list) -> dict:
     metric, aggregation = price["metric"], price["aggregation"]
-    used = usage_charges.aggregate(totals.get(metric, {}), aggregation)
+    used = sum(line.quantity for line in usage_charges.lines([price], [groups]))
     soft = plan_limits.get(metric)
     limit = price.get("hard_cap", soft if isinstance(soft, int) and not isinstance(soft, bool) else None)
     return {

@@ -121,14 +121,15 @@ def item_line(item: dict) -> Line:
     )
 
 
-def usage_totals(tx, windows: list[tuple[str, object, object, list]]) -> dict[str, dict]:
+def usage_totals(tx, windows: list[tuple[str, object, object, list]]) -> dict[str, list]:
     """Metered usage per account over each ``(account_id, from, to, usage_prices)`` window, as those prices
-    aggregate it (``billing_usage``, the function a billing round reads it through), in one statement."""
-    totals: dict[str, dict] = {account_id: {} for account_id, *_window in windows}
+    aggregate it (``billing_usage``, the function a billing round reads it through), in one statement:
+    per usage price (by index) its groups' exact quantities, as ``usage_charges.lines`` prices them."""
+    totals: dict[str, list] = {account_id: [] for account_id, *_window in windows}
     rows = [{"account_id": a, "from_at": f, "to_at": t, "prices": p} for a, f, t, p in windows]
     if rows:
         for row in tx.all(Q["usage_totals"], windows=encoding.dumps(rows)):
-            totals[str(row["account_id"])] = row["usage"] or {}
+            totals[str(row["account_id"])] = row["usage"] or []
     return totals
 
 

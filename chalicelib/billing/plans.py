@@ -5,28 +5,12 @@ import json
 from dataclasses import dataclass, field
 
 from chalicelib import audit, errors
-from chalicelib.billing import currency_prices
+from chalicelib.billing import currency_prices, usage_charges
 from chalicelib.db import errors as db_errors
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 
 Q = load("plans")
-
-
-def _check_tiers(usage_prices: list[dict]) -> None:
-    """Graduated tiers must rise strictly and end with an open tier, or units go unpriced."""
-    details = []
-    for i, usage_price in enumerate(usage_prices):
-        tiers = usage_price.get("tiers")
-        if not tiers:
-            continue
-        bounds = [t["up_to"] for t in tiers]
-        if bounds[-1] is not None or None in bounds[:-1] or bounds[:-1] != sorted(set(bounds[:-1])):
-            details.append(
-                {"field": f"usage_prices.{i}.tiers", "issue": "up_to must rise strictly and only the last may be null"}
-            )
-    if details:
-        raise errors.InvalidRequest("invalid tiers", details=details)
 
 
 @dataclass(frozen=True)
@@ -49,7 +33,7 @@ class NewPlan:
 
 
 def create(tx, actor, command: NewPlan) -> dict:
-    _check_tiers(command.usage_prices)
+    usage_charges.check(command.usage_prices)
     amounts = currency_prices.plan_amounts(command.amount, command.currency, command.amounts, command.usage_prices)
     try:
         plan = tx.one(

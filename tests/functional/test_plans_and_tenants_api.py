@@ -83,3 +83,36 @@ def test_tiers_must_rise_and_end_open(api, tenant):
         reply = api.post("/v1/plans", plan, tenant.admin)
         assert reply.status == 400, tiers
         assert reply.body["error"]["details"][0]["field"] == "usage_prices.0.tiers"
+
+
+def test_a_usage_price_mixing_models_is_refused_naming_each_field(api, tenant):
+    plan = {
+        "code": "mixed",
+        "name": "Mixed",
+        "interval": "month",
+        "amount": 0,
+        "currency": "USD",
+        "usage_prices": [
+            {"metric": "m", "aggregation": "sum", "model": "package", "unit_amount": 5, "tiers": TIERS_OPEN},
+            {
+                "metric": "m",
+                "aggregation": "sum",
+                "model": "percentage",
+                "rate": "2.5",
+                "field": "amount",
+                "min_amount": 9,
+                "max_amount": 3,
+            },
+        ],
+    }
+    reply = api.post("/v1/plans", plan, tenant.admin)
+    assert reply.status == 400
+    assert reply.body["error"]["code"] == "invalid_usage_price"
+    assert [d["field"] for d in reply.body["error"]["details"]] == [
+        "usage_prices.0.package_size",
+        "usage_prices.0.tiers",
+        "usage_prices.1.min_amount",
+    ]
+
+
+TIERS_OPEN = [{"up_to": None, "unit_amount": 1}]

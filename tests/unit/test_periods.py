@@ -18,7 +18,7 @@ def _sub(**changes) -> periods.Subscription:
 
 
 def test_a_renewal_bills_the_new_period_in_advance_and_the_closed_periods_usage_in_arrears():
-    bill = periods.renewal(_sub(), "ACTIVE", FEB_28, {"api_calls": {"sum": 300}})
+    bill = periods.renewal(_sub(), "ACTIVE", FEB_28, [[{"group": None, "quantity": 300}]])
 
     assert (bill.period_start, bill.period_end, (bill.then.current_period_start, bill.then.current_period_end)) == (
         FEB_28,
@@ -37,7 +37,7 @@ def test_an_account_in_dunning_is_invoiced_without_an_attempt_of_its_own():
 
 
 def test_a_final_bill_has_no_flat_fee_and_no_invoice_without_usage():
-    with_usage = periods.final(_sub(), "ACTIVE", FEB_28, {"api_calls": {"sum": 5}})
+    with_usage = periods.final(_sub(), "ACTIVE", FEB_28, [[{"group": None, "quantity": 5}]])
     without = periods.final(_sub(), "ACTIVE", FEB_28, {})
 
     assert [(line.kind, line.amount) for line in with_usage.lines] == [("usage", 10)]
@@ -47,7 +47,7 @@ def test_a_final_bill_has_no_flat_fee_and_no_invoice_without_usage():
 
 
 def test_an_inactive_account_ends_without_a_final_invoice():
-    bill = periods.final(_sub(), "INACTIVE", FEB_28, {"api_calls": {"sum": 5}})
+    bill = periods.final(_sub(), "INACTIVE", FEB_28, [[{"group": None, "quantity": 5}]])
     assert bill.lines == () and bill.ends and not bill.collect
 
 
@@ -77,5 +77,5 @@ def test_payment_keys_keep_their_format_and_a_final_invoice_gets_its_own():
 
 def test_an_invoice_beyond_the_largest_amount_is_refused():
     with pytest.raises(errors.UnprocessableState) as refused:
-        periods.renewal(_sub(), "ACTIVE", FEB_28, {"api_calls": {"sum": 10**12}})
+        periods.renewal(_sub(), "ACTIVE", FEB_28, [[{"group": None, "quantity": 10**12}]])
     assert refused.value.code == "amount_too_large"

@@ -106,7 +106,7 @@ def test_a_total_is_the_exact_integer_sum_of_its_lines_and_never_past_the_larges
         usage_prices=[{"metric": "api_calls", "aggregation": "sum", "unit_amount": unit_amount}],
     )
     try:
-        bill = periods.renewal(sub, "ACTIVE", sub.current_period_end, {"api_calls": {"sum": quantity}})
+        bill = periods.renewal(sub, "ACTIVE", sub.current_period_end, [[{"group": None, "quantity": quantity}]])
     except Exception as refused:  # noqa: BLE001 - only the documented refusal is allowed
         assert getattr(refused, "code", None) == "amount_too_large"
         assert flat + quantity * unit_amount > MAX_AMOUNT
