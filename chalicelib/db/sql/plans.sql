@@ -1,14 +1,15 @@
 -- name: create
 INSERT INTO plans (code, name, interval, interval_count, amount, currency, features, limits, usage_prices,
-                   trial_days, trial_usage)
+                   trial_days, trial_usage, tax_rates)
 VALUES (:code, :name, :interval, :interval_count, :amount, :currency,
-        CAST(:features AS jsonb), CAST(:limits AS jsonb), CAST(:usage_prices AS jsonb), :trial_days, :trial_usage)
+        CAST(:features AS jsonb), CAST(:limits AS jsonb), CAST(:usage_prices AS jsonb), :trial_days, :trial_usage,
+        CAST(:tax_rates AS uuid[]))
 RETURNING id, 'plan' AS object, code, name, interval, interval_count, amount, currency,
-          features, limits, usage_prices, trial_days, trial_usage, active, created_at;
+          features, limits, usage_prices, trial_days, trial_usage, active, created_at, tax_rates;
 
 -- name: list
 SELECT id, 'plan' AS object, code, name, interval, interval_count, amount, currency,
-       features, limits, usage_prices, trial_days, trial_usage, active, created_at
+       features, limits, usage_prices, trial_days, trial_usage, active, created_at, tax_rates
   FROM plans
  WHERE (CAST(:after AS uuid) IS NULL
         OR (created_at, id) < (SELECT created_at, id FROM plans WHERE id = CAST(:after AS uuid)))
