@@ -81,7 +81,8 @@ def apply(
 def summary(lines) -> dict:
     """The invoice's sums of its lines: ``subtotal`` (the charge lines), ``total_discount``, ``tax``
     (inclusive and exclusive), ``total_discount_amounts`` [{discount, amount}] and
-    ``total_tax_amounts`` [{tax_rate, amount, inclusive, taxable_amount}], in first-seen order."""
+    ``total_tax_amounts`` [{tax_rate, amount, inclusive, taxable_amount, display_name, percentage}], in
+    first-seen order."""
     charges = [line for line in lines if line.kind not in ADDED]
     discounts: dict[str, int] = {}
     taxes: dict[str, dict] = {}
@@ -168,7 +169,15 @@ def _taxed(line: Line, taken: tuple[str, int] | None, rates: list[dict]) -> Line
 
 
 def _tax(rate: dict, amount: int, taxable: int) -> dict:
-    return {"tax_rate": str(rate["id"]), "amount": amount, "inclusive": rate["inclusive"], "taxable_amount": taxable}
+    """One rate's tax on a line, with what documents show of the rate (its name and percentage)."""
+    return {
+        "tax_rate": str(rate["id"]),
+        "amount": amount,
+        "inclusive": rate["inclusive"],
+        "taxable_amount": taxable,
+        "display_name": rate["display_name"],
+        "percentage": rate["percentage"],
+    }
 
 
 def _sum_of(items, key: str, value: str) -> int:

@@ -30,6 +30,7 @@ MAY_1 = datetime(2027, 5, 1, tzinfo=UTC)
 JUN_1 = datetime(2027, 6, 1, tzinfo=UTC)
 JUL_1 = datetime(2027, 7, 1, tzinfo=UTC)
 AUG_1 = datetime(2027, 8, 1, tzinfo=UTC)
+NAMED = {"display_name": "Sales tax", "percentage": "7.25"}
 METERED = [{"metric": "api_calls", "aggregation": "sum", "unit_amount": 3}]
 
 
@@ -130,7 +131,9 @@ def test_a_renewal_takes_the_accounts_default_rate_through_a_real_rebill_round_a
     # per line: 355.25 -> 355 on the fee; 7.25% of 450 = 32.625 -> 33 on the usage
     assert may["lines"] == [("subscription", 4900), ("usage", 450), ("tax", 388)]
     assert (may["subtotal"], may["tax"], may["total"]) == (5350, 388, 5738)
-    assert may["total_tax_amounts"] == [{"tax_rate": rate, "amount": 388, "inclusive": False, "taxable_amount": 5350}]
+    assert may["total_tax_amounts"] == [
+        {"tax_rate": rate, "amount": 388, "inclusive": False, "taxable_amount": 5350, **NAMED}
+    ]
     [bill] = preview
     assert [(line.kind, line.amount) for line in bill.lines] == may["lines"] and bill.total == may["total"]
     assert billing.state(tenant, account)["entries"][-2:] == [("charge", 5738), ("payment", -5738)]
@@ -147,7 +150,16 @@ def test_an_inclusive_19_percent_vat_on_a_plan_price_of_1000_is_840_net_and_160_
     [first] = _invoices(tenant, account)
     assert first["lines"] == [("subscription", 1000)]  # the tax is in the price: no line of its own
     assert (first["subtotal"], first["tax"], first["total"]) == (1000, 160, 1000)
-    assert first["total_tax_amounts"] == [{"tax_rate": vat, "amount": 160, "inclusive": True, "taxable_amount": 840}]
+    assert first["total_tax_amounts"] == [
+        {
+            "tax_rate": vat,
+            "amount": 160,
+            "inclusive": True,
+            "taxable_amount": 840,
+            "display_name": "VAT",
+            "percentage": "19",
+        }
+    ]
 
 
 def test_a_held_draft_is_finalized_with_its_discount_and_tax_and_late_usage(tenant, gateway):

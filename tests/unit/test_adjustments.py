@@ -12,6 +12,11 @@ STATE = {"id": "state", "display_name": "State", "percentage": "6", "inclusive":
 COUNTY = {"id": "county", "display_name": "County", "percentage": "2.5", "inclusive": False}
 
 
+def named(rate: dict) -> dict:
+    """What a tax amount shows of its rate."""
+    return {"display_name": rate["display_name"], "percentage": rate["percentage"]}
+
+
 def fee(amount: int, kind: str = "subscription") -> Line:
     return Line(kind, "Pro (pro)", 1, amount, amount)
 
@@ -40,7 +45,9 @@ def test_an_inclusive_19_percent_vat_splits_1000_into_840_net_and_160_tax():
 
     (line,) = done.lines  # inclusive tax is in the price: no tax line
     assert line.amount == 1000
-    assert line.tax_amounts == ({"tax_rate": "vat", "amount": 160, "inclusive": True, "taxable_amount": 840},)
+    assert line.tax_amounts == (
+        {"tax_rate": "vat", "amount": 160, "inclusive": True, "taxable_amount": 840, **named(VAT19_INCLUSIVE)},
+    )
     sums = adjustments.summary(done.lines)
     assert (sums["subtotal"], sums["tax"], total_of(done.lines)) == (1000, 160, 1000)
 
@@ -62,8 +69,8 @@ def test_several_exclusive_rates_each_get_their_own_tax_line():
     # 6% of 4900 = 294; 2.5% of 4900 = 122.5 -> 122 (even)
     assert [(line.kind, line.amount) for line in done.lines] == [("subscription", 4900), ("tax", 294), ("tax", 122)]
     assert adjustments.summary(done.lines)["total_tax_amounts"] == [
-        {"tax_rate": "state", "amount": 294, "inclusive": False, "taxable_amount": 4900},
-        {"tax_rate": "county", "amount": 122, "inclusive": False, "taxable_amount": 4900},
+        {"tax_rate": "state", "amount": 294, "inclusive": False, "taxable_amount": 4900, **named(STATE)},
+        {"tax_rate": "county", "amount": 122, "inclusive": False, "taxable_amount": 4900, **named(COUNTY)},
     ]
 
 
@@ -124,7 +131,9 @@ def test_an_exclusive_tax_with_a_fixed_amount_coupon_is_charged_on_the_discounte
         "total_discount": 1000,
         "tax": 741,
         "total_discount_amounts": [{"discount": "d", "amount": 1000}],
-        "total_tax_amounts": [{"tax_rate": "vat", "amount": 741, "inclusive": False, "taxable_amount": 3900}],
+        "total_tax_amounts": [
+            {"tax_rate": "vat", "amount": 741, "inclusive": False, "taxable_amount": 3900, **named(rate)}
+        ],
     }
     assert total_of(done.lines) == 4641
 
