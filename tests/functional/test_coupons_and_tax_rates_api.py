@@ -153,3 +153,37 @@ def test_another_tenant_can_neither_see_nor_redeem_a_coupon(api, catalog, accoun
     ours = api.post("/v1/coupons", {"percent_off": "50", "duration": "forever"}, catalog.admin).body
     reply = api.post(f"/v1/accounts/{account['id']}/discounts", {"coupon": ours["id"]}, other_tenant.user)
     assert reply.status == 404
+
+
+def test_an_exclusive_tax_with_a_fixed_amount_coupon_on_a_one_off_invoice(api, catalog, gateway):
+    # docs/pricing_adjustments.md, example 3: 4900 - 1000 = 3900 taxed; 19% of 3900 = 741; total 4641
+    vat = api.post("/v1/tax_rates", {"display_name": "VAT", "percentage": "19", "inclusive": False}, catalog.admin)
+    body = {"email": "e@customer.test", "name": "E", "currency": "USD", "default_tax_rates": [vat.body["id"]]}
+    account = api.post("/v1/accounts", body, catalog.user).body
+    coupon = api.post("/v1/coupons", {"amount_off": 1000, "currency": "USD", "duration": "once"}, catalog.admin).body
+    discount = api.post(f"/v1/accounts/{account['id']}/discounts", {"coupon": coupon["id"]}, catalog.user).body
+    item = {"currency": "USD", "description": "Onboarding", "amount": 4900}
+
+    made = api.post("/v1/invoices", {"account_id": account["id"], "items": [item]}, catalog.user)
+
+    assert made.status == 201, made.body
+    invoice = api.get(f"/v1/invoices/{made.body['id']}", catalog.user).body
+    sums = ("subtotal", "total_discount", "tax", "total", "amount_paid", "status")
+    assert tuple(invoice[k] for k in sums) == (4900, 1000, 741, 4641, 4641, "paid")
+    assert [(line["kind"], line["amount"]) for line in invoice["lines"]["data"]] == [
+        ("invoice_item", 4900),
+        ("discount", -1000),
+        ("tax", 741),
+    ]
+    assert invoice["lines"]["data"][0]["discount_amounts"] == [{"discount": discount["id"], "amount": 1000}]
+    assert invoice["total_tax_amounts"][0] | {"tax_rate": None} == {
+        "tax_rate": None,
+        "amount": 741,
+        "inclusive": False,
+        "taxable_amount": 3900,
+        "display_name": "VAT",
+        "percentage": "19",
+    }
+    api.post("/v1/invoice_items", {**item, "account_id": account["id"], "amount": 100}, catalog.user)
+    again = api.post("/v1/invoices", {"account_id": account["id"]}, catalog.user).body  # once: used up
+    assert (again["total_discount"], again["total"]) == (0, 119)
