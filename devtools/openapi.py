@@ -228,12 +228,14 @@ RESPONSES = {
     ),
     "TaxAmount": {
         "type": "object",
-        "required": ["tax_rate", "amount", "inclusive", "taxable_amount"],
+        "required": ["tax_rate", "amount", "inclusive", "taxable_amount", "display_name", "percentage"],
         "properties": {
             "tax_rate": ID,
             "amount": {**MONEY, "description": "half to even, per line (negative on a credit)"},
             "inclusive": {"type": "boolean", "description": "true: contained in the amount, not added"},
             "taxable_amount": {**MONEY, "description": "the amount the tax is on, net of any inclusive tax"},
+            "display_name": {"type": "string", "description": "the rate's name when it was applied"},
+            "percentage": {"type": "string", "description": "the rate's exact percentage"},
         },
     },
     "TaxRate": _object(
