@@ -259,7 +259,7 @@ RESPONSES = {
             "name": {"type": ["string", "null"]},
             "percent_off": {"type": ["string", "null"], "description": "exact decimal string"},
             "amount_off": {"type": ["integer", "null"], "description": "minor units of currency"},
-            "currency": {"type": ["string", "null"]},
+            "currency": {**CURRENCY, "type": ["string", "null"], "description": "with amount_off: its currency"},
             "duration": {"enum": ["once", "repeating", "forever"]},
             "duration_in_periods": {"type": ["integer", "null"]},
             "max_redemptions": {"type": ["integer", "null"]},

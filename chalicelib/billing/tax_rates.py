@@ -98,12 +98,16 @@ def list_page(tx, page: paging.PageRequest, *, active: bool | None = None) -> di
 
 
 def check_ids(tx, ids: list[str], field_name: str) -> list[str]:
-    """Rate ids (an account's defaults, a plan price's) that must all name this tenant's rates: a 400 on
-    ``field_name`` otherwise (another tenant's rate is no rate). Lower-cased, in their order."""
+    """Rate ids (an account's defaults, a plan price's) that must all name this tenant's rates, each once:
+    a 400 on ``field_name.N`` otherwise (another tenant's rate is no rate). Lower-cased, in their order
+    (the account schema's fast validator has no uniqueItems)."""
     ids = [rate_id.lower() for rate_id in ids]
     found = {row["id"] for row in tx.all(Q["found"], ids=encoding.dumps(ids))} if ids else set()
-    missing = [n for n, rate_id in enumerate(ids) if rate_id not in found]
-    if missing:
-        details = [{"field": f"{field_name}.{n}", "issue": "no such tax rate"} for n in missing]
-        raise errors.InvalidRequest("no such tax rate", details=details)
+    details = [
+        {"field": f"{field_name}.{n}", "issue": "no such tax rate" if rate_id not in found else "named twice"}
+        for n, rate_id in enumerate(ids)
+        if rate_id not in found or rate_id in ids[:n]
+    ]
+    if details:
+        raise errors.InvalidRequest("invalid tax rates", details=details)
     return ids

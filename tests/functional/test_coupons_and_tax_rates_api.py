@@ -54,6 +54,8 @@ def test_defaults_name_only_the_tenants_own_rates(api, catalog, other_tenant):
 
     assert reply.status == 400
     assert reply.body["error"]["details"] == [{"field": "default_tax_rates.1", "issue": "no such tax rate"}]
+    twice = api.post("/v1/accounts", {**account, "default_tax_rates": [ours, ours]}, catalog.user)
+    assert twice.body["error"]["details"] == [{"field": "default_tax_rates.1", "issue": "named twice"}]
     made = api.post("/v1/accounts", {**account, "default_tax_rates": [ours]}, catalog.user)
     assert made.body["default_tax_rates"] == [ours]
     cleared = api.post(f"/v1/accounts/{made.body['id']}", {"default_tax_rates": []}, catalog.user)

@@ -68,6 +68,19 @@ ROUTES = [
     ("GET", "/v1/api_clients", "ADMIN"),
     ("GET", f"/v1/api_clients/{SOME_ID}", "ADMIN"),
     ("DELETE", f"/v1/api_clients/{SOME_ID}", "ADMIN"),
+    ("POST", f"/v1/accounts/{SOME_ID}", "USER"),
+    ("POST", f"/v1/accounts/{SOME_ID}/discounts", "USER"),
+    ("DELETE", f"/v1/accounts/{SOME_ID}/discounts", "USER"),
+    ("POST", f"/v1/subscriptions/{SOME_ID}/discounts", "USER"),
+    ("DELETE", f"/v1/subscriptions/{SOME_ID}/discounts", "USER"),
+    ("POST", "/v1/tax_rates", "ADMIN"),
+    ("GET", "/v1/tax_rates", "USER"),
+    ("GET", f"/v1/tax_rates/{SOME_ID}", "USER"),
+    ("POST", f"/v1/tax_rates/{SOME_ID}", "ADMIN"),
+    ("POST", "/v1/coupons", "ADMIN"),
+    ("GET", "/v1/coupons", "USER"),
+    ("GET", f"/v1/coupons/{SOME_ID}", "USER"),
+    ("POST", f"/v1/coupons/{SOME_ID}", "ADMIN"),
 ]
 # Routes for people only: a machine client's token is refused there whatever its scopes.
 PEOPLE_ONLY = {("POST", "/v1/tenants"), ("PUT", "/v1/gateway")} | {
