@@ -291,4 +291,11 @@ def _valid_body(method, path):
         "/v1/webhook_endpoints": {"url": "https://hooks.example.com/a", "enabled_events": ["*"]},
         "/v1/api_clients": {"name": "n", "scopes": ["billing/read"]},
         f"/v1/webhook_endpoints/{SOME_ID}": {"description": "x"},
+        f"/v1/accounts/{SOME_ID}": {"default_tax_rates": []},
+        f"/v1/accounts/{SOME_ID}/discounts": {"coupon": SOME_ID},
+        f"/v1/subscriptions/{SOME_ID}/discounts": {"coupon": SOME_ID},
+        "/v1/tax_rates": {"display_name": "VAT", "percentage": "19", "inclusive": True},
+        f"/v1/tax_rates/{SOME_ID}": {"active": False},
+        "/v1/coupons": {"percent_off": "10", "duration": "forever"},
+        f"/v1/coupons/{SOME_ID}": {"active": False},
     }.get(path, {})
