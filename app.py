@@ -23,6 +23,7 @@ from chalicelib.auth import ADMIN, PEOPLE_ADMIN, READ, USAGE, WRITE, Access
 from chalicelib.billing import (
     accounts,
     calendar,
+    coupons,
     credit_notes,
     documents,
     entitlements,
@@ -35,6 +36,7 @@ from chalicelib.billing import (
     rebill,
     rebill_batch,
     subscriptions,
+    tax_rates,
     tenant_limits,
     tenants,
     upcoming,
@@ -140,6 +142,16 @@ def get_account(account_id):
     account_id = pagination.parse_id(account_id, "id")
     with tenant_transaction(request.principal.tenant_id) as tx:
         return http.json_response(accounts.get(tx, account_id))
+
+
+@app.route("/v1/accounts/{account_id}", methods=["POST"], **on_gateway(WRITE))
+@api(app)
+def update_account(account_id):
+    request = http.read(app, WRITE, "account_update")
+    account_id = pagination.parse_id(account_id, "id")
+    rates = request.body["default_tax_rates"]
+    work = lambda tx: accounts.set_default_tax_rates(tx, request.principal, account_id, rates)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work))
 
 
 @app.route("/v1/accounts/{account_id}/ledger", methods=["GET"], **on_gateway(READ))
@@ -421,6 +433,117 @@ def delete_invoice_item(item_id):
     return http.outcome_response(
         idempotency.run(request, lambda tx: invoice_items.delete(tx, request.principal, item_id))
     )
+
+
+@app.route("/v1/tax_rates", methods=["POST"], **on_gateway(ADMIN))
+@api(app)
+def create_tax_rate():
+    request = http.read(app, ADMIN, "tax_rate_create")
+    command = tax_rates.NewTaxRate.of(request.body)
+    work = lambda tx: tax_rates.create(tx, request.principal, command)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, status=201))
+
+
+@app.route("/v1/tax_rates", methods=["GET"], **on_gateway(READ))
+@api(app)
+def list_tax_rates():
+    request = http.read(app, READ)
+    page = pagination.page_request(request.query)
+    active = pagination.flag(request.query, "active")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(tax_rates.list_page(tx, page, active=active))
+
+
+@app.route("/v1/tax_rates/{rate_id}", methods=["GET"], **on_gateway(READ))
+@api(app)
+def get_tax_rate(rate_id):
+    request = http.read(app, READ)
+    rate_id = pagination.parse_id(rate_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(tax_rates.get(tx, rate_id))
+
+
+@app.route("/v1/tax_rates/{rate_id}", methods=["POST"], **on_gateway(ADMIN))
+@api(app)
+def update_tax_rate(rate_id):
+    request = http.read(app, ADMIN, "tax_rate_update")
+    rate_id = pagination.parse_id(rate_id, "id")
+    work = lambda tx: tax_rates.update(tx, request.principal, rate_id, request.body)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work))
+
+
+@app.route("/v1/coupons", methods=["POST"], **on_gateway(ADMIN))
+@api(app)
+def create_coupon():
+    request = http.read(app, ADMIN, "coupon_create")
+    command = coupons.NewCoupon.of(request.body, calendar.utcnow())
+    work = lambda tx: coupons.create(tx, request.principal, command)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, status=201))
+
+
+@app.route("/v1/coupons", methods=["GET"], **on_gateway(READ))
+@api(app)
+def list_coupons():
+    request = http.read(app, READ)
+    page = pagination.page_request(request.query)
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(coupons.list_page(tx, page))
+
+
+@app.route("/v1/coupons/{coupon_id}", methods=["GET"], **on_gateway(READ))
+@api(app)
+def get_coupon(coupon_id):
+    request = http.read(app, READ)
+    coupon_id = pagination.parse_id(coupon_id, "id")
+    with tenant_transaction(request.principal.tenant_id) as tx:
+        return http.json_response(coupons.get(tx, coupon_id))
+
+
+@app.route("/v1/coupons/{coupon_id}", methods=["POST"], **on_gateway(ADMIN))
+@api(app)
+def update_coupon(coupon_id):
+    request = http.read(app, ADMIN, "coupon_update")
+    coupon_id = pagination.parse_id(coupon_id, "id")
+    work = lambda tx: coupons.update(tx, request.principal, coupon_id, request.body)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work))
+
+
+@app.route("/v1/accounts/{account_id}/discounts", methods=["POST"], **on_gateway(WRITE))
+@api(app)
+def create_account_discount(account_id):
+    request = http.read(app, WRITE, "discount_create")
+    account_id = pagination.parse_id(account_id, "id")
+    coupon_id = request.body["coupon"].lower()
+    work = lambda tx: coupons.apply_to_account(tx, request.principal, account_id, coupon_id)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, status=201))
+
+
+@app.route("/v1/accounts/{account_id}/discounts", methods=["DELETE"], **on_gateway(WRITE))
+@api(app)
+def delete_account_discount(account_id):
+    request = http.read(app, WRITE)
+    account_id = pagination.parse_id(account_id, "id")
+    work = lambda tx: coupons.remove_from_account(tx, request.principal, account_id)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work))
+
+
+@app.route("/v1/subscriptions/{subscription_id}/discounts", methods=["POST"], **on_gateway(WRITE))
+@api(app)
+def create_subscription_discount(subscription_id):
+    request = http.read(app, WRITE, "discount_create")
+    subscription_id = pagination.parse_id(subscription_id, "id")
+    coupon_id = request.body["coupon"].lower()
+    work = lambda tx: coupons.apply_to_subscription(tx, request.principal, subscription_id, coupon_id)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work, status=201))
+
+
+@app.route("/v1/subscriptions/{subscription_id}/discounts", methods=["DELETE"], **on_gateway(WRITE))
+@api(app)
+def delete_subscription_discount(subscription_id):
+    request = http.read(app, WRITE)
+    subscription_id = pagination.parse_id(subscription_id, "id")
+    work = lambda tx: coupons.remove_from_subscription(tx, request.principal, subscription_id)  # noqa: E731
+    return http.outcome_response(idempotency.run(request, work))
 
 
 @app.route("/v1/credit_notes", methods=["POST"], **on_gateway(ADMIN))

@@ -55,7 +55,21 @@ def invoice_finalized_email(r: dict) -> dict:
     total, due = format_amount(r["total"], r["currency"]), format_amount(r["amount_due"], r["currency"])
     owed = f"{due} is due." if r["amount_due"] > 0 else "Nothing is due: it is already paid."
     said = f"Invoice {r['number']} for {total} is ready. {owed}"
-    return _email(f"Invoice {r['number']}", r["name"], [said], ("View and download it", r.get("link")))
+    return _email(f"Invoice {r['number']}", r["name"], [said, *_sums(r)], ("View and download it", r.get("link")))
+
+
+def _sums(r: dict) -> list[str]:
+    """How an invoice with discounts or taxes comes to its total: subtotal, discount, each rate's tax."""
+    if not r.get("total_discount") and not r.get("tax"):
+        return []
+    money = lambda amount: format_amount(amount, r["currency"])  # noqa: E731
+    parts = [f"Subtotal {money(r['subtotal'])}"]
+    if r.get("total_discount"):
+        parts.append(f"discount {money(-r['total_discount'])}")
+    for tax in r.get("total_tax_amounts") or ():
+        included = " (included)" if tax["inclusive"] else ""
+        parts.append(f"{tax['display_name']} {tax['percentage']}% {money(tax['amount'])}{included}")
+    return [", ".join(parts) + f", total {money(r['total'])}."]
 
 
 def payment_failed_email(r: dict) -> dict:

@@ -84,6 +84,11 @@ RESPONSES = {
             "trial_usage": {"enum": ["free", "billed"], "description": "whether usage during a trial is billed"},
             "active": {"type": "boolean"},
             "created_at": TS,
+            "tax_rates": {
+                "type": "array",
+                "items": ID,
+                "description": "tax rate ids this price's lines take instead of the account's defaults",
+            },
         },
     ),
     "Account": _object(
@@ -203,8 +208,9 @@ RESPONSES = {
         {
             "id": ID,
             "kind": {
-                "enum": ["subscription", "usage", "proration", "invoice_item", "adjustment"],
-                "description": "a proration is signed: a credit for unused time is negative",
+                "enum": ["subscription", "usage", "proration", "invoice_item", "adjustment", "discount", "tax"],
+                "description": "a proration is signed: a credit for unused time is negative; a discount line is "
+                "negative (one per discount applied) and a tax line is one exclusive rate's tax",
             },
             "description": {"type": "string"},
             "metric": {"type": ["string", "null"]},
@@ -215,6 +221,82 @@ RESPONSES = {
             "period_start": TS,
             "period_end": TS,
             "invoice_item_id": {**ID_OR_NULL, "description": "the one-off invoice item this line bills"},
+            "discount_amounts": {
+                "type": "array",
+                "description": "a charge line's discount: [{discount, amount}]",
+                "items": {"type": "object", "properties": {"discount": ID, "amount": MONEY}},
+            },
+            "tax_amounts": {
+                "type": "array",
+                "description": "a charge line's taxes, per rate, on its amount after its discount",
+                "items": {"$ref": "#/components/schemas/TaxAmount"},
+            },
+            "discount_id": {**ID_OR_NULL, "description": "the discount a discount line shows"},
+            "tax_rate_id": {**ID_OR_NULL, "description": "the rate a tax line shows"},
+        },
+    ),
+    "TaxAmount": {
+        "type": "object",
+        "required": ["tax_rate", "amount", "inclusive", "taxable_amount", "display_name", "percentage"],
+        "properties": {
+            "tax_rate": ID,
+            "amount": {**MONEY, "description": "half to even, per line (negative on a credit)"},
+            "inclusive": {"type": "boolean", "description": "true: contained in the amount, not added"},
+            "taxable_amount": {**MONEY, "description": "the amount the tax is on, net of any inclusive tax"},
+            "display_name": {"type": "string", "description": "the rate's name when it was applied"},
+            "percentage": {"type": "string", "description": "the rate's exact percentage"},
+        },
+    },
+    "TaxRate": _object(
+        "tax_rate",
+        {
+            "id": ID,
+            "display_name": {"type": "string"},
+            "description": {"type": ["string", "null"]},
+            "percentage": {"type": "string", "description": 'exact decimal string, at most 4 decimals ("7.25")'},
+            "inclusive": {"type": "boolean"},
+            "jurisdiction": {"type": ["string", "null"]},
+            "country": {"type": ["string", "null"]},
+            "active": {"type": "boolean", "description": "false: not applied to new invoices"},
+            "created_at": TS,
+        },
+    ),
+    "Coupon": _object(
+        "coupon",
+        {
+            "id": ID,
+            "name": {"type": ["string", "null"]},
+            "percent_off": {"type": ["string", "null"], "description": "exact decimal string"},
+            "amount_off": {"type": ["integer", "null"], "description": "minor units of currency"},
+            "currency": {**CURRENCY, "type": ["string", "null"], "description": "with amount_off: its currency"},
+            "duration": {"enum": ["once", "repeating", "forever"]},
+            "duration_in_periods": {"type": ["integer", "null"]},
+            "max_redemptions": {"type": ["integer", "null"]},
+            "redeem_by": TS_OR_NULL,
+            "applies_to": {
+                "type": ["object", "null"],
+                "properties": {"plans": {"type": "array", "items": {"type": "string"}}},
+            },
+            "times_redeemed": {"type": "integer"},
+            "active": {"type": "boolean"},
+            "valid": {"type": "boolean", "description": "it may be redeemed now"},
+            "created_at": TS,
+        },
+    ),
+    "Discount": _object(
+        "discount",
+        {
+            "id": ID,
+            "coupon": {"$ref": "#/components/schemas/Coupon"},
+            "account_id": ID,
+            "subscription_id": {**ID_OR_NULL, "description": "null: the account's discount"},
+            "start": TS,
+            "end": {**TS_OR_NULL, "description": "when it was removed"},
+            "periods_remaining": {
+                "type": ["integer", "null"],
+                "description": "repeating: billing periods left; once: 1 until an invoice used it; forever: null",
+            },
+            "status": {"enum": ["active", "ended", "removed"]},
         },
     ),
     "Invoice": _object(
@@ -241,8 +323,12 @@ RESPONSES = {
             "status": {"enum": ["draft", "open", "paid", "void", "uncollectible"]},
             "description": {"type": ["string", "null"]},
             "currency": CURRENCY,
-            "subtotal": MONEY,
-            "total": {**MONEY, "description": "the sum of the lines; negative when credits exceed charges"},
+            "subtotal": {**MONEY, "description": "the charge lines, before discounts and exclusive tax"},
+            "total": {
+                **MONEY,
+                "description": "the sum of the lines (subtotal - total_discount + exclusive tax); negative when "
+                "credits exceed charges",
+            },
             "credit_applied": {**MONEY, "description": "the account's credit balance this invoice used"},
             "pre_payment_credit_notes_amount": {**MONEY, "description": "credit notes that lowered amount_due"},
             "post_payment_credit_notes_amount": {**MONEY, "description": "credit notes refunded or credited"},
@@ -260,6 +346,13 @@ RESPONSES = {
             "voided_at": TS_OR_NULL,
             "marked_uncollectible_at": TS_OR_NULL,
             "created_at": TS,
+            "total_discount": {**MONEY, "description": "the discounts' sum (their lines' amounts, negated)"},
+            "tax": {**MONEY, "description": "every tax, inclusive and exclusive; total adds the exclusive only"},
+            "total_discount_amounts": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"discount": ID, "amount": MONEY}},
+            },
+            "total_tax_amounts": {"type": "array", "items": {"$ref": "#/components/schemas/TaxAmount"}},
         },
     ),
     "InvoiceItem": _object(
@@ -405,8 +498,10 @@ RESPONSES["UpcomingInvoice"] = _object(
         "subscription_id": ID,
         "number": {"type": "null"},
         "status": {"const": "draft"},
-        "subtotal": MONEY,
-        "total": RESPONSES["Invoice"]["properties"]["total"],
+        **{
+            name: RESPONSES["Invoice"]["properties"][name]
+            for name in ("subtotal", "total_discount", "tax", "total_discount_amounts", "total_tax_amounts", "total")
+        },
         "credit_applied": {**MONEY, "description": "the account's credit balance it would use"},
         "amount_due": {**MONEY, "description": "what would be collected: total - credit_applied"},
         "period_start": TS,
@@ -450,6 +545,7 @@ RESPONSES["AccountDetail"] = _object(
         "credit_balance": {**MONEY, "description": "credit the next invoices use first"},
         "gateway_customer_id": {"type": ["string", "null"], "description": "its Stripe Customer, once set up"},
         "default_payment_method": {"$ref": "#/components/schemas/PaymentMethod"},
+        "default_tax_rates": {"type": "array", "items": ID, "description": "tax rate ids its invoices take"},
     },
 )
 
@@ -704,7 +800,40 @@ ROUTES = {
         "post": ("Create a billable account", "account_create", 201, "Account", False),
         "get": ("List accounts", None, 200, "Account", True),
     },
-    "/v1/accounts/{account_id}": {"get": ("Retrieve an account", None, 200, "AccountDetail", False)},
+    "/v1/accounts/{account_id}": {
+        "get": ("Retrieve an account", None, 200, "AccountDetail", False),
+        "post": ("Set the account's default tax rates", "account_update", 200, "AccountDetail", False),
+    },
+    "/v1/accounts/{account_id}/discounts": {
+        "post": ("Apply a coupon to the account (replaces its discount)", "discount_create", 201, "Discount", False),
+        "delete": ("Remove the account's discount", None, 200, "Discount", False),
+    },
+    "/v1/subscriptions/{subscription_id}/discounts": {
+        "post": (
+            "Apply a coupon to the subscription (replaces its discount)",
+            "discount_create",
+            201,
+            "Discount",
+            False,
+        ),
+        "delete": ("Remove the subscription's discount", None, 200, "Discount", False),
+    },
+    "/v1/tax_rates": {
+        "post": ("Create a tax rate (ADMIN)", "tax_rate_create", 201, "TaxRate", False),
+        "get": ("List tax rates", None, 200, "TaxRate", True),
+    },
+    "/v1/tax_rates/{rate_id}": {
+        "get": ("Retrieve a tax rate", None, 200, "TaxRate", False),
+        "post": ("Rename, describe or (de)activate a tax rate (ADMIN)", "tax_rate_update", 200, "TaxRate", False),
+    },
+    "/v1/coupons": {
+        "post": ("Create a coupon (ADMIN)", "coupon_create", 201, "Coupon", False),
+        "get": ("List coupons", None, 200, "Coupon", True),
+    },
+    "/v1/coupons/{coupon_id}": {
+        "get": ("Retrieve a coupon", None, 200, "Coupon", False),
+        "post": ("Rename or (de)activate a coupon (ADMIN)", "coupon_update", 200, "Coupon", False),
+    },
     "/v1/accounts/{account_id}/ledger": {
         "get": ("Ledger entries with running balance", None, 200, "LedgerEntry", True)
     },
@@ -849,6 +978,7 @@ LIST_FILTERS = {
     "/v1/subscriptions": {"account_id": ID, "status": {"enum": list(subscriptions.STATUSES)}},
     "/v1/invoice_items": {"account_id": ID, "pending": {"enum": ["true", "false"]}},
     "/v1/credit_notes": {"invoice": ID},
+    "/v1/tax_rates": {"active": {"enum": ["true", "false"]}},
     "/v1/notifications": {"type": {"enum": list(events.KNOWN_TYPES)}},
     "/v1/webhook_endpoints/{endpoint_id}/deliveries": {"status": {"enum": ["pending", "delivered", "failed"]}},
 }

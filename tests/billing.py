@@ -181,6 +181,10 @@ TENANT_TABLES = [
     "api_clients",
     "usage_events_archive",
     "usage_counters",
+    "tax_rates",
+    "coupons",
+    "discounts",
+    "discount_uses",
 ]
 # Moved by every usage request the rate admits, whatever becomes of it (a rejected batch too): a
 # tenant's place in its request rate, not data a request stores.

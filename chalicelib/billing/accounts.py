@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass, field
 
 from chalicelib import audit, errors, outbox
-from chalicelib.billing import currency_prices, plans, tenant_limits
+from chalicelib.billing import currency_prices, plans, tax_rates, tenant_limits
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 
@@ -18,6 +18,7 @@ class NewAccount:
     currency: str
     plan: str | None = None
     metadata: dict = field(default_factory=dict)
+    default_tax_rates: list = field(default_factory=list)  # tax rate ids (``tax_rates.check_ids``)
 
 
 def create(tx, actor, command: NewAccount) -> dict:
@@ -33,6 +34,7 @@ def create(tx, actor, command: NewAccount) -> dict:
                 details=[{"field": "currency", "issue": f"plan {plan['code']!r} is priced in {priced}"}],
             )
         plan_id = plan["id"]
+    rates = tax_rates.check_ids(tx, command.default_tax_rates, "default_tax_rates")
     tenant_limits.enforce(tx, "accounts", lambda cap: tx.scalar(Q["count_upto"], cap=cap))
     account_id = tx.scalar(
         Q["create"],
@@ -41,6 +43,7 @@ def create(tx, actor, command: NewAccount) -> dict:
         currency=command.currency,
         plan_id=plan_id,
         metadata=json.dumps(command.metadata),
+        default_tax_rates=rates,
     )
     audit.record(tx, actor, "account.created", "account", account_id)
     account = get(tx, account_id)
@@ -53,6 +56,15 @@ def get(tx, account_id: str) -> dict:
     if account is None:
         raise errors.NotFound("no such account")
     return account
+
+
+def set_default_tax_rates(tx, actor, account_id: str, rate_ids: list[str]) -> dict:
+    """The tax rates the account's invoices take from now on (unless a plan price has its own)."""
+    rates = tax_rates.check_ids(tx, rate_ids, "default_tax_rates")
+    lock(tx, account_id)
+    tx.run(Q["set_default_tax_rates"], id=account_id, rates=rates)
+    audit.record(tx, actor, "account.updated", "account", account_id, {"default_tax_rates": rates})
+    return get(tx, account_id)
 
 
 def find_locked(tx, account_id: str) -> dict | None:

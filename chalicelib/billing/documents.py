@@ -140,7 +140,7 @@ def _totals(invoice: dict) -> list[tuple[str, str, bool]]:
     currency = invoice["currency"]
     pre = invoice.get("pre_payment_credit_notes_amount") or 0
     post = invoice.get("post_payment_credit_notes_amount") or 0
-    rows = [("Subtotal", invoice["subtotal"], False), ("Total", invoice["total"], False)]
+    rows = [("Subtotal", invoice["subtotal"], False), *_adjustments(invoice), ("Total", invoice["total"], False)]
     if pre:
         rows.append(("Credit notes", -pre, False))
     if invoice.get("credit_applied"):
@@ -149,6 +149,16 @@ def _totals(invoice: dict) -> list[tuple[str, str, bool]]:
     if post:
         rows.append(("Credited after payment", post, False))
     return [(label, format_amount(amount, currency), strong) for label, amount, strong in rows]
+
+
+def _adjustments(invoice: dict) -> list[tuple[str, int, bool]]:
+    """Between Subtotal and Total: the discounts, then each rate's tax (an inclusive one is in the
+    subtotal already, so it is shown as included, and Total adds only the exclusive ones)."""
+    rows = [("Discount", -invoice["total_discount"], False)] if invoice.get("total_discount") else []
+    for tax in invoice.get("total_tax_amounts") or ():
+        included = " included" if tax["inclusive"] else ""
+        rows.append((f"{tax['display_name']} {tax['percentage']}%{included}", tax["amount"], False))
+    return rows
 
 
 def _credit_note(note: dict, currency: str) -> tuple[str, str, str, str]:

@@ -147,10 +147,12 @@ def end_now(tx, tenant_id: str, subscription_id: str, now: datetime, *, prorate:
 
 
 def preview(tenant_id: str, due: dict[str, datetime], now: datetime) -> list[periods.Bill]:
-    """The bills a round would write, computed exactly as ``bill_due`` computes them; writes nothing."""
+    """The bills a round would write, computed exactly as ``bill_due`` computes them (held for the grace
+    period, with the pending invoice items, discounted and taxed: ``invoicing.prepare``); writes nothing."""
     with transaction(tenant_id=tenant_id) as tx:
         rows = _states(tx, due)
-        return _bills([row for row in rows if row["id"] is not None and _is_due(row, due[row["account_key"]], now)])
+        live = [row for row in rows if row["id"] is not None and _is_due(row, due[row["account_key"]], now)]
+        return invoicing.prepare(_bills(live), _pending(rows, live))
 
 
 def upcoming(tx, account_id: str) -> periods.Bill | None:
@@ -162,7 +164,7 @@ def upcoming(tx, account_id: str) -> periods.Bill | None:
         return None
     if rows[0]["account_status"] == "INACTIVE":
         return None
-    return invoicing.compose(_bills(rows), _pending(rows, rows))[0]
+    return invoicing.prepare(_bills(rows), _pending(rows, rows))[0]
 
 
 # The instants of a state row: read from its JSON as datetimes.

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from chalicelib import encoding, outbox
-from chalicelib.billing import collection, periods, subscription_views, usage_charges
+from chalicelib.billing import adjustments, collection, periods, subscription_views, usage_charges
 from chalicelib.billing.lines import Line, total_of
 from chalicelib.billing.periods import Bill
 from chalicelib.config import get_settings
@@ -85,7 +85,7 @@ def issue(
         raise ValueError("one bill per account per call")
     if commit and any(bill.ends for bill in bills):
         raise ValueError("a bill that ends a subscription writes its events after the write: no commit")
-    bills = compose(bills, pending or _pending(tx, bills))
+    bills = prepare(bills, pending or _pending(tx, bills))
     written, intents = _write(tx, bills, settle_now, commit)
     bills_written = [bill for bill in bills if bill.account_id in written]
     _end(tx, [bill for bill in bills if bill.ends])
@@ -97,11 +97,28 @@ def issue(
     return {bill.account_id: _issued(bill, written, intents) for bill in bills}
 
 
-def compose(bills: list[Bill], pending: Pending) -> list[Bill]:
-    """The bills as the writer writes them, whatever computed them: held as drafts for the tenant's grace
-    period, with their accounts' pending invoice items. Pure: the upcoming-invoice preview composes
-    its bill here too, so what it shows is what is issued."""
-    return _with_pending_items(_held(bills, pending.grace_hours), pending.items)
+def prepare(bills: list[Bill], pending: Pending) -> list[Bill]:
+    """The bills as they are written, whatever computed them: held as drafts for the tenant's grace
+    period, with the accounts' pending invoice items, then discounted and taxed (``adjustments``).
+    ``engine.preview`` and ``engine.upcoming`` call it too, so an upcoming invoice is the one issued."""
+    return [_adjusted(bill) for bill in _with_pending_items(_held(bills, pending.grace_hours), pending.items)]
+
+
+def _adjusted(bill: Bill) -> Bill:
+    """The bill's lines discounted and taxed on the plan it bills (after a change at this boundary, the
+    new one); collected only if something is still owed; the discounts its invoice consumes."""
+    if not bill.lines:
+        return bill
+    terms = bill.then or bill.subscription
+    done = adjustments.apply(
+        bill.lines,
+        bill.subscription.adjustments,
+        bill.currency,
+        plan_id=terms.plan_id,
+        plan_code=terms.plan_code,
+        opens_period=bill.opens_period,
+    )
+    return replace(bill, lines=done.lines, collect=bill.collect and total_of(done.lines) > 0, consumes=done.consumed)
 
 
 def _issued(bill: Bill, written: dict, intents: dict) -> Issued:
@@ -191,7 +208,16 @@ def _invoice_row(bill: Bill) -> dict:
         "entry_type": "charge" if bill.total >= 0 else "credit",
         "charge_key": bill.charge_key,
         "description": bill.description,
+        **adjustments.summary(bill.lines),
+        # A draft keeps what it was discounted and taxed with: it is finalized on those (``revise_draft``).
+        "adjustments": _terms_of(bill) if bill.draft else None,
+        "consumes": list(bill.consumes),
     }
+
+
+def _terms_of(bill: Bill) -> dict:
+    terms = bill.then or bill.subscription
+    return {**(bill.subscription.adjustments or {}), "plan_id": terms.plan_id, "plan_code": terms.plan_code}
 
 
 def _line_rows(bill: Bill) -> list[dict]:
@@ -219,6 +245,10 @@ def line_row(line, position: int, currency: str) -> dict:
         "currency": currency,
         "position": position,
         "invoice_item_id": line.invoice_item_id,
+        "discount_amounts": list(line.discount_amounts),
+        "tax_amounts": list(line.tax_amounts),
+        "discount_id": line.discount_id,
+        "tax_rate_id": line.tax_rate_id,
     }
 
 
@@ -295,11 +325,29 @@ def write_one_off(tx, account: dict, at: datetime, description: str | None) -> s
     _status, items = _pending_items(tx, [account_id]).get(account_id, (None, []))
     if not items:
         return None
-    total = total_of(items)
-    row = {"account_id": account_id, "currency": account["currency"], "total": total, "at": at}
+    terms = tx.scalar(Q["account_adjustments"], account_id=account_id)
+    lines = adjustments.apply(items, terms, account["currency"]).lines
+    row = {"account_id": account_id, "currency": account["currency"], "total": total_of(lines), "at": at}
     invoice_id = str(tx.scalar(Q["write_one_off"], **row, description=description))
-    _write_lines(tx, [(invoice_id, account["currency"], items, at, at)])
+    _write_lines(tx, [(invoice_id, account["currency"], lines, at, at)])
+    _set_amounts(tx, invoice_id, lines, terms, ())
     return invoice_id
+
+
+def _set_amounts(tx, invoice_id: str, lines, terms: dict | None, consumes) -> None:
+    """The invoice's sums of its lines, the terms it was discounted and taxed on, and what it consumes."""
+    sums = adjustments.summary(lines)
+    tx.run(
+        Q["set_amounts"],
+        invoice_id=invoice_id,
+        subtotal=sums["subtotal"],
+        total_discount=sums["total_discount"],
+        tax=sums["tax"],
+        total_discount_amounts=encoding.dumps(sums["total_discount_amounts"]),
+        total_tax_amounts=encoding.dumps(sums["total_tax_amounts"]),
+        adjustments=encoding.dumps(terms) if terms is not None else None,
+        consumes=encoding.dumps(list(consumes)),
+    )
 
 
 def revise_draft(tx, invoice: dict) -> int:
@@ -314,9 +362,15 @@ def revise_draft(tx, invoice: dict) -> int:
         usage = usage_charges.lines(terms["prices"], totals, from_at, to_at)
         lines = [line for line in lines if line.kind != "usage"] + usage
     lines += _pending_items(tx, [str(invoice["account_id"])]).get(str(invoice["account_id"]), (None, []))[1]
-    total = total_of(lines)
+    terms = invoice["adjustments"]  # what it was held with (None: a draft from before migration 0020)
+    plan = terms or {}
+    done = adjustments.apply(
+        lines, terms, invoice["currency"], plan_id=plan.get("plan_id"), plan_code=plan.get("plan_code")
+    )
+    total = total_of(done.lines)
     tx.run(Q["clear_lines"], invoice_id=invoice["id"])
-    _write_lines(tx, [(invoice["id"], invoice["currency"], lines, invoice["period_start"], invoice["period_end"])])
+    _write_lines(tx, [(invoice["id"], invoice["currency"], done.lines, invoice["period_start"], invoice["period_end"])])
+    _set_amounts(tx, str(invoice["id"]), done.lines, terms, done.consumed)
     return total
 
 

@@ -28,6 +28,13 @@ class Line:
     period_start: datetime | None = None  # defaults to the invoice's period
     period_end: datetime | None = None
     invoice_item_id: str | None = None  # a one-off charge (kind ``invoice_item``) this line bills
+    # What ``adjustments.apply`` adds: a charge line's discounts [{discount, amount}] and taxes
+    # [{tax_rate, amount, inclusive, taxable_amount}]; the discount (kind ``discount``) or the rate
+    # (kind ``tax``) a line of its own shows.
+    discount_amounts: tuple = ()
+    tax_amounts: tuple = ()
+    discount_id: str | None = None
+    tax_rate_id: str | None = None
 
 
 def prorate(amount: int, part: timedelta, whole: timedelta) -> int:

@@ -73,6 +73,9 @@ class Subscription:
     current_period_paid: int | None = None  # the flat fee the rest of the period was paid at (None: the price)
     pending_change: dict | None = None  # TERMS applied at the end of the current period
     pending_prorations: tuple[Line, ...] = ()  # lines waiting for the next invoice
+    # The discounts and tax rates of its account's next invoice (billing_adjustments, migration 0020),
+    # read with its state: ``adjustments.apply`` applies them where every bill is written.
+    adjustments: dict | None = None
 
     @classmethod
     def of(cls, row: dict) -> "Subscription":
@@ -126,6 +129,7 @@ class Bill:
     draft: bool = False  # a draft invoice: no number, no charge, no payment until finalized
     auto_finalize_at: datetime | None = None  # a held draft: finalized then (None: by the tenant only)
     usage: tuple | None = None  # (usage prices, from, to): the metered usage the bill prices
+    consumes: tuple[str, ...] = ()  # the discounts its invoice consumes (``adjustments.apply``)
 
     @property
     def account_id(self) -> str:
@@ -152,6 +156,15 @@ class Bill:
         """This bill as a draft finalized at ``until`` (a tenant's grace period): nothing is charged or
         collected before then, and its usage is priced again then (``usage_terms``)."""
         return replace(self, draft=True, collect=False, auto_finalize_at=until)
+
+    @property
+    def opens_period(self) -> bool:
+        """The bill invoices a new billing period: a first or renewal invoice, or a change that starts a
+        new period (a new interval, a trial's end): what consumes a repeating discount."""
+        if self.reason in _PERIOD_REASONS:
+            return True
+        then = self.then
+        return then is not None and then.current_period_start != self.subscription.current_period_start
 
     @property
     def usage_terms(self) -> dict | None:

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 
 from chalicelib import audit, errors
-from chalicelib.billing import currency_prices, usage_charges
+from chalicelib.billing import currency_prices, tax_rates, usage_charges
 from chalicelib.db import errors as db_errors
 from chalicelib.db import paging
 from chalicelib.db.queries import load
@@ -30,11 +30,13 @@ class NewPlan:
     usage_prices: list = field(default_factory=list)
     trial_days: int = 0  # a subscription's default trial
     trial_usage: str = "free"  # usage during a trial: free | billed
+    tax_rates: list = field(default_factory=list)  # tax rate ids its lines take (else the account's defaults)
 
 
 def create(tx, actor, command: NewPlan) -> dict:
     usage_charges.check(command.usage_prices)
     amounts = currency_prices.plan_amounts(command.amount, command.currency, command.amounts, command.usage_prices)
+    rates = tax_rates.check_ids(tx, command.tax_rates, "tax_rates")
     try:
         plan = tx.one(
             Q["create"],
@@ -50,6 +52,7 @@ def create(tx, actor, command: NewPlan) -> dict:
             usage_prices=json.dumps(command.usage_prices),
             trial_days=command.trial_days,
             trial_usage=command.trial_usage,
+            tax_rates=rates,
         )
     except db_errors.UniqueViolation as exc:
         raise errors.Conflict(

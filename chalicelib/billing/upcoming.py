@@ -6,7 +6,7 @@ invoice without an id or a number (Stripe's upcoming invoice, Lago's current usa
 """
 
 from chalicelib import errors
-from chalicelib.billing import accounts, engine, invoicing
+from chalicelib.billing import accounts, adjustments, engine, invoicing
 from chalicelib.billing.periods import Bill
 
 
@@ -33,7 +33,7 @@ def _invoice(bill: Bill, credit: int) -> dict:
         "number": None,
         "status": "draft",
         "currency": bill.currency,
-        "subtotal": total,
+        **adjustments.summary(bill.lines),  # subtotal, discounts and taxes, as the issued invoice sums them
         "total": total,
         "credit_applied": applied,
         "amount_due": max(total, 0) - applied,

@@ -78,6 +78,19 @@ PROBES = [
     ("GET", "/v1/api_clients/{api_client_id}", "ADMIN", "path", "api_client_id", "api_client"),
     ("DELETE", "/v1/api_clients/{api_client_id}", "ADMIN", "path", "api_client_id", "api_client"),
     ("POST", RETRY, "ADMIN", "path", "delivery_id", "webhook_delivery"),
+    ("POST", "/v1/accounts/{account_id}", "USER", "path", "account_id", "account"),
+    ("POST", "/v1/accounts/{account_id}/discounts", "USER", "path", "account_id", "account"),
+    ("POST", "/v1/accounts/{account_id}/discounts", "USER", "body", "coupon", "coupon"),
+    ("DELETE", "/v1/accounts/{account_id}/discounts", "USER", "path", "account_id", "account"),
+    ("POST", "/v1/subscriptions/{subscription_id}/discounts", "USER", "path", "subscription_id", "subscription"),
+    ("POST", "/v1/subscriptions/{subscription_id}/discounts", "USER", "body", "coupon", "coupon"),
+    ("DELETE", "/v1/subscriptions/{subscription_id}/discounts", "USER", "path", "subscription_id", "subscription"),
+    ("GET", "/v1/tax_rates", "USER", "query", "starting_after", "tax_rate"),
+    ("GET", "/v1/tax_rates/{rate_id}", "USER", "path", "rate_id", "tax_rate"),
+    ("POST", "/v1/tax_rates/{rate_id}", "ADMIN", "path", "rate_id", "tax_rate"),
+    ("GET", "/v1/coupons", "USER", "query", "starting_after", "coupon"),
+    ("GET", "/v1/coupons/{coupon_id}", "USER", "path", "coupon_id", "coupon"),
+    ("POST", "/v1/coupons/{coupon_id}", "ADMIN", "path", "coupon_id", "coupon"),
 ]
 BODIES = {
     "/v1/subscriptions": {"plan": "pro"},
@@ -90,6 +103,11 @@ BODIES = {
     "/v1/invoice_items": {"currency": "USD", "description": "breakout", "amount": 1},
     "/v1/credit_notes": {"reason": "duplicate"},
     "/v1/webhook_endpoints/{endpoint_id}": {"description": "breakout"},
+    "/v1/accounts/{account_id}": {"default_tax_rates": []},
+    "/v1/accounts/{account_id}/discounts": {"coupon": "00000000-0000-4000-8000-000000000000"},
+    "/v1/subscriptions/{subscription_id}/discounts": {"coupon": "00000000-0000-4000-8000-000000000000"},
+    "/v1/tax_rates/{rate_id}": {"display_name": "breakout"},
+    "/v1/coupons/{coupon_id}": {"name": "breakout"},
 }
 # Probes with two of A's ids at once: e is A's webhook endpoint, d a delivery of A's through it.
 PAIRED_PROBES = [
@@ -109,7 +127,7 @@ def _id_bearing_parameters() -> set:
                 if parameter["schema"].get("format") == "uuid":
                     found.add((method.upper(), path, parameter["in"], parameter["name"]))
             body = json.dumps(operation.get("requestBody", {}))
-            for name in {"account_id", "subscription_id", "invoice_id", "plan_id", "invoice"}:
+            for name in {"account_id", "subscription_id", "invoice_id", "plan_id", "invoice", "coupon"}:
                 if f'"{name}"' in body:
                     found.add((method.upper(), path, "body", name))
     return found
@@ -140,7 +158,12 @@ def victim(api, catalog, owner_conn, gateway) -> dict:
     endpoint = _endpoint(api, a, "https://hooks.example.com/a")
     event, delivery = _delivery(owner_conn, a.id, endpoint["id"])
     client = api.post("/v1/api_clients", {"name": "Victim sender", "scopes": ["billing/usage.write"]}, a.admin).body
+    rate = api.post("/v1/tax_rates", {"display_name": "Victim VAT", "percentage": "19", "inclusive": True}, a.admin)
+    coupon = api.post("/v1/coupons", {"name": "Victim deal", "percent_off": "10", "duration": "forever"}, a.admin)
+    assert api.post(f"/v1/accounts/{account['id']}/discounts", {"coupon": coupon.body["id"]}, a.user).status == 201
     return {
+        "tax_rate": rate.body["id"],
+        "coupon": coupon.body["id"],
         "tenant": a,
         "tenant_id": a.id,
         "account": account["id"],
@@ -231,7 +254,8 @@ def _own_ids(api, b, owner_conn) -> dict:
     account = _own_account_and_plan(api, b)
     endpoint = _endpoint(api, b, "https://hooks.example.com/b")["id"]
     _event, delivery = _delivery(owner_conn, b.id, endpoint)
-    return {"account_id": account, "endpoint_id": endpoint, "delivery_id": delivery}
+    subscription = api.post("/v1/subscriptions", {"account_id": account, "plan": "pro"}, b.user).body["id"]
+    return {"account_id": account, "endpoint_id": endpoint, "delivery_id": delivery, "subscription_id": subscription}
 
 
 def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_change_nothing(
@@ -243,7 +267,8 @@ def test_another_tenants_ids_get_what_a_nonexistent_id_gets_and_reveal_and_chang
     webhooks_before = _webhook_rows(owner_conn, victim["tenant"].id)
     secrets = {victim[k] for k in ("account", "subscription", "invoice", "ledger_entry", "plan", "invoice_item")}
     secrets |= {victim[k] for k in ("credit_note", "event", "webhook_endpoint", "webhook_secret", "webhook_delivery")}
-    secrets |= {victim[k] for k in ("api_client", "api_client_id", "api_client_secret")}
+    secrets |= {victim[k] for k in ("api_client", "api_client_id", "api_client_secret", "tax_rate", "coupon")}
+    secrets |= {"Victim VAT", "Victim deal"}
     secrets |= {"victim@a.test", "Victim Corp", victim["tenant"].id, "hooks.example.com/a", "Victim sender"}
     counts = {"probes": 0, "not_found": 0, "rejected": 0, "leaks": 0}
     for method, path, role, where, name, which in PROBES:

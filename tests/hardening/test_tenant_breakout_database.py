@@ -111,6 +111,12 @@ def _populate(tenant_id: str) -> dict:
         tx.run(
             "INSERT INTO api_clients (client_id, name, scopes) VALUES (gen_random_uuid()::text, 'c', '{billing/read}')"
         )
+        tx.run("INSERT INTO tax_rates (display_name, percentage, inclusive) VALUES ('VAT', 19, true)")
+        coupon = tx.scalar("INSERT INTO coupons (percent_off, duration) VALUES (10, 'forever') RETURNING id")
+        discount = tx.scalar(
+            "INSERT INTO discounts (coupon_id, account_id) VALUES (:c, :a) RETURNING id", c=coupon, a=account
+        )
+        tx.run("INSERT INTO discount_uses (discount_id, invoice_id) VALUES (:d, :i)", d=discount, i=invoice)
     return {"plan": plan, "account": account, "invoice": invoice}
 
 

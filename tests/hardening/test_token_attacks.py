@@ -68,6 +68,19 @@ ROUTES = [
     ("GET", "/v1/api_clients", "ADMIN"),
     ("GET", f"/v1/api_clients/{SOME_ID}", "ADMIN"),
     ("DELETE", f"/v1/api_clients/{SOME_ID}", "ADMIN"),
+    ("POST", f"/v1/accounts/{SOME_ID}", "USER"),
+    ("POST", f"/v1/accounts/{SOME_ID}/discounts", "USER"),
+    ("DELETE", f"/v1/accounts/{SOME_ID}/discounts", "USER"),
+    ("POST", f"/v1/subscriptions/{SOME_ID}/discounts", "USER"),
+    ("DELETE", f"/v1/subscriptions/{SOME_ID}/discounts", "USER"),
+    ("POST", "/v1/tax_rates", "ADMIN"),
+    ("GET", "/v1/tax_rates", "USER"),
+    ("GET", f"/v1/tax_rates/{SOME_ID}", "USER"),
+    ("POST", f"/v1/tax_rates/{SOME_ID}", "ADMIN"),
+    ("POST", "/v1/coupons", "ADMIN"),
+    ("GET", "/v1/coupons", "USER"),
+    ("GET", f"/v1/coupons/{SOME_ID}", "USER"),
+    ("POST", f"/v1/coupons/{SOME_ID}", "ADMIN"),
 ]
 # Routes for people only: a machine client's token is refused there whatever its scopes.
 PEOPLE_ONLY = {("POST", "/v1/tenants"), ("PUT", "/v1/gateway")} | {
@@ -278,4 +291,11 @@ def _valid_body(method, path):
         "/v1/webhook_endpoints": {"url": "https://hooks.example.com/a", "enabled_events": ["*"]},
         "/v1/api_clients": {"name": "n", "scopes": ["billing/read"]},
         f"/v1/webhook_endpoints/{SOME_ID}": {"description": "x"},
+        f"/v1/accounts/{SOME_ID}": {"default_tax_rates": []},
+        f"/v1/accounts/{SOME_ID}/discounts": {"coupon": SOME_ID},
+        f"/v1/subscriptions/{SOME_ID}/discounts": {"coupon": SOME_ID},
+        "/v1/tax_rates": {"display_name": "VAT", "percentage": "19", "inclusive": True},
+        f"/v1/tax_rates/{SOME_ID}": {"active": False},
+        "/v1/coupons": {"percent_off": "10", "duration": "forever"},
+        f"/v1/coupons/{SOME_ID}": {"active": False},
     }.get(path, {})

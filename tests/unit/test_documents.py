@@ -312,3 +312,34 @@ def test_text_that_normalisation_expands_still_fits_the_pdf():
     lines = [{**LINES[0], "description": "\ufdfa" * 500}, {**LINES[2], "description": "\u33ff" * 500}]
     pdf = render_pdf(_document(lines={"object": "list", "data": lines}))
     assert pdf.startswith(b"%PDF") and "Amount due USD 95.00" in _pdf_text(pdf)
+
+
+def test_a_discounted_and_taxed_invoice_shows_subtotal_discount_each_rate_and_total():
+    taxes = [
+        {
+            "tax_rate": "r1",
+            "amount": 741,
+            "inclusive": False,
+            "taxable_amount": 3900,
+            "display_name": "VAT",
+            "percentage": "19",
+        },
+        {
+            "tax_rate": "r2",
+            "amount": 160,
+            "inclusive": True,
+            "taxable_amount": 840,
+            "display_name": "MwSt",
+            "percentage": "19",
+        },
+    ]
+    document = _document(
+        subtotal=4900, total_discount=1000, tax=901, total=4641, total_tax_amounts=taxes, amount_due=4641
+    )
+
+    text = _pdf_text(render_pdf(document))
+    totals = [row.text() for row in _Tree(render_html(document)).root.find_all("table", "totals")[0].find_all("tr")]
+
+    expected = ["Subtotal USD 49.00", "Discount -USD 10.00", "VAT 19% USD 7.41", "MwSt 19% included USD 1.60"]
+    assert totals[:5] == [*expected, "Total USD 46.41"]
+    assert " ".join([*expected, "Total USD 46.41"]) in text

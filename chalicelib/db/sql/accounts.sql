@@ -1,6 +1,6 @@
 -- name: create
-INSERT INTO accounts (email, name, currency, plan_id, metadata)
-VALUES (:email, :name, :currency, CAST(:plan_id AS uuid), CAST(:metadata AS jsonb))
+INSERT INTO accounts (email, name, currency, plan_id, metadata, default_tax_rates)
+VALUES (:email, :name, :currency, CAST(:plan_id AS uuid), CAST(:metadata AS jsonb), CAST(:default_tax_rates AS uuid[]))
 RETURNING id;
 
 -- name: count_upto
@@ -13,7 +13,7 @@ SELECT a.id, 'account' AS object, a.email, a.name, a.currency, p.code AS plan, a
        a.next_billing_at, a.billing_anchor, a.failure_count, a.metadata, a.created_at,
        COALESCE((SELECT sum(l.amount) FROM ledger_entries l WHERE l.account_id = a.id), 0)::bigint AS balance,
        account_credit(a.id) AS credit_balance, a.gateway_customer_id,
-       a.payment_method - 'set_at' AS default_payment_method
+       a.payment_method - 'set_at' AS default_payment_method, a.default_tax_rates
   FROM accounts a
   LEFT JOIN plans p ON p.id = a.plan_id
  WHERE a.id = :id;
@@ -41,3 +41,6 @@ UPDATE accounts
        billing_anchor = COALESCE(billing_anchor, :anchor),
        next_billing_at = :next_billing_at
  WHERE id = :id;
+
+-- name: set_default_tax_rates
+UPDATE accounts SET default_tax_rates = CAST(:rates AS uuid[]) WHERE id = :id;

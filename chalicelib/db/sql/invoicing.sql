@@ -15,6 +15,8 @@
 --   (credit_applied; the balance is the account_credit function's).
 -- * The lines, in order (a line with no period of its own has the invoice's); an invoice item a line
 --   bills is attached to its invoice (no longer pending).
+-- * The discounts each invoice consumes (adjustments.apply: a repeating discount's period, a once
+--   discount's invoice), for the invoices written only: a retry consumes nothing.
 -- * The ledger entry of each invoice but a draft: its total, charge or credit, under the bill's
 --   charge key (a key already posted is skipped, as ledger.post_many skips it).
 -- * The first payment attempt of each invoice left with something to collect (periods.payment_key's
@@ -31,7 +33,9 @@
                   AS b(account_id uuid, subscription_id uuid, billing_reason text, currency text,
                        total bigint, period_start timestamptz, period_end timestamptz, boundary timestamptz,
                        draft boolean, auto_finalize_at timestamptz, usage_terms jsonb, collect boolean,
-                       pay_key text, entry_type text, charge_key text, description text)),
+                       pay_key text, entry_type text, charge_key text, description text, subtotal bigint,
+                       total_discount bigint, tax bigint, total_discount_amounts jsonb, total_tax_amounts jsonb,
+                       adjustments jsonb, consumes json)),
      fresh AS (SELECT b.*, row_number() OVER (PARTITION BY b.draft ORDER BY b.account_id) AS ord
                  FROM b
                  LEFT JOIN LATERAL (SELECT true AS found FROM invoices i
@@ -48,33 +52,42 @@
                   FROM fresh f),
      inv AS (INSERT INTO invoices (account_id, subscription_id, billing_reason, number, status, currency, subtotal,
                                    total, credit_applied, amount_due, amount_paid, period_start, period_end, due_at,
-                                   finalized_at, paid_at, auto_finalize_at, usage_terms)
+                                   finalized_at, paid_at, auto_finalize_at, usage_terms, total_discount, tax,
+                                   total_discount_amounts, total_tax_amounts, adjustments)
              SELECT f.account_id, f.subscription_id, f.billing_reason,
                     CASE WHEN NOT f.draft THEN k.series || '-' || number_padded(k.first_value + f.ord - 1) END,
                     CASE WHEN f.draft THEN 'draft' WHEN f.total - c.applied <= 0 THEN 'paid' ELSE 'open' END,
-                    f.currency, f.total, f.total, c.applied,
+                    f.currency, f.subtotal, f.total, c.applied,
                     CASE WHEN f.draft THEN GREATEST(f.total, 0) ELSE GREATEST(f.total - c.applied, 0) END, 0,
                     f.period_start, f.period_end, f.boundary,
                     CASE WHEN NOT f.draft THEN now() END,
                     CASE WHEN NOT f.draft AND f.total - c.applied <= 0 THEN now() END,
-                    f.auto_finalize_at, f.usage_terms
+                    f.auto_finalize_at, f.usage_terms, f.total_discount, f.tax, f.total_discount_amounts,
+                    f.total_tax_amounts, f.adjustments
                FROM fresh f JOIN credit c ON c.account_id = f.account_id CROSS JOIN block k
              RETURNING id, account_id, amount_due),
      lines AS (INSERT INTO invoice_lines (invoice_id, kind, description, metric, quantity, unit_amount, amount,
-                                          currency, period_start, period_end, position, invoice_item_id)
+                                          currency, period_start, period_end, position, invoice_item_id,
+                                          discount_amounts, tax_amounts, discount_id, tax_rate_id)
                SELECT inv.id, l.kind, l.description, l.metric, l.quantity, l.unit_amount, l.amount, l.currency,
                       COALESCE(l.period_start, f.period_start), COALESCE(l.period_end, f.period_end), l.position,
-                      l.invoice_item_id
+                      l.invoice_item_id, l.discount_amounts, l.tax_amounts, l.discount_id, l.tax_rate_id
                  FROM json_to_recordset(CAST(:lines AS json))
                       AS l(account_id uuid, kind text, description text, metric text, quantity bigint,
                            unit_amount bigint, amount bigint, currency text, period_start timestamptz,
-                           period_end timestamptz, position integer, invoice_item_id uuid)
+                           period_end timestamptz, position integer, invoice_item_id uuid, discount_amounts jsonb,
+                           tax_amounts jsonb, discount_id uuid, tax_rate_id uuid)
                  JOIN inv ON inv.account_id = l.account_id
                  JOIN fresh f ON f.account_id = l.account_id
                RETURNING invoice_id, invoice_item_id),
      taken AS (UPDATE invoice_items it SET invoice_id = lines.invoice_id
                  FROM lines
                 WHERE it.id = lines.invoice_item_id AND it.invoice_id IS NULL),
+     used AS (INSERT INTO discount_uses (discount_id, invoice_id)
+              SELECT CAST(d.value AS uuid), inv.id
+                FROM inv JOIN fresh f ON f.account_id = inv.account_id
+                CROSS JOIN LATERAL json_array_elements_text(f.consumes) d
+              ON CONFLICT DO NOTHING),
      charged AS (INSERT INTO ledger_entries (account_id, entry_type, amount, currency, invoice_id, period_start,
                                              idempotency_key, description)
                  SELECT f.account_id, f.entry_type, f.total, f.currency, inv.id, f.boundary, f.charge_key,
@@ -129,13 +142,15 @@ SELECT CAST(inv.account_id AS text) AS account_id, CAST(inv.id AS text) AS invoi
 -- The lines, in order; an invoice item a line bills is attached to its invoice (no longer pending).
 WITH lines AS (
     INSERT INTO invoice_lines (invoice_id, kind, description, metric, quantity, unit_amount, amount, currency,
-                               period_start, period_end, position, invoice_item_id)
+                               period_start, period_end, position, invoice_item_id, discount_amounts, tax_amounts,
+                               discount_id, tax_rate_id)
     SELECT v.invoice_id, v.kind, v.description, v.metric, v.quantity, v.unit_amount, v.amount, v.currency,
-           v.period_start, v.period_end, v.position, v.invoice_item_id
+           v.period_start, v.period_end, v.position, v.invoice_item_id, v.discount_amounts, v.tax_amounts,
+           v.discount_id, v.tax_rate_id
       FROM jsonb_to_recordset(CAST(:rows AS jsonb))
            AS v(invoice_id uuid, kind text, description text, metric text, quantity bigint, unit_amount bigint,
                 amount bigint, currency text, period_start timestamptz, period_end timestamptz, position integer,
-                invoice_item_id uuid)
+                invoice_item_id uuid, discount_amounts jsonb, tax_amounts jsonb, discount_id uuid, tax_rate_id uuid)
     RETURNING invoice_id, invoice_item_id)
 UPDATE invoice_items it SET invoice_id = lines.invoice_id
   FROM lines
@@ -156,8 +171,27 @@ SELECT it.id, it.account_id, it.description, it.quantity, it.unit_amount, it.amo
    FOR UPDATE OF it;
 
 -- name: draft_lines
+-- A draft's charge lines (its discount and tax lines are made again when it is finalized).
 SELECT kind, description, metric, quantity, unit_amount, amount, period_start, period_end, invoice_item_id
-  FROM invoice_lines WHERE invoice_id = :invoice_id ORDER BY position, id;
+  FROM invoice_lines WHERE invoice_id = :invoice_id AND kind NOT IN ('discount', 'tax') ORDER BY position, id;
+
+-- name: set_amounts
+-- An invoice's sums of its lines (adjustments.summary) as its lines are written again, and the discounts
+-- it consumes (a key already there is skipped).
+WITH used AS (INSERT INTO discount_uses (discount_id, invoice_id)
+              SELECT CAST(d.value AS uuid), CAST(:invoice_id AS uuid)
+                FROM jsonb_array_elements_text(CAST(:consumes AS jsonb)) d
+              ON CONFLICT DO NOTHING)
+UPDATE invoices
+   SET subtotal = :subtotal, total_discount = :total_discount, tax = :tax,
+       total_discount_amounts = CAST(:total_discount_amounts AS jsonb),
+       total_tax_amounts = CAST(:total_tax_amounts AS jsonb), adjustments = CAST(:adjustments AS jsonb),
+       updated_at = now()
+ WHERE id = :invoice_id;
+
+-- name: account_adjustments
+-- The discounts and tax rates of an account's invoice that bills no subscription (billing_adjustments).
+SELECT billing_adjustments(CAST(:account_id AS uuid), NULL, NULL);
 
 -- name: clear_lines
 -- A draft's lines, about to be written again as it is finalized.

@@ -10,7 +10,7 @@ SELECT a.email, a.name, p.name AS plan_name, p.amount, p.currency, p.amounts, s.
 
 -- name: invoice_recipient
 SELECT a.email, a.name, i.id AS invoice_id, i.number, i.total, i.amount_due, i.currency, i.status,
-       t.name AS sender_name
+       i.subtotal, i.total_discount, i.tax, i.total_tax_amounts, t.name AS sender_name
   FROM invoices i
   JOIN tenants t ON t.id = i.tenant_id
   JOIN accounts a ON a.id = i.account_id

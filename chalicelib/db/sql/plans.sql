@@ -1,18 +1,19 @@
 -- name: create
 -- amounts: the flat amount per currency, the default currency's included (migration 0017's column).
 INSERT INTO plans (code, name, interval, interval_count, amount, currency, amounts, features, limits, usage_prices,
-                   trial_days, trial_usage)
+                   trial_days, trial_usage, tax_rates)
 VALUES (:code, :name, :interval, :interval_count, :amount, :currency, CAST(:amounts AS jsonb),
-        CAST(:features AS jsonb), CAST(:limits AS jsonb), CAST(:usage_prices AS jsonb), :trial_days, :trial_usage)
+        CAST(:features AS jsonb), CAST(:limits AS jsonb), CAST(:usage_prices AS jsonb), :trial_days, :trial_usage,
+        CAST(:tax_rates AS uuid[]))
 RETURNING id, 'plan' AS object, code, name, interval, interval_count, amount, currency,
           amounts || jsonb_build_object(currency, amount) AS amounts, features, limits, usage_prices, trial_days,
-          trial_usage, active, created_at;
+          trial_usage, active, created_at, tax_rates;
 
 -- name: list
 -- A plan made before prices per currency has no amounts: its one price is its default's.
 SELECT id, 'plan' AS object, code, name, interval, interval_count, amount, currency,
        amounts || jsonb_build_object(currency, amount) AS amounts, features, limits, usage_prices, trial_days,
-       trial_usage, active, created_at
+       trial_usage, active, created_at, tax_rates
   FROM plans
  WHERE (CAST(:after AS uuid) IS NULL
         OR (created_at, id) < (SELECT created_at, id FROM plans WHERE id = CAST(:after AS uuid)))
