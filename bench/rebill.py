@@ -83,6 +83,17 @@ SETUP = [
     " FROM bench_lifecycle l WHERE l.id = s.id AND l.n % :every = 2",
     "ANALYZE",
 ]
+# --price-list (#18): "pro" also bills distinct users of the period (unique_count of a property, four
+# logins by three users each: 30 more) and carries a 19% exclusive tax rate on its price (a tax line).
+PRICE_LIST = [
+    "INSERT INTO tax_rates (tenant_id, display_name, percentage, inclusive) SELECT id, 'VAT', 19, false FROM tenants",
+    "UPDATE plans p SET usage_prices = p.usage_prices || CAST(:unique AS jsonb),"
+    " tax_rates = ARRAY(SELECT t.id FROM tax_rates t WHERE t.tenant_id = p.tenant_id) WHERE p.code = 'pro'",
+    "INSERT INTO usage_events (tenant_id, event_id, account_id, metric, quantity, occurred_at, properties)"
+    " SELECT a.tenant_id, a.id || '-l' || k, a.id, 'logins', 1, a.billing_anchor + k * interval '1 hour',"
+    " jsonb_build_object('user', 'u' || (k % 3)) FROM accounts a CROSS JOIN generate_series(1, 4) k",
+]
+UNIQUE_USERS = [{"metric": "logins", "aggregation": "unique_count", "field": "user", "unit_amount": 10}]
 
 # One statement per tenant, a data-modifying CTE per table (no temporary tables: their catalog rows
 # would count in the WAL per account).
@@ -139,7 +150,7 @@ def timed(results: dict, name: str):
     results[name] = time.perf_counter() - started
 
 
-def build(admin_url: str, accounts: int, tenants: int, every: int) -> str:
+def build(admin_url: str, accounts: int, tenants: int, every: int, price_list: bool = False) -> str:
     from chalicelib.config import reset_settings
     from chalicelib.db import migrate, reset_connection
 
@@ -157,8 +168,9 @@ def build(admin_url: str, accounts: int, tenants: int, every: int) -> str:
 
     anchor = (datetime.now(UTC) - timedelta(days=45)).replace(day=10, hour=8, minute=0, second=0, microsecond=0)
     conn = postgres.admin_connection(url)
-    for statement in SETUP:
-        conn.run(statement, **_params(statement, accounts=accounts, tenants=tenants, anchor=anchor, every=every))
+    values = {"accounts": accounts, "tenants": tenants, "anchor": anchor, "every": every}
+    for statement in SETUP[:-1] + (PRICE_LIST if price_list else []) + SETUP[-1:]:
+        conn.run(statement, **_params(statement, **values, unique=json.dumps(UNIQUE_USERS)))
     conn.close()
     return url
 
@@ -333,15 +345,22 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--lifecycle-share", type=float, default=0.10, help="share of accounts with a scheduled change or a trial"
     )
+    parser.add_argument(
+        "--price-list",
+        action="store_true",
+        help="pro also bills distinct users (unique_count) and carries a 19%% tax rate (#18); no baseline then",
+    )
     rebill_fanout.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.price_list:
+        args.baseline = ""  # today's handler (29c8c05) has neither unique_count nor tax rates
     every = max(2, round(2 / args.lifecycle_share)) if args.lifecycle_share else 10**12
 
     # BENCH_PGDATA: a server of its own (a bench stops the server it started when it exits).
     admin_url = postgres.ensure_server(postgres.LOCAL_DIR / os.environ.get("BENCH_PGDATA", "pg-bench"))
     results: dict[str, float] = {}
     with timed(results, "setup"):
-        url = build(admin_url, args.accounts, args.tenants, every)
+        url = build(admin_url, args.accounts, args.tenants, every, args.price_list)
     print(f"setup: {args.accounts:,} due accounts over {args.tenants} tenants in {results['setup']:.1f} s")
     print(f"of them, 1 in {every} with a downgrade scheduled and 1 in {every} at a trial's end")
 
@@ -381,7 +400,7 @@ def main(argv=None) -> int:
     print(f"ratio set-based limit / selection: {limit / select_rate:.2f}x")
     rebill_fanout.wall_time(fan, process_rate, args.lambda_workers, args.sqs_ms)
     if len(messages) == args.accounts:
-        _check(url, args.accounts, every)
+        _check(url, args.accounts, every, args.price_list)
     else:  # a sample: the rest stay due
         print(f"processed a sample of {len(messages):,} of {args.accounts:,}; rates and wall time extrapolate from it")
         rebill_fanout.check_sample(url, len(messages))
@@ -575,11 +594,31 @@ def _run_handler(messages: list[dict], tree: str | None, workers: int, batch_siz
     return result
 
 
+def _check_price_list(url: str) -> None:
+    """Every renewal of "pro" billed its 19% tax on its own line, and its three distinct users (30) unless the
+    period was a trial (the plan's trial usage is free)."""
+    conn = postgres.admin_connection(url)
+    [[renewals, users, taxed, tax, trials]] = conn.run(
+        "SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM invoice_lines l WHERE l.invoice_id = i.id"
+        " AND l.metric = 'logins' AND l.quantity = 3 AND l.amount = 30)),"
+        " count(*) FILTER (WHERE EXISTS (SELECT 1 FROM invoice_lines l WHERE l.invoice_id = i.id AND l.kind = 'tax')),"
+        " sum(i.tax), count(*) FILTER (WHERE s.trial_end IS NOT NULL) FROM invoices i"
+        " JOIN subscriptions s ON s.id = i.subscription_id JOIN plans p ON p.id = s.plan_id"
+        " WHERE i.billing_reason = 'subscription_cycle' AND p.code = 'pro'"
+    )
+    conn.close()
+    assert renewals and renewals == users + trials == taxed, (renewals, users, trials, taxed)
+    print(f"check: {renewals:,} renewals of pro billed a 19% tax line ({tax:,} in tax), and 3 distinct users")
+    print(f"       each but the {trials:,} that ended a trial (usage in a trial is free)")
+
+
 def rate(label: str, count: int, seconds: float) -> None:
     print(f"{label}: {count:,} in {seconds:.2f} s = {count / seconds:,.0f} accounts/s")
 
 
-def _check(url: str, accounts: int, every: int) -> None:
+def _check(url: str, accounts: int, every: int, price_list: bool = False) -> None:
+    if price_list:
+        _check_price_list(url)
     conn = postgres.admin_connection(url)
     charges = conn.run("SELECT count(*), count(DISTINCT account_id) FROM ledger_entries WHERE entry_type = 'charge'")
     [[changed, trialing, pending]] = conn.run(
