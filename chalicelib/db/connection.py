@@ -109,14 +109,10 @@ class Transaction:
 
     def _send(self, sql: str, params: dict, before: str | None, after: str | None) -> list[list]:
         try:
-            if not params:
-                if before is not None:
-                    self._conn.run(before)
-                rows = self._conn.run(sql)
-                if after is not None:
-                    self._conn.run(after)
-                return rows
-            # pg8000.native re-parses :name parameters in Python on every call
+            if not params and before is None and after is None:
+                return self._conn.run(sql)  # a simple query
+            # The extended protocol otherwise (a statement without parameters too, when the BEGIN goes in
+            # front of it or the COMMIT behind). pg8000.native re-parses :name parameters in Python on every call
             # (a third of the rebill's CPU); our SQL is a fixed set of strings.
             statement, make_vals = _parsed(sql)
             self._conn.billing_pipeline = (before, after)
