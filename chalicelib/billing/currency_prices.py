@@ -18,6 +18,7 @@ units of their own currency (its ISO 4217 exponent); nothing is converted betwee
 from collections.abc import Mapping
 
 from chalicelib import errors
+from chalicelib.billing import usage_charges
 
 # A usage price's fields that are money, so differ per currency: a ``currency_options`` entry
 # gives these (and only these) in its currency, and replaces them there. Extend it with each
@@ -114,4 +115,12 @@ def _money_issues(path: str, price: Mapping, option: Mapping) -> list[dict]:
         same = [t.get("up_to") for t in tiers] == [t.get("up_to") for t in own]
         if not same or any(set(t) != set(o) for t, o in zip(tiers, own, strict=True)):
             issues.append({"field": f"{path}.tiers", "issue": "must have the price's tiers: the same up_to and fields"})
-    return issues
+    if issues:
+        return issues
+    # The price in this currency follows the price's own rules too (rising tiers, min <= max, ...).
+    priced = {**{k: v for k, v in _own(price).items() if k not in MONEY_FIELDS}, **option}
+    return [
+        {"field": f"{path}.{name}", "issue": issue}
+        for name, issue in usage_charges.problems(priced)
+        if name.split(".")[0] in MONEY_FIELDS
+    ]

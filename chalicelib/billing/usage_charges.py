@@ -136,13 +136,15 @@ def check(usage_prices: list[dict]) -> None:
     details = [
         {"field": f"usage_prices.{i}{'.' + name if name else ''}", "issue": issue}
         for i, usage_price in enumerate(usage_prices)
-        for name, issue in _problems(usage_price)
+        for name, issue in problems(usage_price)
     ]
     if details:
         raise errors.InvalidRequest("invalid usage prices", details=details, code="invalid_usage_price")
 
 
-def _problems(usage_price: dict) -> list[tuple[str, str]]:
+def problems(usage_price: dict) -> list[tuple[str, str]]:
+    """What is wrong with one usage price, as (field within the price, issue): ``check``'s, and a price's
+    money in another currency's (``currency_prices``)."""
     if "model" not in usage_price and ("unit_amount" in usage_price) == ("tiers" in usage_price):
         return [("", "must have exactly one of unit_amount or tiers")]
     model = model_of(usage_price)

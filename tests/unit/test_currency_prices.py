@@ -161,3 +161,20 @@ def test_the_schemas_currency_options_take_exactly_the_money_fields_as_the_usage
 )
 def test_zero_and_three_decimal_currencies_are_shown_with_their_own_exponent(amount, currency, shown):
     assert format_amount(amount, currency) == shown
+
+
+def test_a_usage_prices_money_in_another_currency_follows_the_prices_own_rules():
+    fee = {"metric": "pay", "aggregation": "sum", "model": "percentage", "field": "amount", "rate": "2"}
+    price = {
+        **fee,
+        "min_amount": 5,
+        "max_amount": 10,
+        "currency_options": {"EUR": {"min_amount": 20, "max_amount": 10}},
+    }
+
+    with pytest.raises(errors.InvalidRequest) as refused:
+        currency_prices.plan_amounts(100, "USD", {"EUR": 90}, [price])
+
+    assert refused.value.details == [
+        {"field": "usage_prices.0.currency_options.EUR.min_amount", "issue": "must not exceed max_amount"}
+    ]
