@@ -89,7 +89,7 @@ def test_a_percentage_price_clamps_each_payments_fee_then_rounds_the_line_once(t
         (2, 1, "payments", {"amount": 100}),  # 2.5 + 30 = 32.5, raised to the minimum 50
         (3, 1, "payments", {"amount": 100000}),  # 2500 + 30 = 2530, cut to the maximum 1000
         (4, 1, "payments", {"amount": 1234}),  # 30.85 + 30 = 60.85
-        (5, 1, "payments", {"amount": "999"}),  # not a JSON integer: not a payment of this price
+        (5, 1, "payments", {"amount": "9.99"}),  # not a whole number of minor units: not a payment of this price
     ]
     # 55 + 50 + 1000 + 60.85 = 1165.85, rounded half to even once: 1166
     assert _renewed(tenant, prices, events) == [("payments (sum)", 102334, 0, 1166)]

@@ -3,7 +3,8 @@ of the rules over the same events, and what it answers prices to whole, non-nega
 
 The reference below is written from the rules (docs/pricing.md), not from the SQL: an event counts when
 its metric is the price's, it falls in [from, to) and its properties match the filters; its value is the
-quantity or the field when a JSON integer >= 0; groups are the text of a scalar ``group_by`` property.
+quantity or the field when a JSON integer >= 0 or a string of digits (at most 15 either way); groups are
+the text of a scalar ``group_by`` property.
 """
 
 import json
@@ -20,7 +21,10 @@ FROM = datetime(2027, 1, 1, tzinfo=UTC)
 TO = datetime(2027, 1, 11, tzinfo=UTC)
 MICRO = timedelta(microseconds=1)
 
-property_values = st.one_of(st.integers(0, 50), st.sampled_from(["eu", "us", "7", -1, 1.5, True, None, {"a": 1}]))
+property_values = st.one_of(
+    st.integers(0, 50),
+    st.sampled_from(["eu", "us", "7", "007", "1e3", -1, 1.5, True, None, {"a": 1}, 10**15, "1000000000000000"]),
+)
 events = st.lists(
     st.fixed_dictionaries(
         {
@@ -93,7 +97,9 @@ def _value(event: dict, field: str | None):
     if field is None:
         return event["quantity"]
     value = event["properties"].get(field)
-    return value if type(value) is int and value >= 0 else None
+    if type(value) is int and 0 <= value < 10**15:
+        return value
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 15 else None
 
 
 def _matches(properties: dict, wanted: dict | None) -> bool:
