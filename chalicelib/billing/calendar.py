@@ -9,6 +9,8 @@ All datetimes are timezone-aware UTC.
 import calendar
 from datetime import UTC, datetime, timedelta
 
+from chalicelib import errors
+
 BILLING_CYCLES = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year"}
 CYCLE_OF = {interval: cycle for cycle, interval in BILLING_CYCLES.items()}
 
@@ -53,3 +55,18 @@ def period_containing(anchor: datetime, interval: str, interval_count: int, at: 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def timestamp(body: dict, name: str, *, allow_now: bool = False) -> datetime | str | None:
+    """An RFC 3339 date-time field (``"now"`` where allowed) as an aware datetime; 400 otherwise."""
+    value = body.get(name)
+    if value is None or (allow_now and value == "now"):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))  # RFC 3339 allows t and z
+    except (AttributeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        issue = "must be an RFC 3339 date-time with an offset" + (', or "now"' if allow_now else "")
+        raise errors.InvalidRequest(f"invalid {name}", details=[{"field": name, "issue": issue}])
+    return parsed

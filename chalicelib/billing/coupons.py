@@ -18,7 +18,7 @@ from datetime import datetime
 from fractions import Fraction
 
 from chalicelib import audit, errors
-from chalicelib.billing import accounts
+from chalicelib.billing import accounts, calendar
 from chalicelib.db import paging
 from chalicelib.db.queries import load
 
@@ -43,7 +43,7 @@ class NewCoupon:
         details = _problems(body, now)
         if details:
             raise errors.InvalidRequest("invalid coupon", details=details)
-        redeem_by = datetime.fromisoformat(body["redeem_by"]) if "redeem_by" in body else None
+        redeem_by = calendar.timestamp(body, "redeem_by")
         plans = tuple(body["applies_to"]["plans"]) if "applies_to" in body else None
         names = ("name", "percent_off", "amount_off", "currency", "duration_in_periods", "max_redemptions")
         return cls(body["duration"], **{n: body.get(n) for n in names}, redeem_by=redeem_by, plans=plans)
@@ -59,7 +59,7 @@ def _problems(body: dict, now: datetime) -> list[dict]:
         details.append({"field": "currency", "issue": "goes with amount_off, and amount_off needs it"})
     if (body["duration"] == "repeating") != ("duration_in_periods" in body):
         details.append({"field": "duration_in_periods", "issue": "required with repeating, and only with it"})
-    if "redeem_by" in body and datetime.fromisoformat(body["redeem_by"]) <= now:
+    if "redeem_by" in body and calendar.timestamp(body, "redeem_by") <= now:
         details.append({"field": "redeem_by", "issue": "must be in the future"})
     return details
 

@@ -326,11 +326,13 @@ def write_one_off(tx, account: dict, at: datetime, description: str | None) -> s
     if not items:
         return None
     terms = tx.scalar(Q["account_adjustments"], account_id=account_id)
-    lines = adjustments.apply(items, terms, account["currency"]).lines
-    row = {"account_id": account_id, "currency": account["currency"], "total": total_of(lines), "at": at}
+    done = adjustments.apply(items, terms, account["currency"])
+    row = {"account_id": account_id, "currency": account["currency"], "total": total_of(done.lines), "at": at}
     invoice_id = str(tx.scalar(Q["write_one_off"], **row, description=description))
-    _write_lines(tx, [(invoice_id, account["currency"], lines, at, at)])
-    _set_amounts(tx, invoice_id, lines, terms, ())
+    _write_lines(tx, [(invoice_id, account["currency"], done.lines, at, at)])
+    # A once discount is used by the draft it discounts, as a held draft's is: no other invoice takes it
+    # meanwhile (finalizing it applies the same terms and uses nothing more).
+    _set_amounts(tx, invoice_id, done.lines, terms, done.consumed)
     return invoice_id
 
 

@@ -35,7 +35,7 @@ class Update:
 
     @classmethod
     def of(cls, subscription_id: str, body: dict) -> "Update":
-        trial_end = subscriptions.timestamp(body, "trial_end", allow_now=True)
+        trial_end = calendar.timestamp(body, "trial_end", allow_now=True)
         return cls(subscription_id, **{**body, "trial_end": trial_end})
 
 
@@ -47,7 +47,7 @@ class Pause:
 
     @classmethod
     def of(cls, subscription_id: str, body: dict) -> "Pause":
-        return cls(subscription_id, **{**body, "resumes_at": subscriptions.timestamp(body, "resumes_at")})
+        return cls(subscription_id, **{**body, "resumes_at": calendar.timestamp(body, "resumes_at")})
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Resume:
 
     @classmethod
     def of(cls, subscription_id: str, body: dict) -> "Resume":
-        return cls(subscription_id, resumes_at=subscriptions.timestamp(body, "resumes_at"))
+        return cls(subscription_id, resumes_at=calendar.timestamp(body, "resumes_at"))
 
 
 def update(tx, actor, command: Update, now: datetime | None = None) -> dict:

@@ -38,7 +38,7 @@ class NewSubscription:
 
     @classmethod
     def of(cls, body: dict) -> "NewSubscription":
-        values = {**body, "trial_end": timestamp(body, "trial_end")}
+        values = {**body, "trial_end": calendar.timestamp(body, "trial_end")}
         if values["trial_end"] is not None and body.get("trial_days") is not None:
             issue = "give trial_days or trial_end, not both"
             raise errors.InvalidRequest("conflicting trial", details=[{"field": "trial_end", "issue": issue}])
@@ -50,21 +50,6 @@ class Cancel:
     subscription_id: str
     at_period_end: bool = False
     prorate: bool = False
-
-
-def timestamp(body: dict, name: str, *, allow_now: bool = False) -> datetime | str | None:
-    """An RFC 3339 date-time field (``"now"`` where allowed) as an aware datetime; 400 otherwise."""
-    value = body.get(name)
-    if value is None or (allow_now and value == "now"):
-        return value
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        issue = "must be an RFC 3339 date-time with an offset" + (', or "now"' if allow_now else "")
-        raise errors.InvalidRequest(f"invalid {name}", details=[{"field": name, "issue": issue}])
-    return parsed
 
 
 def check_amount(amount: int, quantity: int) -> None:

@@ -189,3 +189,31 @@ def test_an_exclusive_tax_with_a_fixed_amount_coupon_on_a_one_off_invoice(api, c
     api.post("/v1/invoice_items", {**item, "account_id": account["id"], "amount": 100}, catalog.user)
     again = api.post("/v1/invoices", {"account_id": account["id"]}, catalog.user).body  # once: used up
     assert (again["total_discount"], again["total"]) == (0, 119)
+
+
+def test_a_once_coupon_taken_by_a_one_off_draft_is_not_taken_again_by_the_next_invoice(api, catalog, gateway):
+    account = api.post("/v1/accounts", {"email": "d@customer.test", "name": "D", "currency": "USD"}, catalog.user).body
+    coupon = api.post("/v1/coupons", {"amount_off": 1000, "currency": "USD", "duration": "once"}, catalog.admin).body
+    api.post(f"/v1/accounts/{account['id']}/discounts", {"coupon": coupon["id"]}, catalog.user)
+    item = {"currency": "USD", "description": "Onboarding", "amount": 4900}
+
+    draft = api.post("/v1/invoices", {"account_id": account["id"], "items": [item], "finalize": False}, catalog.user)
+    api.post("/v1/invoice_items", {**item, "account_id": account["id"], "amount": 2000}, catalog.user)
+    other = api.post("/v1/invoices", {"account_id": account["id"]}, catalog.user).body
+    finalized = api.post(f"/v1/invoices/{draft.body['id']}/finalize", None, catalog.user).body
+
+    assert draft.status == 201 and draft.body["total_discount"] == 1000, draft.body
+    assert (other["total_discount"], other["total"]) == (0, 2000)  # the draft holds the once discount
+    assert (finalized["total_discount"], finalized["total"]) == (1000, 3900)
+
+
+def test_a_redeem_by_in_any_rfc_3339_spelling_is_read_and_a_malformed_one_is_a_400(api, tenant):
+    lower = api.post(
+        "/v1/coupons", {"percent_off": "5", "duration": "once", "redeem_by": "2030-01-01t00:00:00z"}, tenant.admin
+    )
+    odd = api.post(
+        "/v1/coupons", {"percent_off": "5", "duration": "once", "redeem_by": "2030-01-01T00:00:00"}, tenant.admin
+    )
+
+    assert lower.status == 201 and lower.body["redeem_by"].startswith("2030-01-01T00:00:00"), lower.body
+    assert odd.status == 400 and odd.body["error"]["details"][0]["field"] == "redeem_by", odd.body
