@@ -109,6 +109,11 @@ def bill_first_period(tx, tenant_id: str, subscription_id: str) -> invoicing.Iss
     account = accounts.find_locked(tx, str(state["account_id"]))
     if account is None or account["status"] == "INACTIVE":
         return None
+    # Read again under the account's lock: its discounts (a once discount another invoice may have just
+    # used) and whether a concurrent consumer issued the first invoice meanwhile.
+    state = invoicing.subscription_state(tx, subscription_id)
+    if state["first_invoiced"]:
+        return None
     bill = periods.first(periods.Subscription.of(state), account["status"])
     return invoicing.issue(tx, tenant_id, [bill])[bill.account_id] if bill else None
 
