@@ -148,7 +148,7 @@ def settle_many(tenant_id: str, intents: list[Intent], now: datetime, *, claimed
             gateways.note_unanswered(exc, f"attempt {intent.attempt_id}")
             outcomes[intent.attempt_id] = "timeout"
             _release(tenant_id, intent)
-    outcomes.update(_record(tenant_id, answers, now))
+    outcomes.update(_record(tenant_id, answers, now, opened_now=claimed))
     return outcomes
 
 
@@ -329,29 +329,44 @@ def _release(tenant_id: str, intent: Intent) -> None:
         tx.run(Q["release_attempt"], id=intent.attempt_id)
 
 
-def _record(tenant_id: str, answers: dict, now: datetime) -> dict[str, str]:
-    """Write the gateway's answers: successes in one transaction, each decline under its account's lock."""
+def _record(tenant_id: str, answers: dict, now: datetime, *, opened_now: bool = False) -> dict[str, str]:
+    """Write the gateway's answers: successes in one transaction, each decline under its account's lock.
+
+    ``opened_now``: the caller opened these attempts in this round, for accounts it found ACTIVE under
+    their locks (a renewal round), so the successes' statement takes its COMMIT with it (one round
+    trip) and what may follow it (an account found in dunning after all, an attempt recorded meanwhile
+    by a webhook: both races) runs in a second transaction, after the declines: a reactivation is
+    idempotent, and a dunning retry of an account with nothing open reactivates it too. Otherwise (a
+    dunning retry, a pending payment settled) all of it is one transaction, as it always was.
+    """
     if not answers:
         return {}
-    outcomes = {}
+    outcomes, later = {}, None
     paid = {a: (i, r) for a, (i, r) in answers.items() if r.succeeded}
     if paid:
-        # The successes in one statement that takes its COMMIT with it; what follows (rare) in a second
-        # transaction: a reactivation is idempotent (a dunning retry of an account with nothing open
-        # reactivates it too), and an overtaken attempt is one the statement did not touch.
         with transaction(tenant_id=tenant_id) as tx:
-            still, dunning = _pay(tx, [paid[a] for a in sorted(paid)], waiting=False, commit=True)
-        overtaken = sorted(set(paid) - still)  # recorded meanwhile (a webhook), or resolved otherwise
-        if dunning or overtaken:
-            with transaction(tenant_id=tenant_id) as tx:
-                for account_id in dunning:
-                    reactivate_if_clear(tx, account_id)
-                outcomes.update({attempt_id: _overtaken(tx, *paid[attempt_id]) for attempt_id in overtaken})
+            still, dunning = _pay(tx, [paid[a] for a in sorted(paid)], waiting=False, commit=opened_now)
+            # Recorded meanwhile (a webhook), or resolved otherwise: the statement left these alone.
+            overtaken = {a: paid[a] for a in sorted(set(paid) - still)}
+            if not opened_now:
+                outcomes.update(_after_payments(tx, dunning, overtaken))
+        later = (dunning, overtaken) if opened_now and (dunning or overtaken) else None
         outcomes.update({a: "succeeded" for a in still})
     for attempt_id, (intent, result) in answers.items():
         if not result.succeeded:
             outcomes[attempt_id] = _record_decline(tenant_id, intent, result, now)
+    if later:
+        with transaction(tenant_id=tenant_id) as tx:
+            outcomes.update(_after_payments(tx, *later))
     return outcomes
+
+
+def _after_payments(tx, dunning: list[str], overtaken: dict) -> dict[str, str]:
+    """What follows recorded successes: their accounts in dunning reactivated if nothing is left open, and
+    the outcomes of the attempts the record found resolved already."""
+    for account_id in dunning:
+        reactivate_if_clear(tx, account_id)
+    return {attempt_id: _overtaken(tx, *answer) for attempt_id, answer in overtaken.items()}
 
 
 def _payment_entry(intent: Intent, result: payments.PaymentResult, description: str = "Payment") -> dict:

@@ -88,7 +88,8 @@ class Transaction:
     def _execute(self, sql: str, params: dict, after: str | None) -> list[list]:
         """``sql`` (after the BEGIN, if it is the first statement): on a connection the server has since
         closed (a warm container's: restart, failover, idle timeout), the first statement is sent once
-        more on a fresh one, as nothing of the transaction can have happened."""
+        more on a fresh one, as nothing of the transaction can have happened (unless it also carried
+        the COMMIT)."""
         if self.committed:
             raise RuntimeError("this transaction has committed: nothing may run after its last statement")
         for attempt in (1, 2):
@@ -97,7 +98,8 @@ class Transaction:
                 self._begin = None
                 return rows
             except errors.DatabaseUnavailable:
-                if self._begin is None or attempt == 2:
+                # Not once the COMMIT went with it: the server may have committed before the line dropped.
+                if self._begin is None or after is not None or attempt == 2:
                     self._begin = None
                     raise
                 reset_connection()
