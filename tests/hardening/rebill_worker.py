@@ -44,15 +44,19 @@ def _arm(death: str, gateway) -> None:
     from chalicelib.db import connection
 
     if death == "mid-ledger-write":
-        real_run = connection.Transaction.run
+        # Every statement goes through Transaction._execute, the one a transaction's last statement takes
+        # with its COMMIT (all_then_commit) included.
+        real_execute = connection.Transaction._execute
 
-        def run(tx, sql, **params):
-            rows = real_run(tx, sql, **params)
+        def execute(tx, sql, params, after):
+            if "INSERT INTO ledger_entries" in sql and after is not None:
+                _die()  # the write and its COMMIT about to go in one flush: the transaction dies before it
+            rows = real_execute(tx, sql, params, after)
             if "INSERT INTO ledger_entries" in sql:
                 _die()  # the rows are written, the transaction not committed
             return rows
 
-        connection.Transaction.run = run
+        connection.Transaction._execute = execute
     elif death == "after-gateway-charge":
         recorded_charge = gateway.charge
 

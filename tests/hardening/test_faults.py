@@ -177,15 +177,16 @@ def _arm(faults: Faults, gateway, database_url: str, monkeypatch) -> None:
     aws.client("sqs").meta.events.register("before-call.sqs.SendMessageBatch", _aws_failure(faults, "sqs_send"))
     aws.client("sns").meta.events.register("before-call.sns.Publish", _aws_failure(faults, "sns_publish"))
     aws.client("ses").meta.events.register("before-call.ses.SendEmail", _aws_failure(faults, "ses_send"))
-    real_run = connection.Transaction.run
+    # Every statement goes through Transaction._execute (a last statement with its COMMIT too).
+    real_execute = connection.Transaction._execute
 
-    def run(tx, sql, **params):
+    def execute(tx, sql, params, after):
         if any(fragment in sql and faults.take(kind) for kind, fragment in KILLS.items()):
-            pid = real_run(tx, "SELECT pg_backend_pid()")[0][0]
+            pid = real_execute(tx, "SELECT pg_backend_pid()", {}, None)[0][0]
             _as_owner(database_url, "SELECT pg_terminate_backend(:pid)", pid=pid)
-        return real_run(tx, sql, **params)
+        return real_execute(tx, sql, params, after)
 
-    monkeypatch.setattr(connection.Transaction, "run", run)
+    monkeypatch.setattr(connection.Transaction, "_execute", execute)
 
 
 def _subscribe_new_accounts(api, catalog, with_card) -> list[str]:

@@ -1,7 +1,8 @@
 """The rebill process killed for real (SIGKILL, as Lambda kills a sandbox on a timeout) at each
 point where money is half-moved, one run after another over the same due accounts:
 
-1. mid ledger write: the charges are inserted, the transaction is not committed;
+1. mid ledger write: the charges are inserted, the transaction is not committed (or, where the
+   write carries its COMMIT in the same flush, the transaction dies just before it);
 2. after the gateway charged the first card, before anything of it is recorded;
 3. after every transaction committed, before the queue delete.
 

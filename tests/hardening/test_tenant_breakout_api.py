@@ -31,6 +31,7 @@ PROBES = [
     ("GET", "/v1/accounts/{account_id}", "USER", "path", "account_id", "account"),
     ("GET", "/v1/accounts/{account_id}/ledger", "USER", "path", "account_id", "account"),
     ("GET", "/v1/accounts/{account_id}/entitlements", "USER", "path", "account_id", "account"),
+    ("GET", "/v1/accounts/{account_id}/upcoming_invoice", "USER", "path", "account_id", "account"),
     ("POST", "/v1/accounts/{account_id}/rebill", "ADMIN", "path", "account_id", "account"),
     ("POST", "/v1/accounts/{account_id}/payment_methods/setup", "USER", "path", "account_id", "account"),
     ("POST", "/v1/gateway/stripe/{tenant_id}", "USER", "path", "tenant_id", "tenant_id"),

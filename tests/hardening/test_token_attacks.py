@@ -25,6 +25,7 @@ ROUTES = [
     ("GET", f"/v1/accounts/{SOME_ID}", "USER"),
     ("GET", f"/v1/accounts/{SOME_ID}/ledger", "USER"),
     ("GET", f"/v1/accounts/{SOME_ID}/entitlements", "USER"),
+    ("GET", f"/v1/accounts/{SOME_ID}/upcoming_invoice", "USER"),
     ("POST", f"/v1/accounts/{SOME_ID}/rebill", "ADMIN"),
     ("POST", f"/v1/accounts/{SOME_ID}/payment_methods/setup", "USER"),
     ("GET", "/v1/gateway", "ADMIN"),
