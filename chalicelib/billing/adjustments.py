@@ -59,6 +59,8 @@ def apply(
     the invoice bills a new billing period (a first or renewal invoice)."""
     charges = [line for line in lines if line.kind not in ADDED]
     adjustments = adjustments or {}
+    if _nothing_to_apply(lines, charges, adjustments):
+        return Adjusted(tuple(lines), ())  # most invoices: no discount, no rate (the round's hot path)
     discounts = [d for d in adjustments.get("discounts") or () if _usable(d, currency)]
     off = _discounts(charges, discounts, plan_code)
     rates = adjustments.get("tax_rates") or {}
@@ -100,6 +102,18 @@ def summary(lines) -> dict:
         "total_discount_amounts": [{"discount": k, "amount": v} for k, v in discounts.items()],
         "total_tax_amounts": list(taxes.values()),
     }
+
+
+def _nothing_to_apply(lines, charges: list[Line], adjustments: dict) -> bool:
+    """No discount, no rate, and no line carrying earlier ones: ``apply`` would return the lines as they are."""
+    rates = adjustments.get("tax_rates") or {}
+    return (
+        not adjustments.get("discounts")
+        and not rates.get("account")
+        and not any(rates.get("plans") or {})
+        and len(charges) == len(lines)
+        and not any(line.discount_amounts or line.tax_amounts for line in charges)
+    )
 
 
 def _usable(discount: dict, currency: str) -> bool:
