@@ -165,11 +165,11 @@ def upcoming(tx, account_id: str) -> periods.Bill | None:
     usage recorded so far, in the caller's transaction; writes nothing. None when billing has stopped
     for it (no live subscription, INACTIVE, nothing due ever again)."""
     rows = _states(tx, {account_id: None})
-    if not rows or rows[0]["id"] is None or rows[0]["next_billing_at"] is None:
-        return None
-    if rows[0]["account_status"] == "INACTIVE":
-        return None
-    return invoicing.prepare(_bills(rows), _pending(rows, rows))[0]
+    # Due as the round sees it (``_is_due``), at the instant it is next billed.
+    live = [
+        row for row in rows if row["id"] is not None and _is_due(row, row["next_billing_at"], row["next_billing_at"])
+    ]
+    return invoicing.prepare(_bills(live), _pending(rows, live))[0] if live else None
 
 
 # The instants of a state row: read from its JSON as datetimes.
