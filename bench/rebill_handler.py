@@ -5,8 +5,9 @@
 Reads rebill messages ({tenantId, accountId, kind, dueAt}) from a file, runs the first
 ``--warm`` batches untimed, then the rest through ``app.rebill_processor`` (the mock
 gateway) on ``--workers`` threads, and prints one JSON line: accounts, seconds, database
-round trips and tenant groups per batch. ``--tree`` runs another checkout of the app (a
-``git archive`` of an earlier commit: today's handler) against the same database.
+round trips and tenant groups per batch (BENCH_PROFILE=PREFIX: a cProfile of them too, and each
+statement's time). ``--tree`` runs another checkout of the app (a ``git archive`` of an earlier
+commit: today's handler) against the same database.
 
 A round trip is one flush of the pg8000 socket: the driver then waits for the server's
 answer before it sends anything else (pg8000 flushes once per wait).
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 import threading
 import time
@@ -83,12 +85,19 @@ def run(messages: list[dict], workers: int, batch_size: int, warm: int) -> dict:
         connection.reset_connection()
 
     before, wal_before = counter[0], _wal_position(connection)
+    profile = _profiler(connection)
     started = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if profile:  # this thread: the profiler sees only the thread that enabled it
+        work()
+        profile.disable()
+        profile.dump_stats(os.environ["BENCH_PROFILE"] + f".{os.getpid()}")
+        Path(os.environ["BENCH_PROFILE"] + f".{os.getpid()}.sql").write_text(json.dumps(_STATEMENTS, indent=1))
+    else:
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     seconds = time.perf_counter() - started
     wal = _wal_position(connection) - wal_before
     accounts = sum(len(batch) for batch in timed)
@@ -101,6 +110,36 @@ def run(messages: list[dict], workers: int, batch_size: int, warm: int) -> dict:
         "round_trips": counter[0] - before - workers,  # less each worker's goodbye (the connection's close)
         "wal_bytes": wal,
     }
+
+
+_STATEMENTS: dict[str, list] = {}  # a statement's first line: [calls, seconds]
+
+
+def _profiler(connection):
+    """BENCH_PROFILE=PREFIX: cProfile the timed batches (on one thread, whatever --workers says) and write
+    PREFIX.<pid>, to read with ``python -m pstats``, and PREFIX.<pid>.sql: each statement's calls and
+    seconds from send to answer (a pipelined BEGIN or COMMIT counts with its statement)."""
+    if not os.environ.get("BENCH_PROFILE"):
+        return None
+    import cProfile
+
+    send = connection.Transaction._send
+
+    def timed_send(self, sql, params, before, after):
+        started = time.perf_counter()
+        try:
+            return send(self, sql, params, before, after)
+        finally:
+            key = " ".join(sql.split())[:90] + (" +COMMIT" if after else "")
+            entry = _STATEMENTS.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started
+
+    connection.Transaction._send = timed_send
+
+    profile = cProfile.Profile()
+    profile.enable()
+    return profile
 
 
 def _wal_position(connection) -> int:
