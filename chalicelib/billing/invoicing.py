@@ -118,6 +118,8 @@ def _adjusted(bill: Bill) -> Bill:
         plan_code=terms.plan_code,
         opens_period=bill.opens_period,
     )
+    if done.lines == bill.lines and not done.consumed:
+        return bill  # nothing applied: the bill as it is (most of a round's bills)
     return replace(bill, lines=done.lines, collect=bill.collect and total_of(done.lines) > 0, consumes=done.consumed)
 
 

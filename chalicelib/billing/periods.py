@@ -229,8 +229,13 @@ def renewal(sub: Subscription, account_status: str, start: datetime, usage_total
     usage = usage_charges.lines(sub.usage_prices, usage_totals, *window) if _bills_usage(sub) else []
     fee = flat_fee(terms)
     lines = (*sub.pending_prorations, fee, *usage)
-    then = replace(terms, current_period_start=start, current_period_end=end, current_period_paused_s=0)
-    then = replace(then, current_period_paid=fee.amount)
+    then = replace(
+        terms,
+        current_period_start=start,
+        current_period_end=end,
+        current_period_paused_s=0,
+        current_period_paid=fee.amount,
+    )
     priced = (tuple(sub.usage_prices), *window) if usage else None
     collect = collects(account_status, lines)
     return Bill(sub, "subscription_cycle", start, start, end, lines, collect, then, usage=priced)
@@ -285,14 +290,15 @@ def _line_of(item: dict) -> Line:
 def _terms_from(sub: Subscription, start: datetime) -> Subscription:
     """The subscription from boundary ``start``: its scheduled change applied (a new interval starts
     a new anchor there), its trial over; the change and the waiting prorations consumed."""
-    after = replace(sub, pending_change=None, pending_prorations=())
+    changes = {"pending_change": None, "pending_prorations": (), **(sub.pending_change or {})}
     if sub.trialing:
-        after = replace(after, status="active")
-    if sub.pending_change:
-        after = replace(after, **sub.pending_change)
-        if (after.interval, after.interval_count) != (sub.interval, sub.interval_count):
-            after = replace(after, billing_anchor=start)
-    return after
+        changes["status"] = "active"
+    if (changes.get("interval", sub.interval), changes.get("interval_count", sub.interval_count)) != (
+        sub.interval,
+        sub.interval_count,
+    ):
+        changes["billing_anchor"] = start
+    return replace(sub, **changes)  # one copy (the round's hot path: a copy is 25 fields)
 
 
 def _bills_usage(sub: Subscription) -> bool:
