@@ -60,8 +60,9 @@ def run(
     it, so a retry never does the work twice.
     With ``own_transactions`` it is ``work()`` and commits its own work (the rebill); the key is then
     completed in a transaction of its own afterwards. ``stored(body)`` is what the key keeps, when that
-    must be less than the answer (a secret shown once). ``before(tx)`` runs first in a short
-    transaction (the claim's, unless the key answers); its refusal claims nothing.
+    must be less than the answer (a secret shown once). ``before(tx, alone)`` runs first in a short
+    transaction (the claim's, unless the key answers; ``alone``: a transaction of its own, which it may
+    commit with its statement); its refusal claims nothing.
     """
     tenant_id, key = request.principal.tenant_id, request.idempotency_key
     if key is None:
@@ -144,12 +145,12 @@ def _check_key(key: str) -> None:
 
 
 def _without_key(tenant_id: str, work, own_transactions: bool, before):
-    """A request without a key: ``before(tx)`` in a transaction of its own (committed as a claim's is),
-    then the work; its body."""
+    """A request without a key: ``before(tx, alone=True)`` in a transaction of its own, committed without
+    waiting for the WAL flush as a claim's is (lost in a crash, it is a step never taken: the work's
+    commit, which waits, flushes it first), then the work; its body."""
     if before is not None:
-        with transaction(tenant_id=tenant_id) as tx:
-            tx.run(Q["commit_without_flush"])
-            before(tx)
+        with transaction(tenant_id=tenant_id, wait_for_flush=False) as tx:
+            before(tx, alone=True)
     return work() if own_transactions else in_tenant_scope(tenant_id, work)
 
 
@@ -160,7 +161,7 @@ def _claim(tenant_id: str, key: str, method: str, path: str, digest: str, before
         claimed = tx.run(Q["claim"], key=key, method=method, path=path, hash=digest, stale_after_s=STALE_AFTER_S)
         if claimed:
             if before is not None:
-                before(tx)
+                before(tx, alone=False)  # a refusal must roll the claim back: the COMMIT waits for it
             return claimed[0][0]
         row = tx.one(Q["existing"], key=key)
     if row is None:  # released between our insert and our look: the client may simply retry

@@ -364,17 +364,20 @@ def reset_connection() -> None:
 
 
 @contextmanager
-def transaction(tenant_id: str | uuid.UUID | None = None):
-    """Run a unit of work; with ``tenant_id`` every statement sees that tenant's rows only."""
+def transaction(tenant_id: str | uuid.UUID | None = None, *, wait_for_flush: bool = True):
+    """Run a unit of work; with ``tenant_id`` every statement sees that tenant's rows only. Without
+    ``wait_for_flush`` its COMMIT does not wait for the WAL flush (``synchronous_commit`` off, set with
+    the BEGIN): for a transaction a crash may lose, as the next one that waits flushes it first."""
     if tenant_id is not None:
         tenant_id = str(uuid.UUID(str(tenant_id)))
     with tracing.subsegment("postgres.transaction", tenant_id=tenant_id or "-"):
-        yield from _transaction(tenant_id)
+        yield from _transaction(tenant_id, wait_for_flush)
 
 
-def _transaction(tenant_id):
+def _transaction(tenant_id, wait_for_flush: bool = True):
     # The tenant id is a UUID's canonical text (``transaction``), so it is written into the statement.
     scope = "" if tenant_id is None else f"; SELECT set_config('app.tenant_id', '{tenant_id}', true)"
+    scope += "" if wait_for_flush else "; SET LOCAL synchronous_commit = off"
     tx = Transaction(get_connection(), "BEGIN" + scope)
     try:
         yield tx

@@ -164,3 +164,23 @@ def test_usage_for_an_account_that_never_had_a_subscription_is_rejected(api, cat
     assert reply.status == 422
     assert _issues(reply) == ["the account has no subscription"]
     assert _stored(catalog.id) == []
+
+
+def test_a_single_event_without_a_key_costs_seven_round_trips_its_rate_one(api, account, catalog, monkeypatch):
+    """Counted, never timed (devtools.round_trips). The rate's transaction is one flush: its BEGIN, the
+    tenant's scope, synchronous_commit off, the rate statement and its COMMIT. The work's: the tenant
+    check (with its BEGIN), the accounts' lock, their billing windows, the insert, the audit row, COMMIT."""
+    from chalicelib.db import connection
+    from devtools.round_trips import counted_opener
+
+    counter = [0]
+    connection.reset_connection()
+    monkeypatch.setattr(connection, "open_connection", counted_opener(connection.open_connection, counter))
+    connection.get_connection()
+    before = counter[0]
+
+    reply = api.post("/v1/events", _event(account["id"], "counted"), catalog.user)
+
+    assert reply.status == 200 and reply.body["accepted"] == 1
+    assert counter[0] - before == 1 + 6
+    connection.reset_connection()

@@ -1,13 +1,9 @@
--- name: commit_without_flush
--- A claim's transaction (and a keyless request's step before its work) is worth no WAL flush of its
--- own: lost in a crash, it is a claim never made; the work's commit, which waits, flushes it first.
-SET LOCAL synchronous_commit = off;
-
 -- name: claim
 -- Takes the key when it is new, expired, or abandoned in flight by a crashed
 -- request with the same body; otherwise returns nothing and the caller looks.
--- Its transaction commits without waiting for the WAL flush (commit_without_flush, in the same
--- statement: one round trip fewer).
+-- Its transaction commits without waiting for the WAL flush (set in this statement: no round trip of
+-- its own). A claim is worth no flush: lost in a crash, it is a claim never made; the work's commit,
+-- which waits, flushes it first.
 INSERT INTO idempotency_keys (key, request_method, request_path, request_hash)
 SELECT :key, :method, :path, :hash FROM (SELECT set_config('synchronous_commit', 'off', true)) AS without_flush
 ON CONFLICT (tenant_id, key) DO UPDATE
