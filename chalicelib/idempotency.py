@@ -60,9 +60,9 @@ def run(
     it, so a retry never does the work twice.
     With ``own_transactions`` it is ``work()`` and commits its own work (the rebill); the key is then
     completed in a transaction of its own afterwards. ``stored(body)`` is what the key keeps, when that
-    must be less than the answer (a secret shown once). ``before(tx, alone)`` runs first in a short
-    transaction (the claim's, unless the key answers; ``alone``: a transaction of its own, which it may
-    commit with its statement); its refusal claims nothing.
+    must be less than the answer (a secret shown once). ``before(tx)`` runs first in a short
+    transaction (the claim's, unless the key answers), as its last statement, which takes the COMMIT
+    with it (one round trip); its refusal claims nothing (a claim it committed is released).
     """
     tenant_id, key = request.principal.tenant_id, request.idempotency_key
     if key is None:
@@ -145,23 +145,22 @@ def _check_key(key: str) -> None:
 
 
 def _without_key(tenant_id: str, work, own_transactions: bool, before):
-    """A request without a key: ``before(tx, alone=True)`` in a transaction of its own, committed without
-    waiting for the WAL flush as a claim's is (lost in a crash, it is a step never taken: the work's
-    commit, which waits, flushes it first), then the work; its body."""
+    """A request without a key: ``before(tx)`` in a transaction of its own, committed without waiting for
+    the WAL flush as a claim's is (lost in a crash, it is a step never taken: the work's commit, which
+    waits, flushes it first), then the work; its body."""
     if before is not None:
         with transaction(tenant_id=tenant_id, wait_for_flush=False) as tx:
-            before(tx, alone=True)
+            before(tx)
     return work() if own_transactions else in_tenant_scope(tenant_id, work)
 
 
 def _claim(tenant_id: str, key: str, method: str, path: str, digest: str, before=None):
     """The claim's token (its locked_at) when this request now owns the key, else the Outcome to replay.
-    ``before(tx)`` runs once the key is claimed, in the same transaction."""
+    ``before(tx)`` runs once the key is claimed, in the same transaction (``_before_claimed``)."""
     with tenant_transaction(tenant_id) as tx:  # committed without waiting for the flush (see the SQL)
         claimed = tx.run(Q["claim"], key=key, method=method, path=path, hash=digest, stale_after_s=STALE_AFTER_S)
         if claimed:
-            if before is not None:
-                before(tx, alone=False)  # a refusal must roll the claim back: the COMMIT waits for it
+            _before_claimed(tx, before, lambda: _release(tenant_id, key, claimed[0][0]))
             return claimed[0][0]
         row = tx.one(Q["existing"], key=key)
     if row is None:  # released between our insert and our look: the client may simply retry
@@ -177,6 +176,20 @@ def _claim(tenant_id: str, key: str, method: str, path: str, digest: str, before
             code="idempotency_request_in_progress",
         )
     return Outcome(row["response_status"], row["response_body"], replayed=True)
+
+
+def _before_claimed(tx, before, release) -> None:
+    """``before(tx)`` as the claim's last statement: it commits the claim with it, so if it then refuses
+    (a refusal moved nothing) the claim is released (``release``): a refusal claims nothing. Should the
+    release fail, the claim goes stale and is taken over after STALE_AFTER_S."""
+    if before is None:
+        return
+    try:
+        before(tx)
+    except BaseException:
+        if tx.committed:
+            release()
+        raise
 
 
 def _release(tenant_id: str, key: str, locked_at) -> None:

@@ -46,17 +46,16 @@ def enforce(tx, limit: str, in_use: int | Callable[[int], int]) -> None:
         )
 
 
-def admit_usage(tx, alone: bool = False) -> None:
+def admit_usage(tx) -> None:
     """Count one usage-ingestion request against the tenant's rate, or refuse it (429), in ``tx``.
 
-    One statement on the tenant's rate row, which ``tx`` then holds until it commits: call it in a
-    short transaction before the request's work (never a lock held through a batch), and concurrent
-    batches of one tenant queue on the row for that transaction only. A refused request moves
-    nothing, and its exception rolls ``tx`` back with whatever else it held (the key's claim).
-    ``alone``: nothing else is in ``tx``, so the statement takes its COMMIT with it (a refusal, which
-    moved nothing, then commits nothing).
+    One statement on the tenant's rate row, the last of ``tx``, which it commits (the COMMIT in the same
+    flush: one round trip): call it in a short transaction before the request's work (never a lock held
+    through a batch), and concurrent batches of one tenant queue on the row for that statement only. A
+    refused request moves nothing, but what else ``tx`` held (the key's claim) is committed with it, so
+    the caller undoes that on a refusal (``idempotency``: the claim is released).
     """
-    rows = tx.all_then_commit(Q["admit_usage_request"]) if alone else tx.all(Q["admit_usage_request"])
+    rows = tx.all_then_commit(Q["admit_usage_request"])
     row = rows[0] if rows else None
     if row is not None and not row["admitted"]:
         raise errors.RateLimited(
