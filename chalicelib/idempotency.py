@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from chalicelib import encoding, errors
 from chalicelib.db import errors as db_errors
-from chalicelib.db import transaction
+from chalicelib.db import scope, transaction
 from chalicelib.db.queries import load
 from chalicelib.db.scope import tenant_transaction
 
@@ -124,8 +124,8 @@ def _after_commit(then, body):
 def in_tenant_scope(tenant_id: str, work, *, checked: bool = False):
     """``work(tx)`` in the tenant's scope; retried once if the database asks for it (a serialization
     failure, a deadlock or a lock timeout roll the whole transaction back, so nothing is half done).
-    ``checked``: this request's key was just claimed in a ``tenant_transaction``, which refused an
-    unknown or suspended tenant; the work's transaction does not ask again."""
+    ``checked``: this request's key was just claimed, which only an active tenant's request does (an
+    unknown or suspended tenant is refused); the work's transaction does not ask again."""
     for attempt in (1, 2):
         try:
             with transaction(tenant_id=tenant_id) if checked else tenant_transaction(tenant_id) as tx:
@@ -156,12 +156,15 @@ def _without_key(tenant_id: str, work, own_transactions: bool, before):
 
 def _claim(tenant_id: str, key: str, method: str, path: str, digest: str, before=None):
     """The claim's token (its locked_at) when this request now owns the key, else the Outcome to replay.
-    ``before(tx)`` runs once the key is claimed, in the same transaction (``_before_claimed``)."""
-    with tenant_transaction(tenant_id) as tx:  # committed without waiting for the flush (see the SQL)
+    ``before(tx)`` runs once the key is claimed, in the same transaction (``_before_claimed``). The claim
+    is the transaction's first statement: only an active tenant claims (see the SQL), so the tenant is
+    checked (``scope.check``) only when nothing was claimed."""
+    with transaction(tenant_id=tenant_id) as tx:  # committed without waiting for the flush (see the SQL)
         claimed = tx.run(Q["claim"], key=key, method=method, path=path, hash=digest, stale_after_s=STALE_AFTER_S)
         if claimed:
             _before_claimed(tx, before, lambda: _release(tenant_id, key, claimed[0][0]))
             return claimed[0][0]
+        scope.check(tx)  # an unknown or suspended tenant is refused; an active one's key is taken
         row = tx.one(Q["existing"], key=key)
     if row is None:  # released between our insert and our look: the client may simply retry
         raise errors.Conflict("a request with this Idempotency-Key just failed; retry", code="idempotency_retry")

@@ -19,12 +19,17 @@ Q = load("scope")
 def tenant_transaction(tenant_id: str):
     """A transaction scoped to ``tenant_id``, refused (Forbidden) unless the tenant exists and is active."""
     with transaction(tenant_id=tenant_id) as tx:
-        status = tx.scalar(Q["tenant_status"])
-        if status is None:
-            raise errors.Forbidden("this tenant is not provisioned")
-        if status != "active":
-            raise errors.Forbidden("this tenant is suspended")
+        check(tx)
         yield tx
+
+
+def check(tx) -> None:
+    """Refuse (Forbidden) unless the tenant ``tx`` is scoped to exists and is active."""
+    status = tx.scalar(Q["tenant_status"])
+    if status is None:
+        raise errors.Forbidden("this tenant is not provisioned")
+    if status != "active":
+        raise errors.Forbidden("this tenant is suspended")
 
 
 def require_active(tenant_id: str) -> None:

@@ -3,9 +3,12 @@
 -- request with the same body; otherwise returns nothing and the caller looks.
 -- Its transaction commits without waiting for the WAL flush (set in this statement: no round trip of
 -- its own). A claim is worth no flush: lost in a crash, it is a claim never made; the work's commit,
--- which waits, flushes it first.
+-- which waits, flushes it first. Only an active tenant's request claims (scope.sql's tenant_status rule,
+-- here so that the claim is its transaction's first statement: one round trip fewer); when nothing is
+-- claimed the caller asks scope.check why.
 INSERT INTO idempotency_keys (key, request_method, request_path, request_hash)
 SELECT :key, :method, :path, :hash FROM (SELECT set_config('synchronous_commit', 'off', true)) AS without_flush
+ WHERE EXISTS (SELECT 1 FROM tenants WHERE status = 'active')  -- under RLS: the current tenant's row only
 ON CONFLICT (tenant_id, key) DO UPDATE
    SET request_method = EXCLUDED.request_method,
        request_path = EXCLUDED.request_path,
