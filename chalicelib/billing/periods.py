@@ -293,10 +293,8 @@ def _terms_from(sub: Subscription, start: datetime) -> Subscription:
     changes = {"pending_change": None, "pending_prorations": (), **(sub.pending_change or {})}
     if sub.trialing:
         changes["status"] = "active"
-    if (changes.get("interval", sub.interval), changes.get("interval_count", sub.interval_count)) != (
-        sub.interval,
-        sub.interval_count,
-    ):
+    interval = (changes.get("interval", sub.interval), changes.get("interval_count", sub.interval_count))
+    if interval != (sub.interval, sub.interval_count):
         changes["billing_anchor"] = start
     return replace(sub, **changes)  # one copy (the round's hot path: a copy is 25 fields)
 
