@@ -13,15 +13,21 @@
   anywhere makes the server skip to the Sync, as before; the parameters are encoded before
   anything is sent, so a value pg8000 cannot encode leaves the connection in step.
 - **Prepared where a statement asks for it.** A statement whose text starts with ``/* prepared */``
-  (the billing round's state load, its write and its payments' record, in ``db/sql``) is parsed
-  once per connection as a named statement and from then on only bound and executed: planning the
-  write cost more than a tenth of a round. The server keeps custom plans for the first executions
-  and a generic one after only where it costs no more (``plan_cache_mode``), as for any PL/pgSQL
-  function; those statements find every row by its key (``= ANY(ARRAY(...))``, lateral lookups), so
-  a generic plan is the same probe. The result is described on every execution, so its columns are
+  (the billing round's state load, its write and its payments' record; a usage request's
+  statements, its key's claim and completion, in ``db/sql``) is parsed once per connection as a
+  named statement and from then on only bound and executed: planning the write cost more than a
+  tenth of a round, and planning was 0.3-1.4 ms of each of a usage request's statements (#17).
+  The server keeps custom plans for the first executions and a generic one after only where it
+  costs no more (``plan_cache_mode``), as for any PL/pgSQL function; those statements find every
+  row by its key (``= ANY(ARRAY(...))``, lateral lookups), so a generic plan is mostly the same probe.
+  The result is described on every execution, so its columns are
   always the plan's. A statement the server no longer has (26000: a pooler's DISCARD) or whose
-  result changed shape under a migration (0A000) fails that once, as any statement of a
-  transaction may, and is parsed afresh the next time.
+  result changed shape under a migration (0A000) is parsed afresh the next time: it fails as
+  ``errors.StalePreparedStatement``, which its transaction sends again at once when it was the
+  first statement (``connection.Transaction``) and which is otherwise retryable as a deadlock is
+  (the transaction rolled back whole; ``idempotency.in_tenant_scope`` retries it once).
+  Not every statement is prepared: a generic plan is planned without its parameters' values, and
+  one measured slower than planning afresh stays unnamed (``usage_caps.sql``'s ``stored``).
 
 - **BEGIN and COMMIT in the same flush.** A transaction's BEGIN (with its tenant scope) is sent as a
   simple query in front of its first statement, and its COMMIT behind its last one when the caller
@@ -96,6 +102,7 @@ def _execute_unnamed(self, statement, vals=(), oids=(), stream=None):
         code = exc.args[0].get("C") if exc.args and isinstance(exc.args[0], dict) else None
         if name != core.NULL_BYTE and (parse or code in STALE):
             self.__dict__["billing_prepared"].pop(statement, None)  # parsed again, under a new name, next time
+            exc.billing_stale = not parse  # errors.translate: StalePreparedStatement, to be sent again
         failures.append(exc)
     failures += _answers(self, core, after)
     if failures:

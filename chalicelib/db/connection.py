@@ -89,7 +89,8 @@ class Transaction:
         """``sql`` (after the BEGIN, if it is the first statement): on a connection the server has since
         closed (a warm container's: restart, failover, idle timeout), the first statement is sent once
         more on a fresh one, as nothing of the transaction can have happened (unless it also carried
-        the COMMIT)."""
+        the COMMIT). A first statement whose prepared form had gone stale is sent again, parsed afresh:
+        it failed at its Bind, before anything ran."""
         if self.committed:
             raise RuntimeError("this transaction has committed: nothing may run after its last statement")
         for attempt in (1, 2):
@@ -104,6 +105,12 @@ class Transaction:
                     raise
                 reset_connection()
                 self._conn, self.broken = get_connection(), False
+            except errors.StalePreparedStatement:
+                if self._begin is None or attempt == 2:
+                    self._begin = None
+                    raise
+                if after is None:  # the BEGIN's transaction is open, and failed: ended before it begins again
+                    self._send("ROLLBACK", {}, None, None)
             except BaseException:
                 self._begin = None  # it went with the statement: the transaction is open, to be rolled back
                 raise

@@ -48,6 +48,11 @@ class LockNotAvailable(RetryableError):
     """A lock was not granted within lock_timeout."""
 
 
+class StalePreparedStatement(RetryableError):
+    """A statement this connection had prepared is gone (a pooler's DISCARD) or its result changed
+    shape (a migration): parsed afresh when sent again (chalicelib/db/adapters.py)."""
+
+
 class QueryTimeout(DatabaseError):
     pass
 
@@ -94,6 +99,8 @@ def translate(exc: Exception) -> DatabaseError:
     if fields is None:
         return DatabaseUnavailable(str(exc) or type(exc).__name__)
     code = fields.get("C")
+    if getattr(exc, "billing_stale", False):
+        return StalePreparedStatement(fields.get("M", str(exc)), code=code)
     kind = _BY_CODE.get(code)
     if kind is None and code and code.startswith("08"):
         kind = DatabaseUnavailable

@@ -62,3 +62,52 @@ def test_the_app_reconnects_after_the_database_restarts(make_tenant):
     with transaction(tenant_id=tenant) as tx:  # the cached connection is dead: one fresh attempt
         assert tx.scalar("SELECT status FROM tenants") == "active"
         assert tx.scalar("SELECT pg_backend_pid()") != before
+
+
+PREPARED = "/* prepared */ SELECT status FROM tenants WHERE id = :id"
+
+
+def _prepared_names(tx) -> int:
+    return tx.scalar("SELECT count(*) FROM pg_prepared_statements")
+
+
+def test_a_prepared_statement_the_server_dropped_is_parsed_afresh_when_it_opens_its_transaction(make_tenant):
+    tenant = make_tenant()
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar(PREPARED, id=tenant) == "active"
+    get_connection().run("DEALLOCATE ALL")  # as a pooler's DISCARD ALL between two transactions
+
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar(PREPARED, id=tenant) == "active"
+        assert _prepared_names(tx) == 1
+        tx.run("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('test', 'probe', 'tenant')")
+    with transaction(tenant_id=tenant) as tx:  # the retried transaction committed what followed, once
+        assert tx.scalar("SELECT count(*) FROM audit_logs WHERE action = 'probe'") == 1
+
+
+def test_a_prepared_statement_dropped_in_mid_transaction_rolls_it_back_as_retryable(make_tenant):
+    tenant = make_tenant()
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar(PREPARED, id=tenant) == "active"
+    get_connection().run("DEALLOCATE ALL")
+
+    with pytest.raises(errors.RetryableError) as raised:
+        with transaction(tenant_id=tenant) as tx:
+            tx.run("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('test', 'probe', 'tenant')")
+            tx.scalar(PREPARED, id=tenant)
+    assert isinstance(raised.value, errors.StalePreparedStatement)
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar("SELECT count(*) FROM audit_logs WHERE action = 'probe'") == 0
+        assert tx.scalar(PREPARED, id=tenant) == "active"
+
+
+def test_a_prepared_statement_whose_result_a_migration_reshaped_is_parsed_afresh(make_tenant, owner_conn):
+    tenant = make_tenant()
+    reshaped = "/* prepared */ SELECT * FROM tenants WHERE id = :id"
+    with transaction(tenant_id=tenant) as tx:
+        before = tx.one(reshaped, id=tenant)
+    owner_conn.run("ALTER TABLE tenants ADD COLUMN added_by_a_migration integer")
+
+    with transaction(tenant_id=tenant) as tx:
+        after = tx.one(reshaped, id=tenant)
+    assert set(after) - set(before) == {"added_by_a_migration"}
