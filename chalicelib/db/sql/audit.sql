@@ -1,5 +1,5 @@
 -- name: record
-INSERT INTO audit_logs (actor, action, entity_type, entity_id, data)
+/* prepared */ INSERT INTO audit_logs (actor, action, entity_type, entity_id, data)
 VALUES (:actor, :action, :entity_type, :entity_id, CAST(:data AS jsonb));
 
 -- name: record_many

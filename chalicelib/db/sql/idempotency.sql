@@ -6,7 +6,7 @@
 -- which waits, flushes it first. Only an active tenant's request claims (scope.sql's tenant_status rule,
 -- here so that the claim is its transaction's first statement: one round trip fewer); when nothing is
 -- claimed the caller asks scope.check why.
-INSERT INTO idempotency_keys (key, request_method, request_path, request_hash)
+/* prepared */ INSERT INTO idempotency_keys (key, request_method, request_path, request_hash)
 SELECT :key, :method, :path, :hash FROM (SELECT set_config('synchronous_commit', 'off', true)) AS without_flush
  WHERE EXISTS (SELECT 1 FROM tenants WHERE status = 'active')  -- under RLS: the current tenant's row only
 ON CONFLICT (tenant_id, key) DO UPDATE
@@ -32,7 +32,7 @@ SELECT request_method, request_path, request_hash, status, response_status, resp
 
 -- name: complete
 -- Only by the claim's owner: locked_at is the claim's token.
-UPDATE idempotency_keys
+/* prepared */ UPDATE idempotency_keys
    SET status = 'complete', response_status = :status, response_body = CAST(:body AS jsonb)
  WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress'
 RETURNING key;

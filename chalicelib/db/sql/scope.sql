@@ -2,4 +2,4 @@
 
 -- name: tenant_status
 -- Under RLS this sees the current tenant's row only.
-SELECT status FROM tenants;
+/* prepared */ SELECT status FROM tenants;

@@ -20,7 +20,7 @@ SELECT pg_advisory_xact_lock(hashtextextended(CAST(:limit AS text) || ':' || app
 -- burst of `burst` requests passes at once, then one per interval; a refused request's wait is at most
 -- one interval (<= 1 s). One statement on one row; the caller's transaction holds the row for
 -- just this statement. No row when the tier has no rate (or no tenant is set): admitted.
-WITH plan AS (
+/* prepared */ WITH plan AS (
     SELECT p.tier, p.usage_requests_per_second AS rate, 1000000 / p.usage_requests_per_second AS interval_us,
            CAST(p.usage_burst - 1 AS bigint) * (1000000 / p.usage_requests_per_second) AS tolerance_us,
            CAST(extract(epoch FROM clock_timestamp()) * 1000000 AS bigint) AS now_us

@@ -6,7 +6,7 @@
 -- behind it, unbilled. (One statement that locked and read would keep its older snapshot for
 -- everything but the locked rows.)
 -- The ids come as one JSON text (pg8000 encodes an array parameter value by value, in Python).
-SELECT id FROM accounts
+/* prepared */ SELECT id FROM accounts
  WHERE id = ANY(ARRAY(SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS uuid)))
  ORDER BY id FOR KEY SHARE;
 
@@ -20,7 +20,7 @@ SELECT id FROM accounts
 -- invoice of a cancel now prices what was accepted before the cancel, but takes nothing
 -- stamped after it: to is at most the invoice's period end). The live period's end and its
 -- plan's usage prices, and each held window's, are what hard caps are judged by (usage_caps).
-SELECT a.id, a.status, live.current_period_start AS open_since,
+/* prepared */ SELECT a.id, a.status, live.current_period_start AS open_since,
        LEAST(live.created_at, live.billing_anchor, live.trial_start) AS started_at,
        CASE WHEN live.cancel_at_period_end THEN live.current_period_end END AS open_until,
        CASE WHEN live.status = 'paused' THEN live.paused_at END AS paused_since,
@@ -45,7 +45,7 @@ SELECT a.id, a.status, live.current_period_start AS open_since,
 -- name: insert_batch
 -- Set-based; a resent event_id is skipped, and is absent from the ids returned (one JSON array: a row
 -- per event would be a hundred rows for the driver to read).
-WITH inserted AS (
+/* prepared */ WITH inserted AS (
     INSERT INTO usage_events (event_id, account_id, metric, quantity, occurred_at, properties)
     SELECT e.event_id, e.account_id, e.metric, e.quantity, e."timestamp", COALESCE(e.properties, '{}')
       FROM jsonb_to_recordset(CAST(:events AS jsonb))

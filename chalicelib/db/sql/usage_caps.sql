@@ -7,7 +7,7 @@
 -- began: a batch that waited here for another sees that batch's events). Locked in one order, so two
 -- batches never deadlock. Only a new counter sums the window's events; after that the trigger on
 -- usage_events keeps it.
-WITH w AS (
+/* prepared */ WITH w AS (
     SELECT * FROM jsonb_to_recordset(CAST(:windows AS jsonb))
         AS w(i integer, account_id uuid, metric text, from_at timestamptz, to_at timestamptz)
 ), new_windows AS MATERIALIZED (
@@ -39,5 +39,7 @@ SELECT w.i, counted.sum, counted.count, counted.max
 -- Which of these event ids are stored already (resends: duplicates, not more usage). A statement of its
 -- own, after the counters' lock: it sees what the batch it waited for stored.
 -- The ids come as one JSON text: pg8000 encodes a text[] parameter value by value, in Python.
+-- Not prepared (chalicelib/db/adapters.py): its generic plan, made without the ids, took 10-14 ms a
+-- batch of 100 where planning with them and running took 0.6-0.8 ms (#17, measured on the bench's data).
 SELECT event_id FROM usage_events
  WHERE event_id = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:ids AS jsonb))));
