@@ -104,6 +104,8 @@ def _execute_unnamed(self, statement, vals=(), oids=(), stream=None):
             self.__dict__["billing_prepared"].pop(statement, None)  # parsed again, under a new name, next time
             exc.billing_stale = not parse  # errors.translate: StalePreparedStatement, to be sent again
         failures.append(exc)
+    if failures and after is not None:
+        after = "ROLLBACK"  # a COMMIT behind a failed statement ends the transaction as one, and says so
     failures += _answers(self, core, after)
     if failures:
         raise failures[0]

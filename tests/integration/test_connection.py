@@ -111,3 +111,16 @@ def test_a_prepared_statement_whose_result_a_migration_reshaped_is_parsed_afresh
     with transaction(tenant_id=tenant) as tx:
         after = tx.one(reshaped, id=tenant)
     assert set(after) - set(before) == {"added_by_a_migration"}
+
+
+def test_a_last_statement_that_fails_with_its_commit_raises_its_own_error_and_keeps_the_connection(make_tenant):
+    tenant = make_tenant()
+    before = get_connection()
+    with pytest.raises(errors.DatabaseError) as raised:
+        with transaction(tenant_id=tenant) as tx:
+            tx.run("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('test', 'probe', 'tenant')")
+            tx.all_then_commit("SELECT 1 / CAST(:zero AS integer)", zero=0)
+    assert raised.value.code == "22012"  # division by zero, not a lost connection
+    assert get_connection() is before
+    with transaction(tenant_id=tenant) as tx:
+        assert tx.scalar("SELECT count(*) FROM audit_logs WHERE action = 'probe'") == 0
