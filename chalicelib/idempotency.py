@@ -35,6 +35,8 @@ KEY_VERSION = "v1"
 MAX_KEY_LENGTH = 255
 # A claim older than this is a crashed request (API Gateway gives up after 29 s).
 STALE_AFTER_S = 60
+# The completion's refusal when the claim was taken over (migration 0023).
+SUPERSEDED = "BK001"
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ def run(
 ) -> Outcome:
     """Run ``work`` at most once per Idempotency-Key; the body it returns is answered with ``status``.
 
-    ``work(tx)`` runs in the request's tenant transaction and the key completes in the same one;
+    ``work(tx)`` runs in the request's tenant transaction and the key completes in the same one, as its
+    last statement, with its COMMIT (``work`` ends its statements; nothing of it runs after it returns);
     ``then(body)`` (moving money: a payment, a refund) runs after that commit and its body becomes the
     stored response; if it fails, the committed work and its response stand and the schedules finish
     it, so a retry never does the work twice.
@@ -75,9 +78,15 @@ def run(
         return claimed
 
     def complete(tx, body) -> None:
-        if not tx.run(Q["complete"], key=key, locked_at=claimed, status=status, body=_kept(stored, body)):
-            # Our claim was taken over as stale; the new owner's result stands.
-            raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry")
+        try:
+            tx.all_then_commit(Q["complete"], key=key, locked_at=claimed, status=status, body=_kept(stored, body))
+        except db_errors.DatabaseError as exc:
+            if exc.code != SUPERSEDED:
+                raise
+            # Our claim was taken over as stale: the work rolled back, the new owner's result stands.
+            raise errors.Conflict(
+                "this request took too long and was superseded; retry", code="idempotency_retry"
+            ) from exc
 
     def work_and_complete(tx):
         body = work(tx)

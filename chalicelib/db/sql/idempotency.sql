@@ -31,11 +31,16 @@ SELECT request_method, request_path, request_hash, status, response_status, resp
  WHERE key = :key;
 
 -- name: complete
--- Only by the claim's owner: locked_at is the claim's token.
-/* prepared */ UPDATE idempotency_keys
-   SET status = 'complete', response_status = :status, response_body = CAST(:body AS jsonb)
- WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress'
-RETURNING key;
+-- Only by the claim's owner: locked_at is the claim's token. A claim taken over is an error
+-- (SQLSTATE BK001, migration 0023), which rolls back the work in its transaction: the statement
+-- carries that transaction's COMMIT.
+/* prepared */ WITH completed AS (
+    UPDATE idempotency_keys
+       SET status = 'complete', response_status = :status, response_body = CAST(:body AS jsonb)
+     WHERE key = :key AND locked_at = :locked_at AND status = 'in_progress'
+    RETURNING key
+)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM completed) THEN 'complete' ELSE idempotency_superseded() END AS status;
 
 -- name: refresh
 -- A completed key's response, as it stands once the work's after-commit step (a payment, a
