@@ -78,15 +78,7 @@ def run(
         return claimed
 
     def complete(tx, body) -> None:
-        try:
-            tx.all_then_commit(Q["complete"], key=key, locked_at=claimed, status=status, body=_kept(stored, body))
-        except db_errors.DatabaseError as exc:
-            if exc.code != SUPERSEDED:
-                raise
-            # Our claim was taken over as stale: the work rolled back, the new owner's result stands.
-            raise errors.Conflict(
-                "this request took too long and was superseded; retry", code="idempotency_retry"
-            ) from exc
+        _complete(tx, key, claimed, status, _kept(stored, body))
 
     def work_and_complete(tx):
         body = work(tx)
@@ -106,6 +98,18 @@ def run(
     if settled is not body:
         _refresh(tenant_id, key, claimed, _kept(stored, settled))
     return Outcome(status, settled)
+
+
+def _complete(tx, key: str, claimed, status: int, body: str) -> None:
+    """The key completes with ``body`` as its transaction's last statement, with the COMMIT; a claim
+    taken over meanwhile (as stale, by a retry) is a 409 and the work rolls back with it."""
+    try:
+        tx.all_then_commit(Q["complete"], key=key, locked_at=claimed, status=status, body=body)
+    except db_errors.DatabaseError as exc:
+        if exc.code != SUPERSEDED:
+            raise
+        # The new owner's result stands.
+        raise errors.Conflict("this request took too long and was superseded; retry", code="idempotency_retry") from exc
 
 
 def _refresh(tenant_id, key: str, claimed, body: str) -> None:
