@@ -160,6 +160,20 @@ def owner_conn(database_url):
 
 
 @pytest.fixture
+def round_trips(monkeypatch):
+    """The count of round trips on every connection opened from now on (this thread's is opened anew):
+    counted, never timed (devtools.round_trips)."""
+    from chalicelib.db import connection
+    from devtools.round_trips import counted_opener
+
+    counter = [0]
+    reset_connection()
+    monkeypatch.setattr(connection, "open_connection", counted_opener(connection.open_connection, counter))
+    yield counter
+    reset_connection()
+
+
+@pytest.fixture
 def make_tenant(database_url):
     def make(name: str = "Acme", status: str = "active", operator: bool = False) -> str:
         tenant_id = str(uuid.uuid4())

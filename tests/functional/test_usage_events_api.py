@@ -166,31 +166,19 @@ def test_usage_for_an_account_that_never_had_a_subscription_is_rejected(api, cat
     assert _stored(catalog.id) == []
 
 
-def _counting_round_trips(monkeypatch) -> list[int]:
-    from chalicelib.db import connection
-    from devtools.round_trips import counted_opener
-
-    counter = [0]
-    connection.reset_connection()
-    monkeypatch.setattr(connection, "open_connection", counted_opener(connection.open_connection, counter))
-    connection.get_connection()
-    return counter
-
-
-def test_a_single_event_with_a_key_costs_as_many_round_trips_as_one_without(api, account, catalog, monkeypatch):
+def test_a_single_event_with_a_key_costs_as_many_round_trips_as_one_without(api, account, catalog, round_trips):
     """Counted, never timed. The claim's transaction: the claim (with its BEGIN), then the rate with the
     COMMIT. The work's: the accounts' lock (with its BEGIN; the claim checked the tenant), their billing
     windows, the insert, the audit row, and the key's completion with the COMMIT."""
     from chalicelib.db import connection
 
-    counter = _counting_round_trips(monkeypatch)
-    before = counter[0]
+    connection.get_connection()  # opened (and counted from) before the request
+    before = round_trips[0]
 
     reply = api.post("/v1/events", _event(account["id"], "keyed"), catalog.user, headers={"Idempotency-Key": "k-1"})
 
     assert reply.status == 200 and reply.body["accepted"] == 1
-    assert counter[0] - before == 2 + 5
-    connection.reset_connection()
+    assert round_trips[0] - before == 2 + 5
 
 
 def test_a_request_whose_key_a_retry_took_over_stores_nothing_and_is_told_to_retry(
@@ -215,17 +203,16 @@ def test_a_request_whose_key_a_retry_took_over_stores_nothing_and_is_told_to_ret
         assert tx.scalar("SELECT status FROM idempotency_keys WHERE key = 'slow'") == "in_progress"
 
 
-def test_a_single_event_without_a_key_costs_seven_round_trips_its_rate_one(api, account, catalog, monkeypatch):
+def test_a_single_event_without_a_key_costs_seven_round_trips_its_rate_one(api, account, catalog, round_trips):
     """Counted, never timed (devtools.round_trips). The rate's transaction is one flush: its BEGIN, the
     tenant's scope, synchronous_commit off, the rate statement and its COMMIT. The work's: the tenant
     check (with its BEGIN), the accounts' lock, their billing windows, the insert, the audit row, COMMIT."""
     from chalicelib.db import connection
 
-    counter = _counting_round_trips(monkeypatch)
-    before = counter[0]
+    connection.get_connection()  # opened (and counted from) before the request
+    before = round_trips[0]
 
     reply = api.post("/v1/events", _event(account["id"], "counted"), catalog.user)
 
     assert reply.status == 200 and reply.body["accepted"] == 1
-    assert counter[0] - before == 1 + 6
-    connection.reset_connection()
+    assert round_trips[0] - before == 1 + 6

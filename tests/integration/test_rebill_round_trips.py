@@ -10,11 +10,8 @@ pipelines the transaction control with the statements (chalicelib/db/adapters.py
 import json
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from chalicelib.billing import rebill, rebill_batch
 from chalicelib.db import connection
-from devtools.round_trips import counted_opener
 from tests import billing
 
 ANCHOR = datetime(2027, 1, 31, 9, tzinfo=UTC)
@@ -23,16 +20,6 @@ ENGINE_STATEMENTS = 3  # the state load (with BEGIN and the scope), the write (w
 TRANSACTION_CONTROL = 0  # BEGIN, the scope and COMMIT travel with the statements (connection.Transaction)
 PER_GROUP = ENGINE_STATEMENTS + TRANSACTION_CONTROL
 PER_BATCH = 0  # nothing is read or written once per batch
-
-
-@pytest.fixture
-def round_trips(monkeypatch):
-    """The count of round trips on every connection opened from now on (this thread's is opened anew)."""
-    counter = [0]
-    connection.reset_connection()
-    monkeypatch.setattr(connection, "open_connection", counted_opener(connection.open_connection, counter))
-    yield counter
-    connection.reset_connection()
 
 
 def _batch(groups: dict[str, list[str]]) -> list[dict]:
