@@ -193,15 +193,18 @@ def _trace_header() -> str:
     return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=1"
 
 
-def proxy_event(method: str, path: str, tenant_id: str, body: dict | None = None) -> dict:
-    """What API Gateway's REST proxy integration sends once its Cognito authorizer verified an access token."""
+def proxy_event(
+    method: str, path: str, tenant_id: str, body: dict | None = None, client_id: str = PEOPLE_CLIENT
+) -> dict:
+    """What API Gateway's REST proxy integration sends once its Cognito authorizer verified an access token
+    that ``client_id`` (one of the pool's app clients for people) was issued."""
     now = time.time()
     claims = {
         "sub": str(uuid.uuid4()),
         "cognito:groups": "[ADMIN]",
         "iss": f"https://cognito-idp.{REGION}.amazonaws.com/{POOL_ID}",
         "version": "2",
-        "client_id": PEOPLE_CLIENT,
+        "client_id": client_id,
         "custom:tenant_id": tenant_id,
         "token_use": "access",
         "scope": "aws.cognito.signin.user.admin billing/read billing/write billing/usage.write billing/admin",

@@ -11,7 +11,9 @@ binds so that the statement still runs), the Idempotency-Key when one is sent, t
 transaction (tenant status, the accounts' lock and billing windows, hard caps, the insert, the audit
 row, the key's completion) and, after a batch with a rejected event, the outbox flush (none here),
 against a fresh database on the embedded PostgreSQL (fsync on; or DATABASE_URL's server) over its
-unix socket. Round trips are the driver's waits on the server, counted per request.
+unix socket. Round trips are the driver's waits on the server, counted per request. Single events
+are also sent as deployed: the Lambda handler called with the proxy event API Gateway sends once its
+Cognito authorizer verified the token (no local gateway, no RS256 in the app; ``VERIFY_JWT`` off).
 
 The data: --accounts subscribed accounts, half on a plan whose usage price has a hard cap (high
 enough never to bind: the cap check runs on every batch), half on an uncapped one; a batch is 100
@@ -51,8 +53,9 @@ PRICE = {"metric": "api_calls", "aggregation": "sum", "unit_amount": 1}
 class Bench:
     """The app behind chalice's test client, a tenant with subscribed accounts, and a USER token."""
 
-    def __init__(self, client, tenant_id: str, token: str, accounts: list[str]):
+    def __init__(self, client, tenant_id: str, token: str, accounts: list[str], client_id: str = ""):
         self.client, self.tenant_id, self.token, self.accounts = client, tenant_id, token, accounts
+        self.client_id = client_id  # the pool's app client for people: the token's, and the authorizer's claims'
         self.sent = 0  # event ids are unique across the run
         self.accepted = 0  # as the responses said, replays not counted
 
@@ -140,7 +143,7 @@ def setup(admin_url: str, accounts: int, jwks_dir: Path) -> Bench:
     from app import app
 
     client = Client(app, stage_name="local").__enter__()
-    bench = Bench(client, tenant_id, pool.token(tenant_id, "USER"), [])
+    bench = Bench(client, tenant_id, pool.token(tenant_id, "USER"), [], pool.client_id)
     admin = pool.token(tenant_id, "ADMIN")
     for code, price in (("metered", PRICE), ("capped", {**PRICE, "hard_cap": 10**12})):
         plan = {
@@ -186,6 +189,46 @@ def batches(bench: Bench, count: int, key_prefix: str | None = None) -> tuple[li
 
 def singles(bench: Bench, count: int) -> tuple[list[float], float]:
     return series(lambda n: bench.timed(bench.events(1, n)[0]), count)
+
+
+class LambdaContext:
+    aws_request_id, function_name, memory_limit_in_mb = "bench", "api_handler", 1024
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def deployed_singles(bench: Bench, count: int) -> tuple[list[float], float]:
+    """Single events as deployed: the Lambda handler called with the proxy event API Gateway sends once its
+    Cognito authorizer verified the token (VERIFY_JWT off, as in prod: the app reads the authorizer's claims).
+    No chalice local gateway and no RS256 verification in the app, which ``singles`` both include."""
+    from app import app
+    from bench.cold_start import proxy_event
+    from chalicelib.config import reset_settings
+
+    def one(n: int) -> float:
+        event = proxy_event("POST", "/v1/events", bench.tenant_id, bench.events(1, n)[0], bench.client_id)
+        started = time.perf_counter()
+        answer = app(event, LambdaContext())
+        elapsed = time.perf_counter() - started
+        if answer["statusCode"] != 200:
+            raise SystemExit(f"unexpected {answer['statusCode']}: {answer['body'][:500]!r}")
+        bench.accepted += json.loads(answer["body"])["accepted"]
+        return elapsed
+
+    verify = os.environ.get("VERIFY_JWT")
+    os.environ["VERIFY_JWT"] = "false"
+    reset_settings()
+    try:
+        series(one, 50)  # warm-up
+        return series(one, count)
+    finally:
+        if verify is None:
+            del os.environ["VERIFY_JWT"]
+        else:
+            os.environ["VERIFY_JWT"] = verify
+        reset_settings()
 
 
 def interleaved(bench: Bench, pairs: int) -> tuple[list[float], list[float], float]:
@@ -300,6 +343,10 @@ def run(bench: Bench, args) -> None:
     batch_rate = report("batches of 100", batch_times, 100, batch_trips)
     single_times, single_trips = singles(bench, args.singles)
     single_rate = report("single events", single_times, 1, single_trips)
+    deployed_times, deployed_trips = deployed_singles(bench, args.singles)
+    deployed_rate = report(
+        "single events as deployed (Lambda handler, the authorizer's claims)", deployed_times, 1, deployed_trips
+    )
     keyed, plain, key_trips = interleaved(bench, args.pairs)
     report(f"batches of 100 with an Idempotency-Key (+{key_trips:.1f} round trips)", keyed, 100)
     report("batches of 100 without (interleaved)", plain, 100)
@@ -326,7 +373,8 @@ def run(bench: Bench, args) -> None:
     single_median = statistics.median(single_times)
     print(
         f"ratio single events / 1,000/s target: {single_rate / 1_000:.2f}x"
-        f" ({1 / single_median / 1_000:.2f}x at the median)"
+        f" ({1 / single_median / 1_000:.2f}x at the median); as deployed {deployed_rate / 1_000:.2f}x"
+        f" ({1 / statistics.median(deployed_times) / 1_000:.2f}x at the median)"
     )
     print(f"cost of an Idempotency-Key: {key_cost:+.1%} time per batch, median of {len(keyed)} pairs (target <= 10%)")
     check(bench)
