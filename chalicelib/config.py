@@ -56,6 +56,7 @@ class Settings:
     cors_allowed_origins: tuple[str, ...]
     stripe_api_base: str | None
     stripe_timeout_s: float
+    payment_concurrency: int
     gateway_credentials_ttl_s: int
     gateway_credentials_store: str
     gateway_secrets_kms_key_id: str | None
@@ -170,6 +171,9 @@ def _payment_settings(env) -> dict:
         # A Stripe call that has not answered in this long is a timeout: the attempt stays pending and
         # is retried with the same key (keep it well under PAYMENT_CLAIM_LEASE_S).
         stripe_timeout_s=float(env("STRIPE_TIMEOUT_S", "10")),
+        # How many of a round's charges are in flight at once (collection._charge_all): a batch of 100 renewals
+        # at Stripe's ~0.5 s each waits 50 s one by one, past the processor's timeout; 8 at a time, ~6 s.
+        payment_concurrency=int(env("PAYMENT_CONCURRENCY", "8")),
         # A warm function re-reads a tenant's gateway credentials from Secrets Manager this often.
         gateway_credentials_ttl_s=int(env("GATEWAY_CREDENTIALS_TTL_S", "300")),
         # Where tenants' gateway credentials live: "secretsmanager" (every deployed stage, make run)

@@ -6,7 +6,9 @@ speaks Stripe's wire format: form-encoded requests with nested keys, JSON object
 and statuses, a Request-Id on every answer, idempotency keys (in progress -> 409, a finished key replays
 its answer, reuse with other parameters -> 400) and signed webhooks. Stripe's test tokens (pm_card_visa,
 pm_card_chargeDeclined, ...) decide outcomes as in test mode; script() and fail_next() add what no card
-can (busy, 5xx, a slow answer). The /_standin/... routes expose the control methods over HTTP.
+can (busy, 5xx, a slow answer). ``latency_seconds`` holds every API answer as long as Stripe's network and
+work take (0 by default), and ``most_in_flight`` counts the most API requests it was answering at once.
+The /_standin/... routes expose the control methods over HTTP.
 
 Deliberately left out: minimum and maximum amounts, currency checks beyond three letters, manual capture,
 asynchronous payment methods, API versions, rate limits, Connect, and pagination beyond limit and
@@ -231,6 +233,9 @@ class StripeStandin:
 
     def __init__(self) -> None:
         self.slow_seconds = 3.0  # how long a "timeout" outcome holds its answer
+        self.latency_seconds = 0.0  # how long every API request takes before it is answered
+        self.most_in_flight = 0  # the most API requests being answered at once (set it to 0 to count afresh)
+        self._in_flight = 0
         self.refunds_pending = False  # new refunds start "pending" (settle_refund settles one later)
         self._lock = threading.Lock()
         self._accounts: dict[str, Account] = {}
@@ -373,7 +378,20 @@ class StripeStandin:
     # --- serving ----------------------------------------------------------------------------------
 
     def serve_api(self, method: str, path: str, params: Json, headers: dict[str, str]) -> Reply:
-        """One /v1 request: an injected failure, then the API key, the idempotency key and the operation."""
+        """One /v1 request, counted in flight while it is answered, after ``latency_seconds``."""
+        with self._lock:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            if self.latency_seconds:
+                time.sleep(self.latency_seconds)
+            return self._serve_api(method, path, params, headers)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _serve_api(self, method: str, path: str, params: Json, headers: dict[str, str]) -> Reply:
+        """An injected failure, then the API key, the idempotency key and the operation."""
         request_id = new_id("req", 14)
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None

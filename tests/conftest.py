@@ -247,7 +247,9 @@ def stripe(stripe_standin, cognito, monkeypatch):
     gateway_credentials.forget()
     payments.set_gateway(None)
     stripe_standin.slow_seconds = 1.0
+    stripe_standin.latency_seconds, stripe_standin.most_in_flight = 0.0, 0
     yield stripe_standin
+    stripe_standin.latency_seconds = 0.0
     gateway_credentials.forget()
     reset_settings()
 

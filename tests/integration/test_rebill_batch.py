@@ -107,3 +107,59 @@ def test_usage_billing_more_than_the_largest_amount_fails_only_its_own_record_an
         assert billing.state(tenant, account)["entries"] == []
         assert billing.state(tenant, account)["next_billing_at"] == FEB_28, "left due, for an operator to resolve"
     assert billing.state(tenant, ordinary)["entries"] == [("charge", 4900 + 5000), ("payment", -(4900 + 5000))]
+
+
+@pytest.mark.parametrize(("concurrency", "in_flight"), [(4, 4), (1, 1)])
+def test_a_batch_is_charged_at_stripe_several_at_a_time_and_each_account_once(
+    make_tenant, stripe, reporting, monkeypatch, concurrency, in_flight
+):
+    from chalicelib.billing import payments
+    from chalicelib.config import reset_settings
+    from tests import gateway
+
+    monkeypatch.setenv("PAYMENT_CONCURRENCY", str(concurrency))
+    reset_settings()
+    tenant = make_tenant()
+    plan = billing.plan(tenant, usage_prices=[])
+    accounts = [billing.subscribed_account(tenant, plan, ANCHOR) for _ in range(8)]
+    payments.set_gateway(None)
+    at_stripe = gateway.OnStandin(stripe, tenant, accounts)
+    stripe.latency_seconds, stripe.most_in_flight = 0.2, 0  # each PaymentIntent takes Stripe 0.2 s
+
+    assert rebill_batch.process(_records(tenant, accounts), now=FEB_28) == {"batchItemFailures": []}
+
+    assert stripe.most_in_flight == in_flight  # PAYMENT_CONCURRENCY at once, never more
+    assert sorted(account for _pi, account, _amount, _currency in at_stripe.charges) == sorted(accounts)
+    for account in accounts:
+        state = billing.state(tenant, account)
+        assert state["entries"] == [("charge", 4900), ("payment", -4900)]
+        assert [i["status"] for i in state["invoices"]] == ["paid"]
+
+
+def test_a_charge_whose_answer_is_lost_in_a_concurrent_batch_fails_only_its_record_and_is_never_made_twice(
+    make_tenant, stripe, reporting
+):
+    import time
+
+    from chalicelib.billing import payments
+    from tests import gateway
+
+    tenant = make_tenant()
+    plan = billing.plan(tenant, usage_prices=[])
+    accounts = [billing.subscribed_account(tenant, plan, ANCHOR) for _ in range(6)]
+    payments.set_gateway(None)
+    at_stripe = gateway.OnStandin(stripe, tenant, accounts)
+    at_stripe.script(accounts[2], ["timeout"])  # Stripe charges it, and answers after our timeout
+    records = _records(tenant, accounts)
+
+    first = rebill_batch.process(records, now=FEB_28)
+    pending = billing.pending_attempts(tenant, accounts[2])
+    time.sleep(stripe.slow_seconds)  # Stripe's answer is done: the key replays it from now on
+    again = rebill_batch.process([records[2]], now=FEB_28)  # SQS redelivers the failed record
+
+    assert first == {"batchItemFailures": [{"itemIdentifier": records[2]["messageId"]}]}
+    assert pending == 1
+    assert again == {"batchItemFailures": []}
+    assert sorted(account for _pi, account, _amount, _currency in at_stripe.charges) == sorted(accounts)
+    for account in accounts:
+        assert billing.state(tenant, account)["entries"] == [("charge", 4900), ("payment", -4900)]
