@@ -52,7 +52,7 @@ class MemoryQueue:
             return batch
 
 
-def _database(admin_url: str, name: str) -> None:
+def fresh_database(admin_url: str, name: str) -> None:
     from chalicelib.config import reset_settings
     from chalicelib.db import migrate, reset_connection
 
@@ -74,7 +74,7 @@ def run(admin_url: str, events: int, workers: int, slow_s: float, with_others: b
     from chalicelib.db import transaction
     from tests.webhooks import Receiver
 
-    _database(admin_url, "billing_bench_webhooks")
+    fresh_database(admin_url, "billing_bench_webhooks")
     tenant = str(uuid.uuid4())
     with transaction(tenant_id=tenant) as tx:
         tx.run("INSERT INTO tenants (id, name, email) VALUES (:id, 'Bench', 'ops@bench.test')", id=tenant)
