@@ -86,6 +86,7 @@ class MockGateway:
     """
 
     needs_payer = False
+    remote = False  # answers in process: its charges are made inline (collection._charge_all)
 
     def __init__(self, default: str = "succeed", decline_percent: int = 0):
         self.default = default

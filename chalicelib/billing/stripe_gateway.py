@@ -98,6 +98,7 @@ def result_of(intent: dict) -> payments.PaymentResult:
 
 class StripeGateway:
     needs_payer = True
+    remote = True  # each call waits on the network: a round's charges are made several at a time
 
     def __init__(self, secret_key: str, account_id: str | None = None):
         stripe = _sdk()
