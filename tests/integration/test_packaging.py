@@ -142,6 +142,7 @@ DEFAULTS_OK = {
     "PAYMENT_GATEWAY": "mock outside production for tenants without a connected gateway (Stripe is per tenant)",
     "STRIPE_API_BASE": "local stand-in only; deployed, the SDK talks to Stripe",
     "STRIPE_TIMEOUT_S": "default 10 s, well under the claim lease",
+    "PAYMENT_CONCURRENCY": "default 8 charges in flight per invocation (Stripe's 100 writes/s: docs/scaling.md)",
     "GATEWAY_CREDENTIALS_TTL_S": "default 300 s",
     "MOCK_PAYMENT_OUTCOME": "mock gateway only",
     "MOCK_PAYMENT_DECLINE_PERCENT": "mock gateway only",
