@@ -47,8 +47,9 @@ def run(admin_url: str, standin, accounts: int, concurrency: int, latency_s: flo
     plan = billing.plan(tenant, usage_prices=[])
     ids = [billing.subscribed_account(tenant, plan, ANCHOR) for _ in range(accounts)]
     at_stripe = gateway.OnStandin(standin, tenant, ids)
-    body = {"tenantId": tenant, "kind": "renewal", "dueAt": rebill._iso(DUE)}
-    records = [{"messageId": account, "body": json.dumps({**body, "accountId": account})} for account in ids]
+    # The renewals as the daily run selects them (its only tenant on this fresh database).
+    due = [message for page in rebill.due(DUE + timedelta(hours=1)) for message in page]
+    records = [{"messageId": m["accountId"], "body": json.dumps(m)} for m in due]
     standin.latency_seconds, standin.most_in_flight = latency_s, 0
     started = time.perf_counter()
     result = rebill_batch.process(records, now=DUE + timedelta(hours=1))

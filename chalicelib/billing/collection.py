@@ -186,13 +186,12 @@ def _charge_all(tenant_id: str, gateway, intents: list[Intent], payers: dict) ->
             _pools[width] = ThreadPoolExecutor(max_workers=width, thread_name_prefix="payment-charge")
         pool = _pools[width]
     # Each account's charges run in a copy of this context: their log lines carry the invocation's fields.
-    futures = [pool.submit(contextvars.copy_context().run, _in_order, one, group) for group in accounts.values()]
+    futures = [
+        pool.submit(contextvars.copy_context().run, lambda group=group: [one(i) for i in group])
+        for group in accounts.values()
+    ]
     wait(futures)  # every charge back before anything is raised: none is still running when the caller goes on
     return [answer for future in futures for answer in future.result()]
-
-
-def _in_order(charge, intents: list[Intent]) -> list[tuple]:
-    return [charge(intent) for intent in intents]
 
 
 def _payers(tenant_id: str, gateway, intents: list[Intent]) -> dict:
